@@ -1,0 +1,1 @@
+"""Benchmark harness: latency, memory, size and accuracy against budgets (see issue: bench)."""

@@ -1,0 +1,145 @@
+"""`finetune`: plain supervised training (no teacher).
+
+Two uses: turning a pretrained encoder into a task *teacher* (e.g. all-MiniLM-L6-v2 on
+SST-2), and training the *no-KD baseline* of a student (``layers=K`` keeps K of the model's
+layers first), so distillation can be compared with what the same student learns alone.
+
+Feature-extraction fine-tuning needs sentence pairs (anchor, positive) and uses in-batch
+negatives (the MultipleNegativesRanking objective of sentence-transformers).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import PrinterCallback, Trainer
+
+from edgedistill import __version__
+from edgedistill.compress import models
+from edgedistill.compress.config import FinetuneRecipe
+from edgedistill.compress.data import PadCollator, load_split, read_examples
+from edgedistill.compress.evaluate import classification_metrics, collect_outputs
+from edgedistill.compress.losses import mean_pool
+from edgedistill.compress.trainer import RichProgressCallback, model_inputs
+from edgedistill.compress.training import (
+    last_checkpoint,
+    prepare_run_dir,
+    resolved_config,
+    total_optimizer_steps,
+    training_arguments,
+    world_size,
+)
+from edgedistill.errors import DataError
+from edgedistill.io import atomic_dir, atomic_write_json
+
+
+class SupervisedTrainer(Trainer):
+    """Cross-entropy through the model's own head, or in-batch-negatives for embedding pairs."""
+
+    def __init__(self, *args, task: str, scale: float = 20.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.task = task
+        self.scale = scale
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.task == "sequence-classification":
+            out = model(**model_inputs(inputs), return_dict=True)
+            loss = F.cross_entropy(out.logits.float(), inputs["labels"])
+            return (loss, out) if return_outputs else loss
+        anchor = model(**model_inputs(inputs), return_dict=True)
+        pair = {k[len("pair_") :]: v for k, v in inputs.items() if k.startswith("pair_")}
+        positive = model(**model_inputs(pair), return_dict=True)
+        a = F.normalize(mean_pool(anchor.last_hidden_state, inputs["attention_mask"]), dim=-1)
+        p = F.normalize(mean_pool(positive.last_hidden_state, pair["attention_mask"]), dim=-1)
+        scores = self.scale * a @ p.T
+        loss = F.cross_entropy(scores, torch.arange(len(scores), device=scores.device))
+        return (loss, anchor) if return_outputs else loss
+
+
+def _num_labels(recipe: FinetuneRecipe, config) -> tuple[int, bool]:
+    """Classes to train: the labels seen in the train file (at least 2), or the head's own count if larger.
+
+    Returns (num_labels, replace_head): an existing head of the wrong size is replaced.
+    """
+    examples, _ = read_examples(recipe.data.train, recipe.data, needs_labels=True, num_labels=None,
+                                max_samples=recipe.data.max_train_samples)
+    seen = max(2, max(e.label for e in examples) + 1)
+    has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+    if has_head and config.num_labels >= seen:
+        return config.num_labels, False
+    return seen, has_head
+
+
+def finetune(recipe: FinetuneRecipe, out_dir: str | Path, *, overwrite: bool = False, callbacks: Sequence = (),
+             progress: bool = True) -> dict:
+    out = Path(out_dir)
+    resolved = resolved_config(recipe)
+    resumed = prepare_run_dir(out, resolved, overwrite, "finetune")
+    from transformers import AutoConfig, set_seed
+
+    set_seed(recipe.training.seed)
+    task = recipe.task
+    models.check_model_folder(recipe.model.path, "model", recipe.model.allow_pickle)
+    tokenizer = models.load_tokenizer(recipe.model.path, recipe.model.trust_remote_code)
+    extra = {}
+    if task == "sequence-classification":
+        config = AutoConfig.from_pretrained(recipe.model.path, trust_remote_code=recipe.model.trust_remote_code)
+        extra["num_labels"], extra["ignore_mismatched_sizes"] = _num_labels(recipe, config)
+    model = models.load_model(recipe.model, task, "model", **extra)
+    selected = None
+    if recipe.layers is not None:
+        model, selected = models.derive_from_layers(model, recipe.layers)
+
+    needs_labels = task == "sequence-classification"
+    if task == "feature-extraction" and not recipe.data.text_pair_column:
+        raise DataError(
+            "finetune --task feature-extraction trains on sentence pairs (anchor, positive) with in-batch negatives; "
+            "set data.text_pair_column (CLI: --text-pair-column) to the column of positives"
+        )
+    num_labels = extra.get("num_labels")
+    train_ds = load_split(recipe.data.train, recipe.data, tokenizer, needs_labels=needs_labels, num_labels=num_labels,
+                          max_samples=recipe.data.max_train_samples, pair_mode="separate")
+    eval_ds = load_split(recipe.data.eval, recipe.data, tokenizer, needs_labels=needs_labels, num_labels=num_labels,
+                         max_samples=recipe.data.max_eval_samples, pair_mode="separate")
+    collator = PadCollator(tokenizer)
+
+    total_steps = total_optimizer_steps(len(train_ds), recipe.training)
+    args = training_arguments(recipe.training, out / "checkpoints", total_steps, seed=recipe.training.seed,
+                              learning_rate=recipe.training.lr)
+    args.lr_scheduler_type = "linear"
+    trainer = SupervisedTrainer(
+        model=model, args=args, train_dataset=train_ds, data_collator=collator, task=task,
+        callbacks=([RichProgressCallback("finetune")] if progress else []) + list(callbacks),
+    )
+    trainer.remove_callback(PrinterCallback)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=last_checkpoint(out / "checkpoints"))
+    seconds = time.perf_counter() - started
+    if not trainer.is_world_process_zero():
+        return {}
+
+    metrics: dict = {}
+    if task == "sequence-classification":
+        metrics = classification_metrics(collect_outputs(model, eval_ds, collator, task))
+    with atomic_dir(out / "model") as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    samples = total_steps * recipe.training.batch_size * recipe.training.grad_accum * world_size()
+    report = {
+        "edgedistill_version": __version__,
+        "task": task,
+        "model": {"path": str(out / "model"), "source": recipe.model.path, "parameters": models.count_parameters(model),
+                  "layers": model.config.num_hidden_layers, "selected_layers": selected, "metrics": metrics},
+        "data": {"train": train_ds.report.to_dict(), "eval": eval_ds.report.to_dict()},
+        "training": {"steps": total_steps, "train_wall_time_s": round(seconds, 3),
+                     "samples_per_s": round(samples / seconds, 3) if seconds and not resumed else None,
+                     "resumed": resumed},
+        "config": resolved,
+        "history": trainer.state.log_history,
+    }
+    atomic_write_json(out / "finetune_report.json", report)
+    return report

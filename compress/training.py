@@ -1,0 +1,87 @@
+"""Shared pieces of `distill` and `finetune`: TrainingArguments, step counting, run folders."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from edgedistill.compress.config import TrainingConfig
+from edgedistill.config import dump_config
+from edgedistill.errors import EdgeDistillError
+from edgedistill.io import atomic_write_json
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def total_optimizer_steps(num_examples: int, tc: TrainingConfig) -> int:
+    if tc.max_steps is not None:
+        return tc.max_steps
+    per_step = tc.batch_size * tc.grad_accum * world_size()
+    return max(1, math.ceil(tc.epochs * math.ceil(num_examples / per_step)))
+
+
+def training_arguments(tc: TrainingConfig, output_dir: Path, max_steps: int, *, seed: int, learning_rate: float):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=max_steps,
+        per_device_train_batch_size=tc.batch_size,
+        gradient_accumulation_steps=tc.grad_accum,
+        learning_rate=learning_rate,
+        weight_decay=tc.weight_decay,
+        warmup_ratio=tc.warmup_ratio,
+        logging_steps=tc.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=tc.save_steps,
+        save_total_limit=tc.save_total_limit,
+        eval_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        seed=seed,
+        data_seed=seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=world_size() > 1,
+        ddp_backend="gloo" if not torch.cuda.is_available() and world_size() > 1 else None,
+        save_safetensors=True,
+    )
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def prepare_run_dir(out: Path, resolved: dict, overwrite: bool, kind: str) -> bool:
+    """Create ``out`` or check it holds the same run; returns True when an earlier run is resumed."""
+    marker = out / f"{kind}_config.json"
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    if marker.is_file():
+        import json
+
+        previous = json.loads(marker.read_text(encoding="utf-8"))
+        if previous != resolved:
+            changed = sorted(k for k in set(previous) | set(resolved) if previous.get(k) != resolved.get(k))
+            raise EdgeDistillError(
+                f"{out} holds an earlier {kind} run with a different recipe (changed: {', '.join(changed)}). "
+                f"Resume it with the same recipe, pass --overwrite to start again, or choose another --out."
+            )
+        return True
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, resolved)
+    return False
+
+
+def resolved_config(recipe) -> dict:
+    return dump_config(recipe)

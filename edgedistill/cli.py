@@ -1,0 +1,205 @@
+"""The `edgedistill` command line. One verb per stage; flags override recipe values.
+
+Flags map onto recipe keys (``--max-steps`` -> ``training.max_steps``); ``--set KEY=VALUE``
+reaches any other key. Errors raised on purpose print as one readable message (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgedistill import __version__
+from edgedistill.errors import EdgeDistillError
+
+
+def _layers(value: str) -> int | list[int]:
+    value = value.strip()
+    return [int(v) for v in value.split(",") if v.strip()] if "," in value else int(value)
+
+
+def _schedule(value: str) -> dict[str, Any]:
+    """`4` -> constant 4; `linear:4:1` / `cosine:4:1` -> ramp from 4 to 1."""
+    parts = value.split(":")
+    if len(parts) == 1:
+        return {"kind": "constant", "value": float(parts[0])}
+    if len(parts) == 3 and parts[0] in ("linear", "cosine"):
+        return {"kind": parts[0], "start": float(parts[1]), "end": float(parts[2])}
+    raise argparse.ArgumentTypeError(f"{value!r}: use a number, or linear:START:END / cosine:START:END")
+
+
+def _losses(value: str) -> list[dict[str, Any]]:
+    """`soft_kl:1,hard_ce:0.5` -> loss specs."""
+    specs = []
+    for item in value.split(","):
+        name, _, weight = item.strip().partition(":")
+        specs.append({"name": name, "weight": float(weight) if weight else 1.0})
+    return specs
+
+
+def _key_value(value: str) -> tuple[str, Any]:
+    key, sep, raw = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{value!r}: use KEY=VALUE, e.g. training.lr=3e-5")
+    return key, yaml.safe_load(raw)
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--train", dest="data.train", help="training file/folder/hub id")
+    g.add_argument("--eval", dest="data.eval", help="evaluation file/folder/hub id")
+    g.add_argument("--text-column", dest="data.text_column")
+    g.add_argument("--text-pair-column", dest="data.text_pair_column")
+    g.add_argument("--label-column", dest="data.label_column")
+    g.add_argument("--max-length", dest="data.max_length", type=int)
+    g.add_argument("--max-train-samples", dest="data.max_train_samples", type=int)
+    g.add_argument("--max-eval-samples", dest="data.max_eval_samples", type=int)
+    g.add_argument("--strict", dest="data.strict", action="store_true", default=None,
+                   help="refuse the data at the first bad row instead of skipping it")
+
+
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", dest="training.epochs", type=float)
+    g.add_argument("--max-steps", dest="training.max_steps", type=int)
+    g.add_argument("--lr", dest="training.lr", type=float)
+    g.add_argument("--batch-size", dest="training.batch_size", type=int)
+    g.add_argument("--grad-accum", dest="training.grad_accum", type=int)
+    g.add_argument("--seed", dest="training.seed", type=int)
+    g.add_argument("--save-steps", dest="training.save_steps", type=int)
+    g.add_argument("--logging-steps", dest="training.logging_steps", type=int)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", nargs="?", help="recipe YAML (optional: flags alone can describe the run)")
+    p.add_argument("--task", dest="task", choices=["sequence-classification", "feature-extraction"])
+    p.add_argument("--out", required=True, help="output folder (re-running the same command resumes)")
+    p.add_argument("--overwrite", action="store_true", help="delete an earlier run in --out and start again")
+    p.add_argument("--set", dest="sets", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                   help="override any recipe key, e.g. --set qat.calibration_batches=8 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    skip = {"recipe", "out", "overwrite", "sets", "quiet", "func", "command", "verbose"}
+    overrides = {k: v for k, v in vars(args).items() if k not in skip and v is not None}
+    overrides.update(dict(args.sets))
+    return overrides
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from edgedistill.compress.config import DistillRecipe
+    from edgedistill.config import load_config
+
+    recipe = load_config(DistillRecipe, args.recipe, _overrides(args))
+    from edgedistill.compress.distill import distill
+
+    report = distill(recipe, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    _print_summary("student", report.get("student", {}).get("metrics", {}), Path(args.out) / "distill_report.json")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from edgedistill.compress.config import FinetuneRecipe
+    from edgedistill.config import load_config
+
+    recipe = load_config(FinetuneRecipe, args.recipe, _overrides(args))
+    from edgedistill.compress.finetune import finetune
+
+    report = finetune(recipe, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    _print_summary("model", report.get("model", {}).get("metrics", {}), Path(args.out) / "finetune_report.json")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from edgedistill.compress.config import DistillRecipe, FinetuneRecipe
+    from edgedistill.config import json_schema
+
+    model = {"distill": DistillRecipe, "finetune": FinetuneRecipe}[args.kind]
+    text = json.dumps(json_schema(model), indent=2) + "\n"
+    if args.out:
+        from edgedistill.io import atomic_write_text
+
+        atomic_write_text(args.out, text)
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _print_summary(what: str, metrics: dict, report_path: Path) -> None:
+    from rich.console import Console
+
+    shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+    Console(stderr=True).print(f"[bold green]done[/] {what}: {shown}\nreport: {report_path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgedistill", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"edgedistill {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("distill", help="distill a student from a teacher (optionally quantization-aware)")
+    _add_common(p)
+    g = p.add_argument_group("teacher and student")
+    g.add_argument("--teacher", dest="teacher.path", help="teacher folder or hub id")
+    g.add_argument("--allow-pickle", dest="teacher.allow_pickle", action="store_true", default=None,
+                   help="accept pickle teacher weights (only for files you trust)")
+    g.add_argument("--trust-remote-code", dest="teacher.trust_remote_code", action="store_true", default=None)
+    g.add_argument("--student", dest="student.path", help="use this HF folder as the student")
+    g.add_argument("--student-layers", dest="student.layers", type=_layers, help="K, or a list like 0,2,5")
+    g.add_argument("--student-hidden", dest="student.hidden_size", type=int, help="narrower width (fresh init)")
+    g = p.add_argument_group("distillation")
+    g.add_argument("--losses", dest="losses", type=_losses, help="e.g. soft_kl:1,hard_ce:1,hidden_mse:0.5")
+    g.add_argument("--temperature", dest="temperature", type=_schedule, help="4, or linear:8:2, cosine:8:2")
+    g.add_argument("--alpha", dest="alpha", type=_schedule, help="0.7, or linear:0.9:0.5")
+    g.add_argument("--qat", dest="qat.mode", choices=["int8", "none"])
+    g.add_argument("--qat-start", dest="qat.start_fraction", type=float, help="fraction of steps before fake-quant")
+    g.add_argument("--cache-teacher-outputs", dest="training.cache_teacher_outputs", action="store_true", default=None)
+    _add_data_flags(p)
+    _add_training_flags(p)
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("finetune", help="plain supervised training (task teacher, or no-KD student baseline)")
+    _add_common(p)
+    p.add_argument("--model", dest="model.path", help="model folder or hub id")
+    p.add_argument("--layers", dest="layers", type=_layers, help="keep K (or listed) layers first: a no-KD student")
+    p.add_argument("--allow-pickle", dest="model.allow_pickle", action="store_true", default=None)
+    _add_data_flags(p)
+    _add_training_flags(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("schema", help="write the JSON schema of recipes")
+    p.add_argument("--kind", choices=["distill", "finetune"], default="distill")
+    p.add_argument("--out", help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except EdgeDistillError as exc:
+        if args.verbose:
+            raise
+        print(f"edgedistill {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"edgedistill {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""One error hierarchy for the toolkit: every message says what went wrong and how to fix it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class EdgeDistillError(Exception):
+    """Base class for every error edgedistill raises on purpose (the CLI prints these without a traceback)."""
+
+    exit_code = 2
+
+
+class ConfigError(EdgeDistillError):
+    """A recipe or target file is invalid. Holds *every* problem found, each with its key path."""
+
+    def __init__(self, source: str, problems: Sequence[tuple[str, str]]):
+        self.source = source
+        self.problems = list(problems)
+        lines = [f"{source}: {len(self.problems)} problem(s):"]
+        lines += [f"  - {path or '<root>'}: {msg}" for path, msg in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class DataError(EdgeDistillError):
+    """A data file cannot be read, or holds rows refused under --strict."""
+
+
+class ModelLoadError(EdgeDistillError):
+    """A teacher/student folder or hub id cannot be loaded safely."""
+
+
+class MissingDependencyError(EdgeDistillError):
+    """An optional dependency is not installed; the message carries the pip command."""
+
+    def __init__(self, module: str, extra: str, purpose: str):
+        super().__init__(
+            f"{purpose} needs the Python package '{module}', which is not installed. "
+            f"Install it with: pip install 'edgedistill[{extra}]'"
+        )

@@ -1,0 +1,1 @@
+"""Export student models to ONNX, OpenVINO IR and GGUF (see issue: export)."""

@@ -1,0 +1,1 @@
+"""Built-in device targets and their budgets (YAML files beside this module)."""
