@@ -22,7 +22,9 @@ class ModelSource(StrictModel):
     """Where a model comes from: a local HF folder or a hub id."""
 
     path: str = Field(description="Local folder written by save_pretrained, or a Hugging Face hub id.")
-    trust_remote_code: bool = Field(False, description="Run modelling code shipped with the model. Off unless you trust it.")
+    trust_remote_code: bool = Field(
+        False, description="Run modelling code shipped with the model. Off unless you trust it."
+    )
     allow_pickle: bool = Field(
         False,
         description="Accept pickle weights (pytorch_model.bin). Pickle can execute code: only for files you trust.",
@@ -32,14 +34,22 @@ class ModelSource(StrictModel):
 class StudentConfig(StrictModel):
     """How the student is made: teacher layers (DistilBERT-style), a narrower fresh model, or any HF folder."""
 
-    path: str | None = Field(None, description="Use this HF folder as the student instead of deriving one from the teacher.")
+    path: str | None = Field(
+        None, description="Use this HF folder as the student instead of deriving one from the teacher."
+    )
     layers: int | list[int] | None = Field(
         None,
         description="K (keep K teacher layers chosen uniformly) or an explicit list of teacher layer indices.",
     )
-    hidden_size: int | None = Field(None, gt=0, description="Narrower hidden size: the student is freshly initialised.")
-    intermediate_size: int | None = Field(None, gt=0, description="Feed-forward size (default 4 x hidden_size when narrower).")
-    num_attention_heads: int | None = Field(None, gt=0, description="Heads (default keeps the teacher's head size).")
+    hidden_size: int | None = Field(
+        None, gt=0, description="Narrower hidden size: the student is freshly initialised."
+    )
+    intermediate_size: int | None = Field(
+        None, gt=0, description="Feed-forward size (default 4 x hidden_size when narrower)."
+    )
+    num_attention_heads: int | None = Field(
+        None, gt=0, description="Heads (default keeps the teacher's head size)."
+    )
     trust_remote_code: bool = False
     allow_pickle: bool = False
 
@@ -58,23 +68,36 @@ class StudentConfig(StrictModel):
     @model_validator(mode="after")
     def _path_excludes_derivation(self) -> StudentConfig:
         if self.path and (self.layers is not None or self.hidden_size is not None):
-            raise ValueError("give either `path` (an existing student) or `layers`/`hidden_size` (derive one), not both")
+            raise ValueError(
+                "give either `path` (an existing student) or `layers`/`hidden_size` (derive one), not both"
+            )
         return self
 
 
 class DataConfig(StrictModel):
     """Train/eval files and how to read them."""
 
-    train: str | None = Field(None, description="TSV/CSV/JSONL/Parquet file, a datasets folder, or a hub dataset id (id[:split]).")
+    train: str | None = Field(
+        None, description="TSV/CSV/JSONL/Parquet file, a datasets folder, or a hub dataset id (id[:split])."
+    )
     eval: str | None = Field(None, description="Held-out split, same forms as `train`.")
     text_column: str = "sentence"
-    text_pair_column: str | None = Field(None, description="Second text of a sentence pair (e.g. NLI, retrieval pairs).")
-    label_column: str | None = Field("label", description="Integer class labels; ignored by feature-extraction distillation.")
+    text_pair_column: str | None = Field(
+        None, description="Second text of a sentence pair (e.g. NLI, retrieval pairs)."
+    )
+    label_column: str | None = Field(
+        "label", description="Integer class labels; ignored by feature-extraction distillation."
+    )
     max_length: int = Field(128, gt=1, le=8192)
     max_train_samples: int | None = Field(None, gt=0, description="Use only the first N training rows.")
     max_eval_samples: int | None = Field(None, gt=0)
-    strict: bool = Field(False, description="Refuse the data at the first bad row instead of counting and skipping it.")
-    cache_dir: str | None = Field(None, description="Where tokenized data is cached (default $EDGEDISTILL_CACHE or ~/.cache/edgedistill; data goes under tokenized/).")
+    strict: bool = Field(
+        False, description="Refuse the data at the first bad row instead of counting and skipping it."
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="Where tokenized data is cached (default $EDGEDISTILL_CACHE or ~/.cache/edgedistill; data goes under tokenized/).",
+    )
 
 
 class ConstantSchedule(StrictModel):
@@ -99,7 +122,8 @@ class LossSpec(StrictModel):
     name: Literal["soft_kl", "hard_ce", "hidden_mse", "attention_kl", "embedding_cosine", "embedding_mse"]
     weight: float = Field(1.0, ge=0)
     layer_map: dict[int, int] | None = Field(
-        None, description="student layer -> teacher layer (1-based; 0 is the embedding output). Default: derived."
+        None,
+        description="student layer -> teacher layer (1-based; 0 is the embedding output). Default: derived.",
     )
 
 
@@ -112,7 +136,9 @@ class TrainingConfig(StrictModel):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     seed: int = 42
-    save_steps: int = Field(500, gt=0, description="Checkpoint every N optimiser steps (resume picks the latest).")
+    save_steps: int = Field(
+        500, gt=0, description="Checkpoint every N optimiser steps (resume picks the latest)."
+    )
     save_total_limit: int = Field(2, gt=0)
     logging_steps: int = Field(10, gt=0)
     cache_teacher_outputs: bool = Field(
@@ -120,7 +146,8 @@ class TrainingConfig(StrictModel):
         description="Run the teacher over the train set once and reuse its outputs from a memory-mapped file.",
     )
     teacher_cache_dir: str | None = Field(
-        None, description="Where cached teacher outputs live (default OUT/teacher_cache); share it across runs."
+        None,
+        description="Where cached teacher outputs live (default OUT/teacher_cache); share it across runs.",
     )
 
 
@@ -128,9 +155,15 @@ class QATConfig(StrictModel):
     """Quantization-aware phase: NNCF int8 fake-quant inserted after `start_fraction` of training."""
 
     mode: Literal["int8", "none"] = "none"
-    start_fraction: float = Field(0.5, ge=0, lt=1, description="Fraction of optimiser steps trained in float first.")
-    calibration_batches: int = Field(16, gt=0, description="Training batches used to initialise the int8 ranges.")
-    lr_scale: float = Field(1.0, gt=0, description="Multiplies the learning rate during the quantization-aware phase.")
+    start_fraction: float = Field(
+        0.5, ge=0, lt=1, description="Fraction of optimiser steps trained in float first."
+    )
+    calibration_batches: int = Field(
+        16, gt=0, description="Training batches used to initialise the int8 ranges."
+    )
+    lr_scale: float = Field(
+        1.0, gt=0, description="Multiplies the learning rate during the quantization-aware phase."
+    )
 
 
 def default_losses(task: str) -> list[LossSpec]:
@@ -147,7 +180,10 @@ class DistillRecipe(StrictModel):
     teacher: ModelSource
     student: StudentConfig = StudentConfig()
     data: DataConfig = DataConfig()
-    losses: list[LossSpec] | None = Field(None, description="Default: soft_kl + hard_ce (classification), embedding_cosine + hidden_mse (embeddings).")
+    losses: list[LossSpec] | None = Field(
+        None,
+        description="Default: soft_kl + hard_ce (classification), embedding_cosine + hidden_mse (embeddings).",
+    )
     temperature: Schedule = ConstantSchedule(value=4.0)
     alpha: Schedule = Field(
         ConstantSchedule(value=0.7),
@@ -163,7 +199,9 @@ class DistillRecipe(StrictModel):
         if self.task == "feature-extraction":
             bad = [spec.name for spec in self.losses if spec.name in ("soft_kl", "hard_ce")]
             if bad:
-                raise ValueError(f"losses {bad} need class logits; feature-extraction students use embedding_*/hidden_mse/attention_kl")
+                raise ValueError(
+                    f"losses {bad} need class logits; feature-extraction students use embedding_*/hidden_mse/attention_kl"
+                )
         if self.student.path is None and self.student.layers is None and self.student.hidden_size is None:
             raise ValueError("student: give `layers` (K or a list), `hidden_size`, or `path`")
         return self
@@ -175,6 +213,8 @@ class FinetuneRecipe(StrictModel):
     version: Literal[1] = RECIPE_VERSION
     task: Task = "sequence-classification"
     model: ModelSource
-    layers: int | list[int] | None = Field(None, description="Keep only these (or K uniform) layers before training: a no-KD student.")
+    layers: int | list[int] | None = Field(
+        None, description="Keep only these (or K uniform) layers before training: a no-KD student."
+    )
     data: DataConfig = DataConfig()
     training: TrainingConfig = TrainingConfig()

@@ -30,8 +30,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from edgedistill.compress.config import DataConfig
 
+from edgedistill.compress.config import DataConfig
 from edgedistill.errors import DataError
 from edgedistill.io import atomic_dir, sha256_file
 

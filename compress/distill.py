@@ -30,7 +30,12 @@ from edgedistill.compress.data import PadCollator, load_split
 from edgedistill.compress.evaluate import classification_metrics, collect_outputs, embedding_metrics
 from edgedistill.compress.losses import LossContext, build_loss
 from edgedistill.compress.report import plot_curves
-from edgedistill.compress.trainer import DistillationModule, DistillTrainer, RichProgressCallback, model_inputs
+from edgedistill.compress.trainer import (
+    DistillationModule,
+    DistillTrainer,
+    RichProgressCallback,
+    model_inputs,
+)
 from edgedistill.compress.training import (
     last_checkpoint,
     prepare_run_dir,
@@ -49,9 +54,12 @@ STUDENT_META = "edgedistill.json"
 def _loss_context(teacher, student, selected: list[int] | None) -> LossContext:
     t, s = teacher.config, student.config
     return LossContext(
-        student_layers=s.num_hidden_layers, teacher_layers=t.num_hidden_layers,
-        student_hidden=s.hidden_size, teacher_hidden=t.hidden_size,
-        student_heads=s.num_attention_heads, teacher_heads=t.num_attention_heads,
+        student_layers=s.num_hidden_layers,
+        teacher_layers=t.num_hidden_layers,
+        student_hidden=s.hidden_size,
+        teacher_hidden=t.hidden_size,
+        student_heads=s.num_attention_heads,
+        teacher_heads=t.num_attention_heads,
         selected_layers=selected,
     )
 
@@ -68,15 +76,28 @@ def _evaluate(recipe, teacher, module, eval_ds, collator, teacher_eval=None) -> 
     teacher_eval = teacher_eval or collect_outputs(teacher, eval_ds, collator, task)
     student_eval = collect_outputs(module.student, eval_ds, collator, task)
     if task == "feature-extraction":
-        projection = next((loss.projection for loss in module.losses if getattr(loss, "projection", None) is not None), None)
-        teacher_metrics = {"recall_at_10": 1.0, "cosine_to_teacher": 1.0, "examples": len(eval_ds), "note": "reference"}
+        projection = next(
+            (loss.projection for loss in module.losses if getattr(loss, "projection", None) is not None), None
+        )
+        teacher_metrics = {
+            "recall_at_10": 1.0,
+            "cosine_to_teacher": 1.0,
+            "examples": len(eval_ds),
+            "note": "reference",
+        }
         return teacher_metrics, embedding_metrics(student_eval, teacher_eval, projection)
     return classification_metrics(teacher_eval), classification_metrics(student_eval, teacher_eval)
 
 
 def _calibration_batches(train_ds, collator, recipe: DistillRecipe, device) -> list[dict[str, torch.Tensor]]:
     generator = torch.Generator().manual_seed(recipe.training.seed + 7)
-    loader = DataLoader(train_ds, batch_size=recipe.training.batch_size, shuffle=True, collate_fn=collator, generator=generator)
+    loader = DataLoader(
+        train_ds,
+        batch_size=recipe.training.batch_size,
+        shuffle=True,
+        collate_fn=collator,
+        generator=generator,
+    )
     batches = []
     for batch in loader:
         batches.append({k: v.to(device) for k, v in model_inputs(batch).items()})
@@ -85,7 +106,9 @@ def _calibration_batches(train_ds, collator, recipe: DistillRecipe, device) -> l
     return batches
 
 
-def _save_student(out: Path, module, tokenizer, recipe, selected, qat_info: dict | None, metrics: dict) -> Path:
+def _save_student(
+    out: Path, module, tokenizer, recipe, selected, qat_info: dict | None, metrics: dict
+) -> Path:
     target = out / "student"
     with atomic_dir(target) as tmp:
         student = module.student
@@ -139,10 +162,22 @@ def distill(
     tokenizer = models.load_tokenizer(recipe.teacher.path, recipe.teacher.trust_remote_code)
     num_labels = teacher.config.num_labels if task == "sequence-classification" else None
     needs_labels = task == "sequence-classification"
-    train_ds = load_split(recipe.data.train, recipe.data, tokenizer, needs_labels=needs_labels, num_labels=num_labels,
-                          max_samples=recipe.data.max_train_samples)
-    eval_ds = load_split(recipe.data.eval, recipe.data, tokenizer, needs_labels=needs_labels, num_labels=num_labels,
-                         max_samples=recipe.data.max_eval_samples)
+    train_ds = load_split(
+        recipe.data.train,
+        recipe.data,
+        tokenizer,
+        needs_labels=needs_labels,
+        num_labels=num_labels,
+        max_samples=recipe.data.max_train_samples,
+    )
+    eval_ds = load_split(
+        recipe.data.eval,
+        recipe.data,
+        tokenizer,
+        needs_labels=needs_labels,
+        num_labels=num_labels,
+        max_samples=recipe.data.max_eval_samples,
+    )
     collator = PadCollator(tokenizer)
     log.info("%s; %s", train_ds.report.summary(), eval_ds.report.summary())
 
@@ -176,9 +211,16 @@ def distill(
         phase_dir = out / "checkpoints" / name
         args = training_arguments(recipe.training, phase_dir, steps, seed=seed, learning_rate=lr)
         trainer = DistillTrainer(
-            model=module, args=args, train_dataset=train_ds, data_collator=collator,
-            teacher=teacher, recipe=recipe, teacher_needs=teacher_needs, total_steps=total_steps,
-            step_offset=offset, teacher_cache=teacher_cache,
+            model=module,
+            args=args,
+            train_dataset=train_ds,
+            data_collator=collator,
+            teacher=teacher,
+            recipe=recipe,
+            teacher_needs=teacher_needs,
+            total_steps=total_steps,
+            step_offset=offset,
+            teacher_cache=teacher_cache,
             callbacks=([RichProgressCallback(f"distill [{name}]")] if progress else []) + list(callbacks),
         )
         trainer.remove_callback(PrinterCallback)  # the rich bar shows progress; logs go to the report
@@ -220,8 +262,13 @@ def distill(
             module.student = qat_lib.insert_fake_quant(module.student, calibration)
             if world_size() == 1 or torch.distributed.get_rank() == 0:
                 qat_lib.save_qat_state(module.student, init_dir)
-        run_phase("qat", total_steps - qat_start, qat_start, recipe.training.lr * recipe.qat.lr_scale,
-                  recipe.training.seed + 1)
+        run_phase(
+            "qat",
+            total_steps - qat_start,
+            qat_start,
+            recipe.training.lr * recipe.qat.lr_scale,
+            recipe.training.seed + 1,
+        )
         qat_info = {
             "mode": recipe.qat.mode,
             "start_step": qat_start,
@@ -274,9 +321,12 @@ def distill(
     }
     atomic_write_json(out / "distill_report.json", report)
     if history:
-        plot_curves(history, out / "curves.png", qat_start if qat_on else None,
-                    title=f"{task}: {report['teacher']['layers']}-layer teacher -> {report['student']['layers']}-layer student")
+        plot_curves(
+            history,
+            out / "curves.png",
+            qat_start if qat_on else None,
+            title=f"{task}: {report['teacher']['layers']}-layer teacher -> {report['student']['layers']}-layer student",
+        )
     if world_size() > 1 and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return report
-

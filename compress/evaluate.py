@@ -18,7 +18,9 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @torch.no_grad()
-def collect_outputs(model, dataset, collator, task: str, batch_size: int = 64, device=None) -> dict[str, torch.Tensor]:
+def collect_outputs(
+    model, dataset, collator, task: str, batch_size: int = 64, device=None
+) -> dict[str, torch.Tensor]:
     """Run ``model`` over ``dataset``; returns logits (classification) or mean-pooled embeddings, plus labels."""
     device = device or next(model.parameters()).device
     was_training = model.training
@@ -44,7 +46,9 @@ def collect_outputs(model, dataset, collator, task: str, batch_size: int = 64, d
     return result
 
 
-def classification_metrics(outputs: dict[str, torch.Tensor], reference: dict[str, torch.Tensor] | None = None) -> dict:
+def classification_metrics(
+    outputs: dict[str, torch.Tensor], reference: dict[str, torch.Tensor] | None = None
+) -> dict:
     preds = outputs["logits"].argmax(-1)
     metrics: dict[str, float] = {}
     if "labels" in outputs:
@@ -53,7 +57,12 @@ def classification_metrics(outputs: dict[str, torch.Tensor], reference: dict[str
         ref_logits = reference["logits"]
         metrics["agreement_with_teacher"] = float((preds == ref_logits.argmax(-1)).float().mean())
         metrics["kl_to_teacher"] = float(
-            F.kl_div(F.log_softmax(outputs["logits"], -1), F.log_softmax(ref_logits, -1), log_target=True, reduction="batchmean")
+            F.kl_div(
+                F.log_softmax(outputs["logits"], -1),
+                F.log_softmax(ref_logits, -1),
+                log_target=True,
+                reduction="batchmean",
+            )
         )
     metrics["examples"] = int(preds.numel())
     return metrics
@@ -78,11 +87,17 @@ def neighbour_recall(student: torch.Tensor, teacher: torch.Tensor, k: int = 10) 
 
 
 @torch.no_grad()
-def embedding_metrics(outputs: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], projection=None) -> dict:
+def embedding_metrics(
+    outputs: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], projection=None
+) -> dict:
     student = outputs["embedding"]
     teacher = reference["embedding"]
     metrics = {"recall_at_10": neighbour_recall(student, teacher, 10), "examples": int(student.shape[0])}
     if student.shape[-1] == teacher.shape[-1] or projection is not None:
-        projected = student if projection is None else projection(student.to(next(projection.parameters()).device)).detach().cpu()
+        projected = (
+            student
+            if projection is None
+            else projection(student.to(next(projection.parameters()).device)).detach().cpu()
+        )
         metrics["cosine_to_teacher"] = float(F.cosine_similarity(projected, teacher, dim=-1).mean())
     return metrics

@@ -65,8 +65,13 @@ def _num_labels(recipe: FinetuneRecipe, config) -> tuple[int, bool]:
 
     Returns (num_labels, replace_head): an existing head of the wrong size is replaced.
     """
-    examples, _ = read_examples(recipe.data.train, recipe.data, needs_labels=True, num_labels=None,
-                                max_samples=recipe.data.max_train_samples)
+    examples, _ = read_examples(
+        recipe.data.train,
+        recipe.data,
+        needs_labels=True,
+        num_labels=None,
+        max_samples=recipe.data.max_train_samples,
+    )
     seen = max(2, max(e.label for e in examples) + 1)
     has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
     if has_head and config.num_labels >= seen:
@@ -74,8 +79,14 @@ def _num_labels(recipe: FinetuneRecipe, config) -> tuple[int, bool]:
     return seen, has_head
 
 
-def finetune(recipe: FinetuneRecipe, out_dir: str | Path, *, overwrite: bool = False, callbacks: Sequence = (),
-             progress: bool = True) -> dict:
+def finetune(
+    recipe: FinetuneRecipe,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    callbacks: Sequence = (),
+    progress: bool = True,
+) -> dict:
     out = Path(out_dir)
     resolved = resolved_config(recipe)
     resumed = prepare_run_dir(out, resolved, overwrite, "finetune")
@@ -87,7 +98,9 @@ def finetune(recipe: FinetuneRecipe, out_dir: str | Path, *, overwrite: bool = F
     tokenizer = models.load_tokenizer(recipe.model.path, recipe.model.trust_remote_code)
     extra = {}
     if task == "sequence-classification":
-        config = AutoConfig.from_pretrained(recipe.model.path, trust_remote_code=recipe.model.trust_remote_code)
+        config = AutoConfig.from_pretrained(
+            recipe.model.path, trust_remote_code=recipe.model.trust_remote_code
+        )
         extra["num_labels"], extra["ignore_mismatched_sizes"] = _num_labels(recipe, config)
     model = models.load_model(recipe.model, task, "model", **extra)
     selected = None
@@ -101,18 +114,41 @@ def finetune(recipe: FinetuneRecipe, out_dir: str | Path, *, overwrite: bool = F
             "set data.text_pair_column (CLI: --text-pair-column) to the column of positives"
         )
     num_labels = extra.get("num_labels")
-    train_ds = load_split(recipe.data.train, recipe.data, tokenizer, needs_labels=needs_labels, num_labels=num_labels,
-                          max_samples=recipe.data.max_train_samples, pair_mode="separate")
-    eval_ds = load_split(recipe.data.eval, recipe.data, tokenizer, needs_labels=needs_labels, num_labels=num_labels,
-                         max_samples=recipe.data.max_eval_samples, pair_mode="separate")
+    train_ds = load_split(
+        recipe.data.train,
+        recipe.data,
+        tokenizer,
+        needs_labels=needs_labels,
+        num_labels=num_labels,
+        max_samples=recipe.data.max_train_samples,
+        pair_mode="separate",
+    )
+    eval_ds = load_split(
+        recipe.data.eval,
+        recipe.data,
+        tokenizer,
+        needs_labels=needs_labels,
+        num_labels=num_labels,
+        max_samples=recipe.data.max_eval_samples,
+        pair_mode="separate",
+    )
     collator = PadCollator(tokenizer)
 
     total_steps = total_optimizer_steps(len(train_ds), recipe.training)
-    args = training_arguments(recipe.training, out / "checkpoints", total_steps, seed=recipe.training.seed,
-                              learning_rate=recipe.training.lr)
+    args = training_arguments(
+        recipe.training,
+        out / "checkpoints",
+        total_steps,
+        seed=recipe.training.seed,
+        learning_rate=recipe.training.lr,
+    )
     args.lr_scheduler_type = "linear"
     trainer = SupervisedTrainer(
-        model=model, args=args, train_dataset=train_ds, data_collator=collator, task=task,
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        data_collator=collator,
+        task=task,
         callbacks=([RichProgressCallback("finetune")] if progress else []) + list(callbacks),
     )
     trainer.remove_callback(PrinterCallback)
@@ -132,12 +168,21 @@ def finetune(recipe: FinetuneRecipe, out_dir: str | Path, *, overwrite: bool = F
     report = {
         "edgedistill_version": __version__,
         "task": task,
-        "model": {"path": str(out / "model"), "source": recipe.model.path, "parameters": models.count_parameters(model),
-                  "layers": model.config.num_hidden_layers, "selected_layers": selected, "metrics": metrics},
+        "model": {
+            "path": str(out / "model"),
+            "source": recipe.model.path,
+            "parameters": models.count_parameters(model),
+            "layers": model.config.num_hidden_layers,
+            "selected_layers": selected,
+            "metrics": metrics,
+        },
         "data": {"train": train_ds.report.to_dict(), "eval": eval_ds.report.to_dict()},
-        "training": {"steps": total_steps, "train_wall_time_s": round(seconds, 3),
-                     "samples_per_s": round(samples / seconds, 3) if seconds and not resumed else None,
-                     "resumed": resumed},
+        "training": {
+            "steps": total_steps,
+            "train_wall_time_s": round(seconds, 3),
+            "samples_per_s": round(samples / seconds, 3) if seconds and not resumed else None,
+            "resumed": resumed,
+        },
         "config": resolved,
         "history": trainer.state.log_history,
     }

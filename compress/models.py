@@ -51,7 +51,9 @@ def check_model_folder(path: str, role: str, allow_pickle: bool) -> Path | None:
             )
         return None
     if not folder.is_dir():
-        raise ModelLoadError(f"{role} {path} is a file; pass the folder that holds config.json and the weights")
+        raise ModelLoadError(
+            f"{role} {path} is a file; pass the folder that holds config.json and the weights"
+        )
     if not (folder / "config.json").is_file():
         raise ModelLoadError(
             f"{role} {path} is not a model folder: it has no config.json. Pass the folder written by "
@@ -72,7 +74,9 @@ def check_model_folder(path: str, role: str, allow_pickle: bool) -> Path | None:
     return folder
 
 
-def load_model(source: ModelSource, task: str, role: str = "teacher", attn_implementation: str | None = None, **kwargs):
+def load_model(
+    source: ModelSource, task: str, role: str = "teacher", attn_implementation: str | None = None, **kwargs
+):
     """Load a model for ``task`` from a folder or hub id with the safety defaults above."""
     folder = check_model_folder(source.path, role, source.allow_pickle)
     cls = auto_class(task)
@@ -97,14 +101,18 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"could not load a tokenizer from {path}: {exc}. The folder needs tokenizer files.") from exc
+        raise ModelLoadError(
+            f"could not load a tokenizer from {path}: {exc}. The folder needs tokenizer files."
+        ) from exc
 
 
 def select_layers(num_teacher_layers: int, layers: int | list[int]) -> list[int]:
     """Teacher layer indices (0-based) a student keeps: K spread uniformly, or an explicit list."""
     if isinstance(layers, int):
         if layers > num_teacher_layers:
-            raise ModelLoadError(f"student.layers={layers} but the teacher has only {num_teacher_layers} layers")
+            raise ModelLoadError(
+                f"student.layers={layers} but the teacher has only {num_teacher_layers} layers"
+            )
         if layers == 1:
             return [num_teacher_layers - 1]
         # Uniform including first and last layer: 6 -> 3 keeps [0, 2, 5], 6 -> 2 keeps [0, 5].
@@ -112,7 +120,9 @@ def select_layers(num_teacher_layers: int, layers: int | list[int]) -> list[int]
         return [int(round(i * step - 1e-9)) for i in range(layers)]
     bad = [i for i in layers if i >= num_teacher_layers]
     if bad:
-        raise ModelLoadError(f"student.layers {bad} out of range: the teacher has layers 0..{num_teacher_layers - 1}")
+        raise ModelLoadError(
+            f"student.layers {bad} out of range: the teacher has layers 0..{num_teacher_layers - 1}"
+        )
     return sorted(layers)
 
 
@@ -125,7 +135,7 @@ def find_layer_list(model: nn.Module, num_layers: int) -> str:
 
 
 def _num_layers(config) -> int:
-    return int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer"))
+    return int(getattr(config, "num_hidden_layers", None) or config.n_layer)
 
 
 def derive_from_layers(teacher, layers: int | list[int]):
@@ -161,7 +171,7 @@ def derive_narrower(teacher, cfg: StudentConfig):
     config.hidden_size = hidden
     config.num_attention_heads = heads
     if hasattr(config, "num_key_value_heads"):
-        config.num_key_value_heads = min(getattr(config, "num_key_value_heads") or heads, heads)
+        config.num_key_value_heads = min(config.num_key_value_heads or heads, heads)
     if hasattr(config, "head_dim"):
         config.head_dim = hidden // heads
     config.intermediate_size = cfg.intermediate_size or 4 * hidden
@@ -178,7 +188,9 @@ def build_student(teacher, cfg: StudentConfig, task: str, attn_implementation: s
     """Return (student, selected teacher layers or None). The teacher is not modified."""
     if cfg.path:
         student = load_model(
-            ModelSource(path=cfg.path, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle),
+            ModelSource(
+                path=cfg.path, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle
+            ),
             task,
             role="student",
             attn_implementation=attn_implementation,
@@ -186,7 +198,9 @@ def build_student(teacher, cfg: StudentConfig, task: str, attn_implementation: s
         return student, None
     if cfg.hidden_size is not None and cfg.hidden_size != teacher.config.hidden_size:
         return derive_narrower(teacher, cfg), None
-    student, selected = derive_from_layers(teacher, cfg.layers if cfg.layers is not None else _num_layers(teacher.config))
+    student, selected = derive_from_layers(
+        teacher, cfg.layers if cfg.layers is not None else _num_layers(teacher.config)
+    )
     return student, selected
 
 

@@ -7,7 +7,9 @@ from pathlib import Path
 from edgedistill.io import atomic_path
 
 
-def plot_curves(history: list[dict], path: str | Path, qat_start_step: int | None = None, title: str = "") -> None:
+def plot_curves(
+    history: list[dict], path: str | Path, qat_start_step: int | None = None, title: str = ""
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,8 +39,15 @@ def plot_curves(history: list[dict], path: str | Path, qat_start_step: int | Non
     if qat_start_step is not None:
         for ax in (ax_loss, ax_sched):
             ax.axvline(qat_start_step, color="gray", linestyle=":")
-        ax_loss.annotate("int8 fake-quant on", (qat_start_step, 1.0), xycoords=("data", "axes fraction"),
-                         xytext=(4, -14), textcoords="offset points", fontsize=8, color="gray")
+        ax_loss.annotate(
+            "int8 fake-quant on",
+            (qat_start_step, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(4, -14),
+            textcoords="offset points",
+            fontsize=8,
+            color="gray",
+        )
     fig.suptitle(title or "distillation curves")
     fig.tight_layout()
     with atomic_path(path) as tmp:

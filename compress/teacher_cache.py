@@ -48,11 +48,16 @@ class TeacherOutputCache:
 
     def lookup(self, example_index: torch.Tensor, device: torch.device) -> TeacherOutputs:
         idx = example_index.cpu().numpy()
-        values = {name: torch.from_numpy(np.ascontiguousarray(arr[idx])).to(device) for name, arr in self.arrays.items()}
+        values = {
+            name: torch.from_numpy(np.ascontiguousarray(arr[idx])).to(device)
+            for name, arr in self.arrays.items()
+        }
         return TeacherOutputs(**values)
 
     @classmethod
-    def build(cls, teacher, dataset, collator, fields: set[str], root: Path, batch_size: int = 64, device=None):
+    def build(
+        cls, teacher, dataset, collator, fields: set[str], root: Path, batch_size: int = 64, device=None
+    ):
         unsupported = fields - CACHEABLE
         if unsupported:
             raise EdgeDistillError(
@@ -73,12 +78,18 @@ class TeacherOutputCache:
         teacher.eval()
         with torch.no_grad():
             for batch in track(loader, description="caching teacher outputs", transient=True):
-                inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+                inputs = {
+                    k: batch[k].to(device)
+                    for k in ("input_ids", "attention_mask", "token_type_ids")
+                    if k in batch
+                }
                 out = teacher(**inputs, return_dict=True)
                 if "logits" in chunks:
                     chunks["logits"].append(out.logits.float().cpu().numpy())
                 if "embedding" in chunks:
-                    chunks["embedding"].append(mean_pool(out.last_hidden_state, inputs["attention_mask"]).float().cpu().numpy())
+                    chunks["embedding"].append(
+                        mean_pool(out.last_hidden_state, inputs["attention_mask"]).float().cpu().numpy()
+                    )
         for name in names:
             with atomic_path(folder / f"{name}.npy") as tmp:
                 with open(tmp, "wb") as fh:

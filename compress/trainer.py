@@ -36,13 +36,17 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 class DistillationModule(nn.Module):
     """The student plus its loss modules; ``forward`` returns (total loss, {component: value})."""
 
-    def __init__(self, student: nn.Module, specs: Sequence[LossSpec], losses: Sequence[DistillLoss], task: str):
+    def __init__(
+        self, student: nn.Module, specs: Sequence[LossSpec], losses: Sequence[DistillLoss], task: str
+    ):
         super().__init__()
         self.student = student
         self.losses = nn.ModuleList(losses)
         self.weights = [spec.weight for spec in specs]
         self.task = task
-        self.need_hidden = any("hidden_states" in loss.student_needs for loss in losses) or task == "feature-extraction"
+        self.need_hidden = (
+            any("hidden_states" in loss.student_needs for loss in losses) or task == "feature-extraction"
+        )
         self.need_attentions = any("attentions" in loss.student_needs for loss in losses)
         roles = {loss.role for loss in losses}
         # alpha mixes the distillation and supervised groups only when both are present.
@@ -60,7 +64,9 @@ class DistillationModule(nn.Module):
         if self.task == "feature-extraction":
             embedding = mean_pool(out.last_hidden_state, inputs["attention_mask"])
         return StudentOutputs(
-            logits=getattr(out, "logits", None), hidden_states=hidden, attentions=getattr(out, "attentions", None),
+            logits=getattr(out, "logits", None),
+            hidden_states=hidden,
+            attentions=getattr(out, "attentions", None),
             embedding=embedding,
         )
 
@@ -76,7 +82,7 @@ class DistillationModule(nn.Module):
         loss_inputs = LossInputs(student, teacher, inputs["attention_mask"], labels, temperature)
         total = torch.zeros((), device=inputs["input_ids"].device)
         components = {}
-        for loss, weight in zip(self.losses, self.weights):
+        for loss, weight in zip(self.losses, self.weights, strict=True):
             value = loss(loss_inputs)
             components[loss.name] = value.detach()
             group = 1.0
@@ -136,14 +142,17 @@ class DistillTrainer(Trainer):
         if self.lr_scheduler is None:
             warmup = math.ceil(self.args.warmup_ratio * self.total_steps)
             self.lr_scheduler = LambdaLR(
-                optimizer or self.optimizer, global_linear_schedule(self.total_steps, warmup, self.step_offset)
+                optimizer or self.optimizer,
+                global_linear_schedule(self.total_steps, warmup, self.step_offset),
             )
             self._created_lr_scheduler = True
         return self.lr_scheduler
 
     # --- teacher -------------------------------------------------------------------------
     @torch.no_grad()
-    def teacher_outputs(self, inputs: dict[str, torch.Tensor], example_index: torch.Tensor | None) -> TeacherOutputs:
+    def teacher_outputs(
+        self, inputs: dict[str, torch.Tensor], example_index: torch.Tensor | None
+    ) -> TeacherOutputs:
         if self.teacher_cache is not None:
             return self.teacher_cache.lookup(example_index, device=inputs["input_ids"].device)
         self.teacher.eval()
@@ -202,11 +211,17 @@ class RichProgressCallback(TrainerCallback):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"), TimeRemainingColumn(), transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeRemainingColumn(),
+            transient=False,
         )
         self.progress.start()
-        self.task = self.progress.add_task(self.description, total=state.max_steps, completed=state.global_step, status="")
+        self.task = self.progress.add_task(
+            self.description, total=state.max_steps, completed=state.global_step, status=""
+        )
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.progress is not None:

@@ -12,7 +12,7 @@ import torch
 from edgedistill.compress.config import TrainingConfig
 from edgedistill.config import dump_config
 from edgedistill.errors import EdgeDistillError
-from edgedistill.io import atomic_write_json
+from edgedistill.io import atomic_write_json, atomic_write_text
 
 
 def world_size() -> int:
@@ -26,7 +26,9 @@ def total_optimizer_steps(num_examples: int, tc: TrainingConfig) -> int:
     return max(1, math.ceil(tc.epochs * math.ceil(num_examples / per_step)))
 
 
-def training_arguments(tc: TrainingConfig, output_dir: Path, max_steps: int, *, seed: int, learning_rate: float):
+def training_arguments(
+    tc: TrainingConfig, output_dir: Path, max_steps: int, *, seed: int, learning_rate: float
+):
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -62,8 +64,36 @@ def last_checkpoint(folder: Path) -> str | None:
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
+def _wait_for_rank_zero(out: Path, run_id: str, timeout_s: float = 300.0) -> None:
+    """Under `accelerate launch`/torchrun, other ranks wait until rank 0 has prepared ``out``."""
+    import time
+
+    ready = out / ".rank0-ready"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ready.is_file() and ready.read_text(encoding="utf-8") == run_id:
+            return
+        time.sleep(0.2)
+    raise EdgeDistillError(f"rank 0 did not prepare {out} within {timeout_s:.0f} s; see rank 0's error above")
+
+
 def prepare_run_dir(out: Path, resolved: dict, overwrite: bool, kind: str) -> bool:
-    """Create ``out`` or check it holds the same run; returns True when an earlier run is resumed."""
+    """Create ``out`` or check it holds the same run; returns True when an earlier run is resumed.
+
+    In a multi-process launch only rank 0 checks, deletes (``overwrite``) and writes; the
+    other ranks wait for it, so no rank reads a folder that rank 0 is still replacing.
+    """
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if world_size() > 1 and run_id and int(os.environ.get("RANK", "0")) != 0:
+        _wait_for_rank_zero(out, run_id)
+        return (out / f"{kind}_config.json").is_file()
+    resumed = _prepare(out, resolved, overwrite, kind)
+    if world_size() > 1 and run_id:
+        atomic_write_text(out / ".rank0-ready", run_id)
+    return resumed
+
+
+def _prepare(out: Path, resolved: dict, overwrite: bool, kind: str) -> bool:
     marker = out / f"{kind}_config.json"
     if overwrite and out.exists():
         shutil.rmtree(out)

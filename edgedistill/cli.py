@@ -61,8 +61,13 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-length", dest="data.max_length", type=int)
     g.add_argument("--max-train-samples", dest="data.max_train_samples", type=int)
     g.add_argument("--max-eval-samples", dest="data.max_eval_samples", type=int)
-    g.add_argument("--strict", dest="data.strict", action="store_true", default=None,
-                   help="refuse the data at the first bad row instead of skipping it")
+    g.add_argument(
+        "--strict",
+        dest="data.strict",
+        action="store_true",
+        default=None,
+        help="refuse the data at the first bad row instead of skipping it",
+    )
 
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
@@ -82,8 +87,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", dest="task", choices=["sequence-classification", "feature-extraction"])
     p.add_argument("--out", required=True, help="output folder (re-running the same command resumes)")
     p.add_argument("--overwrite", action="store_true", help="delete an earlier run in --out and start again")
-    p.add_argument("--set", dest="sets", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
-                   help="override any recipe key, e.g. --set qat.calibration_batches=8 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any recipe key, e.g. --set qat.calibration_batches=8 (repeatable)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -102,7 +114,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from edgedistill.compress.distill import distill
 
     report = distill(recipe, args.out, overwrite=args.overwrite, progress=not args.quiet)
-    _print_summary("student", report.get("student", {}).get("metrics", {}), Path(args.out) / "distill_report.json")
+    _print_summary(
+        "student", report.get("student", {}).get("metrics", {}), Path(args.out) / "distill_report.json"
+    )
     return 0
 
 
@@ -114,7 +128,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from edgedistill.compress.finetune import finetune
 
     report = finetune(recipe, args.out, overwrite=args.overwrite, progress=not args.quiet)
-    _print_summary("model", report.get("model", {}).get("metrics", {}), Path(args.out) / "finetune_report.json")
+    _print_summary(
+        "model", report.get("model", {}).get("metrics", {}), Path(args.out) / "finetune_report.json"
+    )
     return 0
 
 
@@ -135,6 +151,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _print_summary(what: str, metrics: dict, report_path: Path) -> None:
+    if not metrics:  # non-zero ranks of a multi-process run write no report
+        return
     from rich.console import Console
 
     shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
@@ -151,19 +169,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     g = p.add_argument_group("teacher and student")
     g.add_argument("--teacher", dest="teacher.path", help="teacher folder or hub id")
-    g.add_argument("--allow-pickle", dest="teacher.allow_pickle", action="store_true", default=None,
-                   help="accept pickle teacher weights (only for files you trust)")
+    g.add_argument(
+        "--allow-pickle",
+        dest="teacher.allow_pickle",
+        action="store_true",
+        default=None,
+        help="accept pickle teacher weights (only for files you trust)",
+    )
     g.add_argument("--trust-remote-code", dest="teacher.trust_remote_code", action="store_true", default=None)
     g.add_argument("--student", dest="student.path", help="use this HF folder as the student")
     g.add_argument("--student-layers", dest="student.layers", type=_layers, help="K, or a list like 0,2,5")
-    g.add_argument("--student-hidden", dest="student.hidden_size", type=int, help="narrower width (fresh init)")
+    g.add_argument(
+        "--student-hidden", dest="student.hidden_size", type=int, help="narrower width (fresh init)"
+    )
     g = p.add_argument_group("distillation")
     g.add_argument("--losses", dest="losses", type=_losses, help="e.g. soft_kl:1,hard_ce:1,hidden_mse:0.5")
     g.add_argument("--temperature", dest="temperature", type=_schedule, help="4, or linear:8:2, cosine:8:2")
     g.add_argument("--alpha", dest="alpha", type=_schedule, help="0.7, or linear:0.9:0.5")
     g.add_argument("--qat", dest="qat.mode", choices=["int8", "none"])
-    g.add_argument("--qat-start", dest="qat.start_fraction", type=float, help="fraction of steps before fake-quant")
-    g.add_argument("--cache-teacher-outputs", dest="training.cache_teacher_outputs", action="store_true", default=None)
+    g.add_argument(
+        "--qat-start", dest="qat.start_fraction", type=float, help="fraction of steps before fake-quant"
+    )
+    g.add_argument(
+        "--cache-teacher-outputs", dest="training.cache_teacher_outputs", action="store_true", default=None
+    )
     _add_data_flags(p)
     _add_training_flags(p)
     p.set_defaults(func=cmd_distill)
@@ -171,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="plain supervised training (task teacher, or no-KD student baseline)")
     _add_common(p)
     p.add_argument("--model", dest="model.path", help="model folder or hub id")
-    p.add_argument("--layers", dest="layers", type=_layers, help="keep K (or listed) layers first: a no-KD student")
+    p.add_argument(
+        "--layers", dest="layers", type=_layers, help="keep K (or listed) layers first: a no-KD student"
+    )
     p.add_argument("--allow-pickle", dest="model.allow_pickle", action="store_true", default=None)
     _add_data_flags(p)
     _add_training_flags(p)
@@ -187,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
@@ -197,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgedistill {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"edgedistill {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        print(
+            f"edgedistill {args.command}: interrupted; run the same command again to resume", file=sys.stderr
+        )
         return 130
 
 

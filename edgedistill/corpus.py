@@ -19,9 +19,32 @@ from edgedistill.io import atomic_path
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 _CODEISH = re.compile(r"[`{}<>\[\]=_\\|#@$~^]|::|\.\.|\(\)|>>>|https?:|\d{3,}")
-DEFAULT_PACKAGES = ("transformers", "torch", "numpy", "datasets", "matplotlib", "pydantic", "rich", "accelerate",
-                    "tokenizers", "yaml", "safetensors", "nncf", "onnx", "openvino", "email", "json", "logging",
-                    "argparse", "asyncio", "http", "unittest", "collections", "concurrent", "xml")
+DEFAULT_PACKAGES = (
+    "transformers",
+    "torch",
+    "numpy",
+    "datasets",
+    "matplotlib",
+    "pydantic",
+    "rich",
+    "accelerate",
+    "tokenizers",
+    "yaml",
+    "safetensors",
+    "nncf",
+    "onnx",
+    "openvino",
+    "email",
+    "json",
+    "logging",
+    "argparse",
+    "asyncio",
+    "http",
+    "unittest",
+    "collections",
+    "concurrent",
+    "xml",
+)
 
 
 def _docstrings(path: Path):
@@ -38,12 +61,19 @@ def _docstrings(path: Path):
 
 def _sentences(doc: str):
     # Paragraphs only up to the first section header (Args:, Returns:, Parameters ---) are prose.
-    prose = re.split(r"\n\s*(?:Args|Arguments|Returns|Parameters|Raises|Examples?|Note|Yields)\s*[:\n-]", doc)[0]
+    prose = re.split(
+        r"\n\s*(?:Args|Arguments|Returns|Parameters|Raises|Examples?|Note|Yields)\s*[:\n-]", doc
+    )[0]
     for paragraph in re.split(r"\n\s*\n", prose):
         text = " ".join(paragraph.split())
         for sentence in _SENTENCE_END.split(text):
             words = sentence.split()
-            if 6 <= len(words) <= 40 and sentence[0].isupper() and sentence[-1] in ".!?" and not _CODEISH.search(sentence):
+            if (
+                6 <= len(words) <= 40
+                and sentence[0].isupper()
+                and sentence[-1] in ".!?"
+                and not _CODEISH.search(sentence)
+            ):
                 yield sentence
 
 
@@ -52,8 +82,14 @@ def _package_dirs(packages) -> list[Path]:
     return sorted({root / name for root in roots for name in packages if (root / name).is_dir()})
 
 
-def build_docstring_corpus(out_dir: str | Path, *, train_size: int = 4000, eval_size: int = 500, seed: int = 0,
-                           packages=DEFAULT_PACKAGES) -> dict[str, Path]:
+def build_docstring_corpus(
+    out_dir: str | Path,
+    *,
+    train_size: int = 4000,
+    eval_size: int = 500,
+    seed: int = 0,
+    packages=DEFAULT_PACKAGES,
+) -> dict[str, Path]:
     """Write ``train.tsv`` and ``eval.tsv`` (column ``sentence``) of deduplicated docstring sentences."""
     seen: set[str] = set()
     sentences: list[str] = []

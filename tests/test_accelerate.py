@@ -1,4 +1,9 @@
-"""Distillation scales out through `accelerate launch` (2 CPU processes, gloo backend)."""
+"""Distillation scales out through `accelerate launch` (2 CPU processes, gloo backend).
+
+accelerate 1.x starts a single process for `--cpu` unless mpirun is configured; two local CPU
+processes come from its torchrun launcher (`--multi_gpu --num_processes 2`), and our Trainer
+arguments pick the gloo backend when there is no CUDA device.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +24,42 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_bert_classifier, tin
         accelerate = shutil.which("accelerate")
     out = tmp_path / "ddp"
     cmd = [
-        str(accelerate), "launch", "--num_processes", "2", "--cpu", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "-m", "edgedistill", "distill",
-        "--teacher", str(tiny_bert_classifier), "--task", "sequence-classification", "--student-layers", "1",
-        "--train", str(tiny_data["train"]), "--eval", str(tiny_data["eval"]), "--max-steps", "4",
-        "--batch-size", "8", "--max-length", "32", "--losses", "soft_kl:1,hard_ce:1,hidden_mse:1", "--quiet",
-        "--out", str(out),
+        str(accelerate),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "edgedistill",
+        "distill",
+        "--teacher",
+        str(tiny_bert_classifier),
+        "--task",
+        "sequence-classification",
+        "--student-layers",
+        "1",
+        "--train",
+        str(tiny_data["train"]),
+        "--eval",
+        str(tiny_data["eval"]),
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "32",
+        "--losses",
+        "soft_kl:1,hard_ce:1,hidden_mse:1",
+        "--quiet",
+        "--out",
+        str(out),
+        "--overwrite",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_PORT="29517")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)

@@ -38,8 +38,16 @@ colour: blue
         load_config(DistillRecipe, path)
     paths = {p for p, _ in info.value.problems}
     expected = {
-        "task", "teacher.trust_remote_cod", "student.layers", "training.lr", "training.batch_size",
-        "temperature.end", "qat.mode", "losses[0].weight", "losses[1].name", "colour",
+        "task",
+        "teacher.trust_remote_cod",
+        "student.layers",
+        "training.lr",
+        "training.batch_size",
+        "temperature.end",
+        "qat.mode",
+        "losses[0].weight",
+        "losses[1].name",
+        "colour",
     }
     assert expected <= paths, paths
     message = str(info.value)
@@ -61,15 +69,25 @@ def test_yaml_syntax_error_names_line(tmp_path):
 
 def test_overrides_beat_file_and_defaults_resolve(tmp_path):
     path = write(tmp_path, "teacher: {path: t}\nstudent: {layers: 2}\ntraining: {lr: 1.0e-4}\n")
-    recipe = load_config(DistillRecipe, path, {"training.lr": 3e-5, "student.layers": [0, 2], "qat.mode": "int8"})
+    recipe = load_config(
+        DistillRecipe, path, {"training.lr": 3e-5, "student.layers": [0, 2], "qat.mode": "int8"}
+    )
     assert recipe.training.lr == 3e-5 and recipe.student.layers == [0, 2] and recipe.qat.mode == "int8"
     assert [s.name for s in recipe.losses] == ["soft_kl", "hard_ce"]
 
 
 def test_feature_extraction_refuses_logit_losses():
     with pytest.raises(ConfigError, match="need class logits"):
-        load_config(DistillRecipe, None, {"task": "feature-extraction", "teacher.path": "t", "student.layers": 1,
-                                          "losses": [{"name": "soft_kl"}]})
+        load_config(
+            DistillRecipe,
+            None,
+            {
+                "task": "feature-extraction",
+                "teacher.path": "t",
+                "student.layers": 1,
+                "losses": [{"name": "soft_kl"}],
+            },
+        )
 
 
 def test_schema_command_writes_valid_json_schema(tmp_path):
@@ -82,7 +100,10 @@ def test_schema_command_writes_valid_json_schema(tmp_path):
 
 def test_cli_reports_config_errors_without_traceback(tmp_path):
     path = write(tmp_path, "teacher: {path: t}\nstudent: {layers: 2}\ntraining: {lr: fast}\nbogus: 1\n")
-    proc = subprocess.run([sys.executable, "-m", "edgedistill", "distill", str(path), "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgedistill", "distill", str(path), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "training.lr" in proc.stderr and "bogus" in proc.stderr and "Traceback" not in proc.stderr

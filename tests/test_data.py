@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import make_sentences, sst2_dir, write_tsv
 from edgedistill.compress import data as data_mod
 from edgedistill.compress.config import DataConfig
@@ -20,7 +21,6 @@ from edgedistill.compress.data import (
     load_split,
     read_examples,
 )
-
 from edgedistill.errors import DataError
 
 # No '"' or '\\' here: conftest.write_tsv escapes them with a backslash, which SST-2-style TSVs do not use.

@@ -21,7 +21,14 @@ def recipe(teacher, data, **overrides) -> DistillRecipe:
         "teacher": {"path": str(teacher)},
         "student": {"layers": 1},
         "data": {"train": str(data["train"]), "eval": str(data["eval"]), "max_length": 32},
-        "training": {"max_steps": 12, "batch_size": 16, "lr": 1e-3, "logging_steps": 2, "save_steps": 4, "warmup_ratio": 0.0},
+        "training": {
+            "max_steps": 12,
+            "batch_size": 16,
+            "lr": 1e-3,
+            "logging_steps": 2,
+            "save_steps": 4,
+            "warmup_ratio": 0.0,
+        },
         "temperature": {"kind": "linear", "start": 4.0, "end": 1.0},
         "alpha": {"kind": "cosine", "start": 0.9, "end": 0.5},
     }
@@ -37,8 +44,12 @@ def recipe(teacher, data, **overrides) -> DistillRecipe:
 def test_distill_lowers_kl_and_writes_student(tmp_path, tiny_bert_classifier, tiny_data):
     out = tmp_path / "run"
     # a fresh, narrower student starts far from the teacher, so the drop in KL is distillation's doing
-    r = recipe(tiny_bert_classifier, tiny_data, student={"layers": 1, "hidden_size": 32},
-               **{"training.lr": 3e-3, "training.max_steps": 48, "training.logging_steps": 4})
+    r = recipe(
+        tiny_bert_classifier,
+        tiny_data,
+        student={"layers": 1, "hidden_size": 32},
+        **{"training.lr": 3e-3, "training.max_steps": 48, "training.logging_steps": 4},
+    )
     report = distill(r, out, progress=False)
     before = report["student"]["metrics_before_training"]["kl_to_teacher"]
     after = report["student"]["metrics"]["kl_to_teacher"]
@@ -52,22 +63,33 @@ def test_distill_lowers_kl_and_writes_student(tmp_path, tiny_bert_classifier, ti
     assert temps[0] > temps[-1], "the temperature schedule must be logged and decreasing"
     student = AutoModelForSequenceClassification.from_pretrained(out / "student")
     assert student.config.num_hidden_layers == 1 and student.config.hidden_size == 32
-    assert (out / "student" / "model.safetensors").is_file() and (out / "student" / "tokenizer.json").is_file()
+    assert (out / "student" / "model.safetensors").is_file() and (
+        out / "student" / "tokenizer.json"
+    ).is_file()
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_all_classification_losses_together(tmp_path, tiny_bert_classifier, tiny_data):
     losses = [{"name": n} for n in ("soft_kl", "hard_ce", "hidden_mse", "attention_kl")]
-    report = distill(recipe(tiny_bert_classifier, tiny_data, losses=losses, **{"training.max_steps": 4}),
-                     tmp_path / "run", progress=False)
+    report = distill(
+        recipe(tiny_bert_classifier, tiny_data, losses=losses, **{"training.max_steps": 4}),
+        tmp_path / "run",
+        progress=False,
+    )
     components = {k for h in report["history"] for k in h if k.startswith("loss/")}
     assert components == {"loss/soft_kl", "loss/hard_ce", "loss/hidden_mse", "loss/attention_kl"}
 
 
 def test_embedding_distillation_narrow_student(tmp_path, tiny_bert_encoder, tiny_data):
     losses = [{"name": n} for n in ("embedding_cosine", "embedding_mse", "hidden_mse", "attention_kl")]
-    r = recipe(tiny_bert_encoder, tiny_data, task="feature-extraction", losses=losses,
-               student={"layers": 1, "hidden_size": 32}, **{"training.max_steps": 20})
+    r = recipe(
+        tiny_bert_encoder,
+        tiny_data,
+        task="feature-extraction",
+        losses=losses,
+        student={"layers": 1, "hidden_size": 32},
+        **{"training.max_steps": 20},
+    )
     report = distill(r, tmp_path / "run", progress=False)
     metrics = report["student"]["metrics"]
     assert 0.0 <= metrics["recall_at_10"] <= 1.0
@@ -77,17 +99,28 @@ def test_embedding_distillation_narrow_student(tmp_path, tiny_bert_encoder, tiny
 
 
 def test_teacher_output_cache_is_memory_mapped_and_used(tmp_path, tiny_bert_classifier, tiny_data):
-    report = distill(recipe(tiny_bert_classifier, tiny_data, **{"training.cache_teacher_outputs": True}),
-                     tmp_path / "run", progress=False)
+    report = distill(
+        recipe(tiny_bert_classifier, tiny_data, **{"training.cache_teacher_outputs": True}),
+        tmp_path / "run",
+        progress=False,
+    )
     cached = list((tmp_path / "run" / "teacher_cache").glob("*/logits.npy"))
     assert len(cached) == 1 and report["training"]["teacher_cache_bytes"] == 256 * 2 * 4
-    assert report["student"]["metrics"]["kl_to_teacher"] < report["student"]["metrics_before_training"]["kl_to_teacher"]
+    assert (
+        report["student"]["metrics"]["kl_to_teacher"]
+        < report["student"]["metrics_before_training"]["kl_to_teacher"]
+    )
 
 
 def test_cache_refuses_per_token_losses(tmp_path, tiny_bert_classifier, tiny_data):
     from edgedistill.errors import EdgeDistillError
 
-    r = recipe(tiny_bert_classifier, tiny_data, losses=[{"name": "hidden_mse"}], **{"training.cache_teacher_outputs": True})
+    r = recipe(
+        tiny_bert_classifier,
+        tiny_data,
+        losses=[{"name": "hidden_mse"}],
+        **{"training.cache_teacher_outputs": True},
+    )
     with pytest.raises(EdgeDistillError, match="caches only"):
         distill(r, tmp_path / "run", progress=False)
 
@@ -109,7 +142,11 @@ def _student_weights(out):
 
 @pytest.mark.parametrize("qat", ["none", "int8"])
 def test_interrupted_run_resumes_to_identical_weights(tmp_path, tiny_bert_classifier, tiny_data, qat):
-    r = recipe(tiny_bert_classifier, tiny_data, **{"qat.mode": qat, "qat.start_fraction": 0.5, "qat.calibration_batches": 2})
+    r = recipe(
+        tiny_bert_classifier,
+        tiny_data,
+        **{"qat.mode": qat, "qat.start_fraction": 0.5, "qat.calibration_batches": 2},
+    )
     straight = tmp_path / "straight"
     distill(r, straight, progress=False)
     resumed = tmp_path / "resumed"
@@ -126,14 +163,20 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path, tiny_bert_classi
 
 
 def test_qat_inserts_fake_quant_and_saves_state(tmp_path, tiny_bert_classifier, tiny_data):
-    r = recipe(tiny_bert_classifier, tiny_data, **{"qat.mode": "int8", "qat.start_fraction": 0.25, "qat.calibration_batches": 2})
+    r = recipe(
+        tiny_bert_classifier,
+        tiny_data,
+        **{"qat.mode": "int8", "qat.start_fraction": 0.25, "qat.calibration_batches": 2},
+    )
     report = distill(r, tmp_path / "run", progress=False)
     qat = report["qat"]
     assert qat["start_step"] == 3
     assert qat["summary"]["weight_quantizers"] > 0 and qat["summary"]["activation_quantizers"] > 0
     assert report["student"]["evaluated_with"].startswith("int8 fake-quant")
     student = tmp_path / "run" / "student"
-    assert (student / "qat" / "nncf_config.json").is_file() and (student / "qat" / "qat_state.safetensors").is_file()
+    assert (student / "qat" / "nncf_config.json").is_file() and (
+        student / "qat" / "qat_state.safetensors"
+    ).is_file()
     meta = json.loads((student / "edgedistill.json").read_text())
     assert meta["qat"]["mode"] == "int8" and meta["selected_teacher_layers"] == [1]
     # the float weights load as a plain transformers model
@@ -142,20 +185,65 @@ def test_qat_inserts_fake_quant_and_saves_state(tmp_path, tiny_bert_classifier, 
 
 def test_cli_distill_and_finetune(tmp_path, tiny_bert_classifier, tiny_data):
     base = [sys.executable, "-m", "edgedistill"]
-    common = ["--task", "sequence-classification", "--train", str(tiny_data["train"]), "--eval", str(tiny_data["eval"]),
-              "--max-steps", "3", "--batch-size", "8", "--max-length", "32", "--quiet"]
-    proc = subprocess.run(base + ["finetune", "--model", str(tiny_bert_classifier), "--layers", "1",
-                                  "--out", str(tmp_path / "ft")] + common, capture_output=True, text=True)
+    common = [
+        "--task",
+        "sequence-classification",
+        "--train",
+        str(tiny_data["train"]),
+        "--eval",
+        str(tiny_data["eval"]),
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "32",
+        "--quiet",
+    ]
+    proc = subprocess.run(
+        base
+        + ["finetune", "--model", str(tiny_bert_classifier), "--layers", "1", "--out", str(tmp_path / "ft")]
+        + common,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     ft = json.loads((tmp_path / "ft" / "finetune_report.json").read_text())
     assert ft["model"]["layers"] == 1 and "accuracy" in ft["model"]["metrics"]
-    proc = subprocess.run(base + ["distill", "--teacher", str(tiny_bert_classifier), "--student-layers", "0,",
-                                  "--temperature", "linear:4:2", "--out", str(tmp_path / "kd")] + common,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        base
+        + [
+            "distill",
+            "--teacher",
+            str(tiny_bert_classifier),
+            "--student-layers",
+            "0,",
+            "--temperature",
+            "linear:4:2",
+            "--out",
+            str(tmp_path / "kd"),
+        ]
+        + common,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     kd = json.loads((tmp_path / "kd" / "distill_report.json").read_text())
     assert kd["student"]["selected_teacher_layers"] == [0]
     # a different recipe in the same folder is refused with a way out
-    proc = subprocess.run(base + ["distill", "--teacher", str(tiny_bert_classifier), "--student-layers", "1",
-                                  "--out", str(tmp_path / "kd")] + common, capture_output=True, text=True)
+    proc = subprocess.run(
+        base
+        + [
+            "distill",
+            "--teacher",
+            str(tiny_bert_classifier),
+            "--student-layers",
+            "1",
+            "--out",
+            str(tmp_path / "kd"),
+        ]
+        + common,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "--overwrite" in proc.stderr

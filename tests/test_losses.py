@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from edgedistill.compress.config import ConstantSchedule, LossSpec, RampSchedule
-from edgedistill.compress.losses import LOSSES, LossContext, LossInputs, StudentOutputs, TeacherOutputs, build_loss
+from edgedistill.compress.losses import (
+    LOSSES,
+    LossContext,
+    LossInputs,
+    StudentOutputs,
+    TeacherOutputs,
+    build_loss,
+)
 from edgedistill.compress.losses.logits import soft_target_kl
 from edgedistill.compress.schedules import schedule_value
 
@@ -45,8 +52,15 @@ def _fake_batch(student_hidden: int, teacher_hidden: int, heads_s: int = 2, head
 @pytest.mark.parametrize("name", sorted(LOSSES))
 @pytest.mark.parametrize("widths", [(8, 8), (6, 8)])
 def test_each_loss_runs_with_gradient(name, widths):
-    ctx = LossContext(student_layers=2, teacher_layers=4, student_hidden=widths[0], teacher_hidden=widths[1],
-                      student_heads=2, teacher_heads=4, selected_layers=[0, 3] if widths[0] == widths[1] else None)
+    ctx = LossContext(
+        student_layers=2,
+        teacher_layers=4,
+        student_hidden=widths[0],
+        teacher_hidden=widths[1],
+        student_heads=2,
+        teacher_heads=4,
+        selected_layers=[0, 3] if widths[0] == widths[1] else None,
+    )
     loss = build_loss(LossSpec(name=name), ctx)
     value = loss(_fake_batch(*widths))
     assert value.dim() == 0 and torch.isfinite(value) and value.item() >= 0

@@ -12,7 +12,9 @@ from edgedistill.compress.config import ModelSource, StudentConfig
 from edgedistill.errors import ModelLoadError
 
 
-@pytest.mark.parametrize("n,k,expected", [(6, 3, [0, 2, 5]), (6, 2, [0, 5]), (12, 6, [0, 2, 4, 7, 9, 11]), (6, 1, [5])])
+@pytest.mark.parametrize(
+    "n,k,expected", [(6, 3, [0, 2, 5]), (6, 2, [0, 5]), (12, 6, [0, 2, 4, 7, 9, 11]), (6, 1, [5])]
+)
 def test_uniform_layer_selection(n, k, expected):
     assert models.select_layers(n, k) == expected
 
@@ -29,15 +31,22 @@ def test_student_copies_selected_teacher_layers(tiny_bert_classifier):
     student, selected = models.build_student(teacher, StudentConfig(layers=[1]), "sequence-classification")
     assert selected == [1] and student.config.num_hidden_layers == 1
     t, s = teacher.state_dict(), student.state_dict()
-    assert torch.equal(s["bert.encoder.layer.0.attention.self.query.weight"], t["bert.encoder.layer.1.attention.self.query.weight"])
+    assert torch.equal(
+        s["bert.encoder.layer.0.attention.self.query.weight"],
+        t["bert.encoder.layer.1.attention.self.query.weight"],
+    )
     assert torch.equal(s["classifier.weight"], t["classifier.weight"])
-    assert torch.equal(s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"])
+    assert torch.equal(
+        s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"]
+    )
     assert teacher.config.num_hidden_layers == 2, "the teacher must not be modified"
 
 
 def test_narrower_student_is_fresh(tiny_bert_encoder):
     teacher = models.load_model(ModelSource(path=str(tiny_bert_encoder)), "feature-extraction")
-    student, selected = models.build_student(teacher, StudentConfig(layers=1, hidden_size=32), "feature-extraction")
+    student, selected = models.build_student(
+        teacher, StudentConfig(layers=1, hidden_size=32), "feature-extraction"
+    )
     assert selected is None
     assert student.config.hidden_size == 32 and student.config.num_attention_heads == 2
     assert student.config.intermediate_size == 128 and student.config.num_hidden_layers == 1

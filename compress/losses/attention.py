@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import torch
 
-from edgedistill.compress.losses.base import DistillLoss, LossInputs, check_layer_map, masked_mean, register_loss
+from edgedistill.compress.losses.base import (
+    DistillLoss,
+    LossInputs,
+    check_layer_map,
+    masked_mean,
+    register_loss,
+)
 
 _EPS = 1e-12
 

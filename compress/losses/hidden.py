@@ -9,7 +9,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgedistill.compress.losses.base import DistillLoss, LossInputs, check_layer_map, masked_mean, register_loss
+from edgedistill.compress.losses.base import (
+    DistillLoss,
+    LossInputs,
+    check_layer_map,
+    masked_mean,
+    register_loss,
+)
 
 
 @register_loss
@@ -21,7 +27,9 @@ class HiddenStateMSE(DistillLoss):
 
     def __init__(self, spec, ctx):
         super().__init__(spec, ctx)
-        self.layer_map = check_layer_map(spec.layer_map or ctx.default_layer_map(), ctx, "hidden_mse.layer_map")
+        self.layer_map = check_layer_map(
+            spec.layer_map or ctx.default_layer_map(), ctx, "hidden_mse.layer_map"
+        )
         if ctx.student_hidden != ctx.teacher_hidden:
             self.projections = nn.ModuleDict(
                 {str(s): nn.Linear(ctx.student_hidden, ctx.teacher_hidden) for s in self.layer_map}

@@ -8,7 +8,9 @@ import torch.nn.functional as F
 from edgedistill.compress.losses.base import DistillLoss, LossInputs, register_loss
 
 
-def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def soft_target_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """KL(teacher_T || student_T) x T^2, averaged over the batch.
 
     The T^2 factor keeps the gradient magnitude of the soft term comparable across temperatures

@@ -1,0 +1,190 @@
+"""Tiny decoder fixtures (Llama / Qwen2, 2 layers x 64) and text samples for export tests.
+
+Tokenizers are trained here with `tokenizers` (nothing is downloaded): a GPT-2 style ByteLevel
+BPE for the decoders and a WordPiece vocabulary that covers the sample sentences, so tokenizer
+parity checks exercise real sub-word splits instead of mostly [UNK].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Varied English: casing, punctuation, numbers, contractions, accents, symbols, extra spaces.
+SAMPLE_SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Hello, world! How are you today?",
+    "I can't believe it's already 2024 — time flies.",
+    "She paid $19.99 for 3 books and 2 pens.",
+    "The meeting is at 10:30 a.m. on Monday, March 4th.",
+    "Don't stop; keep going until you reach the end.",
+    "Café owners in Zürich serve crème brûlée.",
+    "Naïve résumé writers rarely get a second interview.",
+    "E-mail me at someone@example.com before 5 p.m.",
+    "Is 3.14159 close enough to pi? Probably!",
+    "UPPERCASE WORDS ARE SHOUTING, lowercase words are calm.",
+    "MixedCase identifiers like getHTTPResponse are common in code.",
+    'She said, "This is the best movie of the year."',
+    "Prices rose by 12% in Q3 (compared with 8% in Q2).",
+    "Wait... what happened here?!",
+    "The 1990s brought the web; the 2000s brought smartphones.",
+    "Temperatures dropped to -5 degrees overnight.",
+    "Go to https://example.org/path?query=1 for details.",
+    "It's a well-known fact that state-of-the-art models are large.",
+    "Their new album sold 1,000,000 copies in a week.",
+    "A dull and tedious mess, honestly.",
+    "The acting is superb and the story is moving.",
+    "I loved every minute of it!",
+    "What a boring waste of two hours...",
+    "Señor García visited São Paulo and Kraków last year.",
+    "He whispered: 'never again'.",
+    "Numbers like 007, 42 and 3000 appear in names.",
+    "Tabs\tand  double  spaces  should  be  handled.",
+    "Multiple lines\nare separated by newlines.",
+    "The cost was £50 or about €58 at the time.",
+    "We're here, they're there, and you're everywhere.",
+    "Semi-colons; colons: dashes - and underscores_are_fine.",
+    "#hashtags and @mentions appear in social media posts.",
+    "Ratio 3:2, score 10-7, version v2.1.0-beta.",
+    "Ending without punctuation",
+    "   leading and trailing spaces   ",
+]
+
+_EXTRA_CORPUS = [
+    "a wonderful and moving film with a great cast",
+    "the worst movie of the year, badly shot and poorly told",
+    "prices, numbers, dates and times appear in many documents",
+    "language models read text split into sub-word tokens",
+    "quantization makes models smaller and faster on edge devices",
+]
+
+
+def corpus(repeat: int = 20) -> list[str]:
+    return (SAMPLE_SENTENCES + _EXTRA_CORPUS) * repeat
+
+
+def train_bytelevel_bpe(folder: Path, vocab_size: int = 600):
+    """A GPT-2 style ByteLevel BPE (no prefix space, <s> prepended) saved as a fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        min_frequency=1,
+    )
+    tok.train_from_iterator(corpus(), trainer=trainer)
+    bos_id = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", model_max_length=128
+    )
+    fast.save_pretrained(folder)
+    return fast
+
+
+def train_rich_wordpiece(folder: Path, vocab_size: int = 700):
+    """An uncased BERT WordPiece vocabulary trained on the sample sentences themselves."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], min_frequency=1
+    )
+    tok.train_from_iterator(corpus(), trainer=trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    fast = BertTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=128,
+    )
+    fast.save_pretrained(folder)
+    return fast
+
+
+def save_tiny_decoder(
+    folder: Path, arch: str = "llama", seed: int = 0, tokenizer_dir: Path | None = None
+) -> Path:
+    """Save a tiny LlamaForCausalLM / Qwen2ForCausalLM (2 layers x 64, GQA 4/2 heads) with safetensors.
+
+    Weights use a wide init (std 0.2) so next-token logits are peaked and top-1 comparisons are
+    not decided by near-ties.
+    """
+    import torch
+    from transformers import AutoTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if tokenizer_dir is None:
+        tok = train_bytelevel_bpe(folder)
+    else:
+        tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+        tok.save_pretrained(folder)
+    common = dict(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-6,
+        initializer_range=0.2,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    if arch == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        model = LlamaForCausalLM(LlamaConfig(**common, tie_word_embeddings=False))
+    elif arch == "qwen2":
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        model = Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=True))
+        with torch.no_grad():  # random, non-zero q/k/v biases so the bias path is exercised
+            for layer in model.model.layers:
+                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                    proj.bias.normal_(0.0, 0.2)
+    else:
+        raise ValueError(arch)
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def save_tiny_bert(folder: Path, tokenizer_dir: Path, seed: int = 2) -> Path:
+    """A tiny BertModel (2 layers x 64) over the tokenizer in ``tokenizer_dir``."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
