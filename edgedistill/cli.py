@@ -137,8 +137,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from edgedistill.compress.config import DistillRecipe, FinetuneRecipe
     from edgedistill.config import json_schema
+    from edgedistill.export.config import ExportConfig
 
-    model = {"distill": DistillRecipe, "finetune": FinetuneRecipe}[args.kind]
+    model = {"distill": DistillRecipe, "finetune": FinetuneRecipe, "export": ExportConfig}[args.kind]
     text = json.dumps(json_schema(model), indent=2) + "\n"
     if args.out:
         from edgedistill.io import atomic_write_text
@@ -208,8 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_flags(p)
     p.set_defaults(func=cmd_finetune)
 
+    from edgedistill.export.cli import add_export_parser
+
+    add_export_parser(sub)
+
     p = sub.add_parser("schema", help="write the JSON schema of recipes")
-    p.add_argument("--kind", choices=["distill", "finetune"], default="distill")
+    p.add_argument("--kind", choices=["distill", "finetune", "export"], default="distill")
     p.add_argument("--out", help="file to write (default: stdout)")
     p.set_defaults(func=cmd_schema)
     return parser

@@ -1,1 +1,52 @@
-"""Export student models to ONNX, OpenVINO IR and GGUF (see issue: export)."""
+"""Export students to ONNX, OpenVINO IR and GGUF, each artifact verified against torch in its runtime.
+
+    from edgedistill.export import ExportConfig, export
+    export("run/student", "artifacts", ExportConfig(formats=["onnx", "openvino"], precisions=["fp32", "int8"]))
+
+Importing this package is cheap: the format plugins, and onnx/onnxruntime/openvino/optimum/nncf
+with them, are imported only when an export runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> module that defines it (imported on first access)
+_EXPORTS = {
+    "export": "edgedistill.export.core",
+    "export_artifact": "edgedistill.export.core",
+    "inspect_student": "edgedistill.export.core",
+    "get_plugin": "edgedistill.export.core",
+    "register_plugin": "edgedistill.export.core",
+    "PLUGINS": "edgedistill.export.core",
+    "FormatPlugin": "edgedistill.export.core",
+    "ArtifactResult": "edgedistill.export.core",
+    "TensorSpec": "edgedistill.export.core",
+    "StudentInfo": "edgedistill.export.core",
+    "ExportError": "edgedistill.export.core",
+    "UnsupportedModelError": "edgedistill.export.core",
+    "ExportConfig": "edgedistill.export.config",
+    "Tolerance": "edgedistill.export.config",
+    "FORMATS": "edgedistill.export.config",
+    "PRECISIONS": "edgedistill.export.config",
+    "ParityError": "edgedistill.export.parity",
+    "ParityReport": "edgedistill.export.parity",
+    "verify_manifest": "edgedistill.export.manifest",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'edgedistill.export' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

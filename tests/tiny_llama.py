@@ -62,13 +62,25 @@ def corpus(repeat: int = 20) -> list[str]:
     return (SAMPLE_SENTENCES + _EXTRA_CORPUS) * repeat
 
 
-def train_bytelevel_bpe(folder: Path, vocab_size: int = 600):
-    """A GPT-2 style ByteLevel BPE (no prefix space, <s> prepended) saved as a fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+def train_bytelevel_bpe(folder: Path, vocab_size: int = 600, split_regex: str | None = None):
+    """A ByteLevel BPE (no prefix space, <s> prepended) saved as a fast tokenizer.
+
+    Without ``split_regex`` the pre-tokenizer is GPT-2's (ByteLevel with its built-in regex); with
+    one it is Llama-3 / Qwen2 style: a Split on that regex, then ByteLevel without a regex.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split_regex is None:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(split_regex), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -79,7 +91,7 @@ def train_bytelevel_bpe(folder: Path, vocab_size: int = 600):
     tok.train_from_iterator(corpus(), trainer=trainer)
     bos_id = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
+        single="<s> $A", pair="<s> $A $B:1", special_tokens=[("<s>", bos_id)]
     )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", model_max_length=128
@@ -121,12 +133,13 @@ def train_rich_wordpiece(folder: Path, vocab_size: int = 700):
 
 
 def save_tiny_decoder(
-    folder: Path, arch: str = "llama", seed: int = 0, tokenizer_dir: Path | None = None
+    folder: Path, arch: str = "llama", seed: int = 0, tokenizer_dir: Path | None = None, train_steps: int = 60
 ) -> Path:
     """Save a tiny LlamaForCausalLM / Qwen2ForCausalLM (2 layers x 64, GQA 4/2 heads) with safetensors.
 
-    Weights use a wide init (std 0.2) so next-token logits are peaked and top-1 comparisons are
-    not decided by near-ties.
+    The model is trained for ``train_steps`` full-batch steps on the sample corpus so that its
+    next-token distributions are peaked like a real LM's: on random weights top-1 is decided by
+    near-ties and says nothing about quantization quality.
     """
     import torch
     from transformers import AutoTokenizer
@@ -146,7 +159,6 @@ def save_tiny_decoder(
         num_key_value_heads=2,
         max_position_embeddings=128,
         rms_norm_eps=1e-6,
-        initializer_range=0.2,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
@@ -166,6 +178,24 @@ def save_tiny_decoder(
                     proj.bias.normal_(0.0, 0.2)
     else:
         raise ValueError(arch)
+    if train_steps:
+        batch = tok(
+            SAMPLE_SENTENCES + _EXTRA_CORPUS, padding=True, return_tensors="pt", return_token_type_ids=False
+        )
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        threads = torch.get_num_threads()
+        # One thread: on a busy 2-core machine OpenMP spin-waits made each step ~20x slower.
+        torch.set_num_threads(1)
+        try:
+            model.train()
+            for _ in range(train_steps):
+                model(**batch, labels=labels).loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+            model.eval()
+        finally:
+            torch.set_num_threads(threads)
     model.save_pretrained(folder, safe_serialization=True)
     return folder
 

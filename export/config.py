@@ -1,0 +1,159 @@
+"""`ExportConfig`: what to export, how to quantize it, and how close it must stay to torch.
+
+Tolerances are per precision and merged key by key over the defaults, so a recipe (or
+``--set tolerances.int8.min_top1_agreement=1.0``) changes one bound and keeps the others.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from edgedistill.config import StrictModel
+
+EXPORT_CONFIG_VERSION = 1
+
+FORMATS = ("onnx", "openvino", "gguf")
+TASKS = ("sequence-classification", "feature-extraction", "text-generation")
+# Every precision name any format plugin may offer; a plugin declares the subset it supports.
+PRECISIONS = (
+    "fp32",
+    "fp16",
+    "int8",
+    "int4",
+    "q8_0",
+    "q4_0",
+    "q4_1",
+    "q5_0",
+    "q5_1",
+    "q2_k",
+    "q3_k_s",
+    "q3_k_m",
+    "q3_k_l",
+    "q4_k_s",
+    "q4_k_m",
+    "q5_k_s",
+    "q5_k_m",
+    "q6_k",
+)
+
+Task = Literal["sequence-classification", "feature-extraction", "text-generation"]
+
+
+class Tolerance(StrictModel):
+    """Bounds an artifact must meet against the torch reference; ``None`` leaves a figure unchecked.
+
+    ``max_abs_diff`` applies to every compared output (logits, hidden states, embeddings) over
+    real (unpadded) tokens; ``min_top1_agreement`` to classification/LM logits; ``min_cosine``
+    (the worst sample) to hidden states and sentence embeddings.
+    """
+
+    max_abs_diff: float | None = Field(None, ge=0)
+    min_top1_agreement: float | None = Field(None, ge=0, le=1)
+    min_cosine: float | None = Field(None, ge=-1, le=1)
+
+
+def _tol(max_abs: float | None, top1: float | None, cosine: float | None) -> dict[str, Any]:
+    return {"max_abs_diff": max_abs, "min_top1_agreement": top1, "min_cosine": cosine}
+
+
+# Float formats must reproduce torch to rounding error; quantized ones must keep the decision
+# (top-1) and the direction of embeddings, while individual values may move by a quantum or so.
+DEFAULT_TOLERANCES: dict[str, dict[str, Any]] = {
+    "fp32": _tol(1e-3, 1.0, 0.99999),
+    "fp16": _tol(5e-2, 1.0, 0.999),
+    # post-training int8 of a real encoder (MiniLM-L6) reaches a worst-sentence cosine of ~0.97
+    "int8": _tol(None, 0.9, 0.95),
+    "int4": _tol(None, 0.8, 0.9),
+    "q8_0": _tol(None, 0.9, 0.99),
+}
+_LOW_BIT_DEFAULT = _tol(None, 0.8, 0.9)
+for _p in PRECISIONS:
+    DEFAULT_TOLERANCES.setdefault(_p, dict(_LOW_BIT_DEFAULT))
+
+
+class ExportConfig(StrictModel):
+    """Everything `edgedistill export` needs besides the student folder and the output folder."""
+
+    version: Literal[1] = EXPORT_CONFIG_VERSION
+    formats: list[str] = Field(
+        default_factory=lambda: ["onnx"],
+        description="onnx, openvino, gguf, or all (every format whose runtime is installed)",
+    )
+    precisions: list[str] = Field(default_factory=lambda: ["fp32"], description=", ".join(PRECISIONS))
+    task: Task | None = Field(
+        None, description="Default: edgedistill.json's task, else guessed from config.json architectures."
+    )
+    int8_method: Literal["auto", "qat", "dynamic", "static"] = Field(
+        "auto",
+        description=(
+            "auto: the learned QAT ranges when the student has them, else static calibration when "
+            "calib_data is given, else dynamic (ONNX) / post-training on built-in sentences (OpenVINO)."
+        ),
+    )
+    calib_data: Path | None = Field(
+        None, description="Text file (one sentence a line) or TSV/CSV with a text column, for calibration."
+    )
+    calib_text_column: str | None = Field(None, description="Column of calib_data holding text (TSV/CSV).")
+    calib_samples: int = Field(128, gt=0, description="Sentences used to calibrate static int8.")
+    parity_samples: int = Field(16, gt=0, description="Real sentences run through artifact and torch.")
+    parity_data: Path | None = Field(
+        None, description="Sentences for the parity check (default: calib_data, else a built-in list)."
+    )
+    max_length: int = Field(128, gt=1, description="Longest sequence fed to parity and calibration.")
+    opset: int = Field(17, ge=13, description="ONNX opset.")
+    seed: int = 0
+    tolerances: dict[str, Tolerance] = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        names = [v.lower() for v in value]
+        if "all" in names:
+            return ["all"]  # expanded by the planner, which skips formats whose runtime is missing
+        bad = [v for v in names if v not in FORMATS]
+        if bad:
+            raise ValueError(f"unknown format(s) {bad}; choose from {list(FORMATS)} or 'all'")
+        if not names:
+            raise ValueError("name at least one format")
+        return list(dict.fromkeys(names))
+
+    @field_validator("precisions")
+    @classmethod
+    def _known_precisions(cls, value: list[str]) -> list[str]:
+        names = [v.lower() for v in value]
+        bad = [v for v in names if v not in PRECISIONS]
+        if bad:
+            raise ValueError(f"unknown precision(s) {bad}; choose from {list(PRECISIONS)}")
+        if not names:
+            raise ValueError("name at least one precision")
+        return list(dict.fromkeys(names))
+
+    @field_validator("tolerances", mode="before")
+    @classmethod
+    def _merge_tolerances(cls, value: Any) -> Any:
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            return value  # pydantic reports the type error
+        merged: dict[str, Any] = {p: dict(t) for p, t in DEFAULT_TOLERANCES.items()}
+        for precision, bounds in value.items():
+            if precision not in merged:
+                raise ValueError(f"tolerances for unknown precision {precision!r}; known: {list(PRECISIONS)}")
+            if isinstance(bounds, Tolerance):
+                bounds = bounds.model_dump(exclude_unset=True)
+            if not isinstance(bounds, dict):
+                return value
+            merged[precision] = {**merged[precision], **bounds}
+        return merged
+
+    @model_validator(mode="after")
+    def _calib_column_needs_file(self) -> ExportConfig:
+        if self.calib_text_column and self.calib_data is None:
+            raise ValueError("calib_text_column is set but calib_data is not")
+        return self
+
+    def tolerance(self, precision: str) -> Tolerance:
+        return self.tolerances[precision]

@@ -1,0 +1,621 @@
+"""The `export` verb: student folder -> one verified artifact folder per format and precision.
+
+Reads top to bottom like the job it does:
+
+1. inspect the student folder (config, weights, tokenizer, edgedistill.json) and settle the task;
+2. pick the (format, precision) pairs, each served by a format plugin from the registry below;
+3. for each pair, inside a temporary folder beside ``OUT/<format>-<precision>``: the plugin writes
+   the model files, the tokenizer files an app needs are copied, the artifact runs in its own
+   runtime on real sentences and is compared with torch (hard failure outside tolerance), and
+   ``manifest.json`` records hashes, signatures, provenance, parity and tool versions;
+4. only then the folder replaces ``OUT/<format>-<precision>`` whole (`edgedistill.io.atomic_dir`).
+
+Format plugins are registered by module path and imported only when used, so
+``import edgedistill.export`` imports none of onnx, onnxruntime, openvino, optimum, nncf, gguf.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import shutil
+import struct
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from edgedistill.errors import EdgeDistillError, MissingDependencyError, ModelLoadError
+from edgedistill.export.config import ExportConfig
+from edgedistill.io import atomic_dir, atomic_write_json
+
+if TYPE_CHECKING:
+    import numpy as np
+
+log = logging.getLogger(__name__)
+
+STUDENT_META = "edgedistill.json"
+MANIFEST = "manifest.json"
+REPORT = "export_report.json"
+
+# Files an application needs beside the model to turn text into inputs and outputs into labels.
+APP_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "chat_template.jinja",
+    "config.json",
+    "generation_config.json",
+)
+
+
+class ExportError(EdgeDistillError):
+    """An artifact could not be produced (unsupported combination, a runtime refused the file...)."""
+
+
+class UnsupportedModelError(ExportError):
+    """The student's architecture or task is not one the chosen format can export."""
+
+
+# --------------------------------------------------------------------------------------------
+# The plugin interface (stable: the onnx, openvino and gguf plugins implement exactly this)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output as the runtime sees it; symbolic dimensions are strings."""
+
+    name: str
+    dtype: str
+    shape: list[int | str]
+
+
+@dataclass
+class ArtifactResult:
+    """What a plugin reports after writing its model files into the temporary artifact folder.
+
+    ``reference`` names the torch model the artifact must match: ``"float"`` (the float32
+    student) or ``"qat"`` (the NNCF fake-quant student whose learned ranges the artifact carries).
+    """
+
+    files: list[str]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    reference: Literal["float", "qat"] = "float"
+    quantization: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class FormatPlugin(ABC):
+    """A format that turns a student into an artifact folder and runs that folder for parity.
+
+    Subclasses set the class attributes and implement `export` and `run`. Heavy imports
+    (the runtime, the converter) belong inside the methods, never at module top level.
+    """
+
+    name: ClassVar[str]
+    precisions: ClassVar[tuple[str, ...]]
+    tasks: ClassVar[tuple[str, ...]] = ("sequence-classification", "feature-extraction")
+    # (importable module, pip extra) pairs checked before an export starts
+    requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # distribution names whose versions go into the manifest
+    tool_packages: ClassVar[tuple[str, ...]] = ()
+    # False: parity feeds one unpadded sequence per call (e.g. llama.cpp), True: also padded batches
+    batched_parity: ClassVar[bool] = True
+    # copy tokenizer/config files (APP_FILES) from the student into the artifact folder
+    copy_app_files: ClassVar[bool] = True
+
+    def unsupported_reason(self, student: StudentInfo, precision: str, cfg: ExportConfig) -> str | None:
+        """Why this plugin cannot export ``student`` at ``precision`` (None when it can)."""
+        if precision not in self.precisions:
+            return f"{self.name} offers {', '.join(self.precisions)}, not {precision}"
+        if student.task not in self.tasks:
+            return f"{self.name} export of task {student.task!r} is not supported (supported: {', '.join(self.tasks)})"
+        return None
+
+    @abstractmethod
+    def export(
+        self, student: StudentInfo, precision: str, tmp_dir: Path, cfg: ExportConfig
+    ) -> ArtifactResult:
+        """Write the model file(s) for ``precision`` into ``tmp_dir`` (an empty folder)."""
+
+    @abstractmethod
+    def run(self, artifact_dir: Path, inputs: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """Load the artifact in its runtime once and return its outputs for every feed.
+
+        Each feed maps tokenizer names (``input_ids``, ``attention_mask``, ``token_type_ids``) to
+        int64 arrays of shape [batch, seq]; a plugin passes on the ones its model takes. Outputs
+        are keyed by name: ``logits`` (classification, LM), ``last_hidden_state`` and/or
+        ``sentence_embedding`` (feature extraction); other names are recorded but not checked.
+        """
+
+
+PLUGINS: dict[str, str] = {
+    "onnx": "edgedistill.export.onnx:OnnxPlugin",
+    "openvino": "edgedistill.export.openvino:OpenVINOPlugin",
+    "gguf": "edgedistill.export.gguf:GGUFPlugin",
+}
+
+
+def register_plugin(name: str, target: str) -> None:
+    """Register (or replace) a format plugin as ``"package.module:ClassName"``."""
+    if ":" not in target:
+        raise ValueError(f"plugin target {target!r} must look like 'package.module:ClassName'")
+    PLUGINS[name] = target
+
+
+def get_plugin(name: str) -> FormatPlugin:
+    """Import and instantiate the plugin for ``name``; a missing dependency names the pip extra."""
+    try:
+        target = PLUGINS[name]
+    except KeyError:
+        raise ExportError(f"unknown export format {name!r}; known: {', '.join(sorted(PLUGINS))}") from None
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or module_name
+        if missing.split(".")[0] != "edgedistill":
+            raise MissingDependencyError(missing, name, f"Exporting to {name}") from exc
+        raise ExportError(f"the {name} exporter ({module_name}) is not part of this installation") from exc
+    plugin = getattr(module, attr)()
+    check_dependencies(plugin)
+    return plugin
+
+
+def check_dependencies(plugin: FormatPlugin) -> None:
+    for module, extra in plugin.requires:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            raise MissingDependencyError(module.split(".")[0], extra, f"Exporting to {plugin.name}")
+
+
+# --------------------------------------------------------------------------------------------
+# The student folder
+# --------------------------------------------------------------------------------------------
+
+_SUFFIX_TASKS = (
+    ("ForSequenceClassification", "sequence-classification"),
+    ("ForCausalLM", "text-generation"),
+)
+_TASK_AUTO_CLASSES = {
+    "sequence-classification": "AutoModelForSequenceClassification",
+    "feature-extraction": "AutoModel",
+    "text-generation": "AutoModelForCausalLM",
+}
+
+
+@dataclass
+class StudentInfo:
+    """A validated student folder: what it is, what it holds, and how to load it for torch."""
+
+    path: Path
+    task: str
+    model_type: str
+    architecture: str | None
+    config: dict[str, Any]
+    meta: dict[str, Any]
+    weights: list[str]
+    tokenizer_files: list[str]
+    # intermediate results plugins share across the precisions of one export (e.g. a float
+    # conversion that several quantized artifacts start from)
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def qat(self) -> dict[str, Any] | None:
+        return self.meta.get("qat") or None
+
+    @property
+    def has_qat(self) -> bool:
+        return self.qat is not None
+
+    def load_tokenizer(self):
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(self.path)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ModelLoadError(
+                f"cannot load the tokenizer of {self.path}: {exc}. The student folder needs the tokenizer "
+                f"files (tokenizer.json or vocab files); save them with `tokenizer.save_pretrained(folder)`."
+            ) from exc
+
+    def load_model(self, attn_implementation: str = "eager"):
+        """The float32 student in eval mode (eager attention: what NNCF and the exporters trace)."""
+        import torch
+        import transformers
+
+        cls = getattr(transformers, _TASK_AUTO_CLASSES[self.task])
+        try:
+            model = cls.from_pretrained(
+                self.path,
+                use_safetensors=True,
+                attn_implementation=attn_implementation,
+                torch_dtype=torch.float32,
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelLoadError(
+                f"cannot load {self.path} as a {self.task} model: {exc}. Re-save it with "
+                f"`model.save_pretrained(folder)` or pass the right --task."
+            ) from exc
+        return model.eval()
+
+    def load_qat_model(self):
+        """The NNCF fake-quant student with the ranges learned during quantization-aware training."""
+        if not self.has_qat:
+            raise ExportError(f"{self.path} holds no QAT state (edgedistill.json has no 'qat' entry)")
+        from edgedistill.compress import qat as qat_lib
+
+        ensure = getattr(qat_lib, "ensure_nncf_extensions", None)
+        if ensure is not None:
+            ensure()
+        qat_dir = (self.path / str(self.qat.get("nncf_config") or "qat/nncf_config.json")).parent
+        model = qat_lib.load_qat_model(self.load_model("eager"), qat_dir)
+        return model.eval()
+
+
+def int8_method(student: StudentInfo, cfg: ExportConfig, default_without_qat: str) -> str:
+    """Settle ``cfg.int8_method`` for one student: ``qat`` | ``dynamic`` | ``static``."""
+    method = cfg.int8_method
+    if method == "auto":
+        if student.has_qat:
+            return "qat"
+        return "static" if cfg.calib_data is not None else default_without_qat
+    if method == "qat" and not student.has_qat:
+        raise ExportError(
+            f"int8_method 'qat' needs a student trained quantization-aware, but {student.path} has no QAT "
+            f"state. Distill with `--qat int8`, or use --int8-method dynamic (or static with --calib-data)."
+        )
+    return method
+
+
+def forward_parameters(model) -> list[str]:
+    """Names the model's forward takes explicitly (``**kwargs`` excluded), in signature order."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters.values()
+    return [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+
+
+def model_input_names(model, tokenizer) -> list[str]:
+    """Tokenizer outputs the model's forward takes, in forward-signature order."""
+    provided = set(getattr(tokenizer, "model_input_names", None) or ["input_ids", "attention_mask"])
+    provided |= {"input_ids", "attention_mask"}
+    return [p for p in forward_parameters(model) if p in provided]
+
+
+def task_output_names(task: str) -> list[str]:
+    return ["last_hidden_state"] if task == "feature-extraction" else ["logits"]
+
+
+def traceable(model, task: str, input_names: list[str]):
+    """Wrap an HF model so tracing sees positional tensor inputs and one named tensor output."""
+    import torch
+
+    output_name = task_output_names(task)[0]
+
+    class TaskOutput(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *tensors):
+            extra = {"use_cache": False} if task == "text-generation" else {}  # full-sequence logits, no KV
+            out = self.inner(**dict(zip(input_names, tensors, strict=True)), return_dict=True, **extra)
+            return getattr(out, output_name)
+
+    return TaskOutput(model).eval()
+
+
+def example_batch(student: StudentInfo, tokenizer, input_names: list[str]) -> dict[str, Any]:
+    """A real, padded two-sentence batch (torch tensors) for tracing (one sentence without a pad token)."""
+    sentences = ["An example sentence to trace the model with.", "Short one."]
+    if getattr(tokenizer, "pad_token_id", None) is None:
+        sentences = sentences[:1]
+    batch = tokenizer(
+        sentences,
+        padding=len(sentences) > 1,
+        truncation=True,
+        max_length=64,
+        return_tensors="pt",
+    )
+    return {name: batch[name] for name in input_names}
+
+
+def _read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{path} ({what}) is not valid JSON: {exc}. {fix}") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path} ({what}) must hold a JSON object, not {type(data).__name__}. {fix}")
+    return data
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a truncated or corrupted safetensors file before any loader trips over it."""
+    resave = (
+        "Copy the file again, or re-save the model with `model.save_pretrained(folder)` "
+        "(re-running `edgedistill distill` writes a fresh student)."
+    )
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ModelLoadError(f"{path} is truncated ({size} bytes): no safetensors header. {resave}")
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > size - 8 or header_len > 100_000_000:
+            raise ModelLoadError(
+                f"{path} is truncated or not a safetensors file (header claims {header_len} bytes, "
+                f"file has {size}). {resave}"
+            )
+        try:
+            header = json.loads(fh.read(header_len))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ModelLoadError(f"{path} has a corrupted safetensors header. {resave}") from None
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    expected = 8 + header_len + max(ends, default=0)
+    if size < expected:
+        raise ModelLoadError(
+            f"{path} is truncated: {size} bytes, but its header describes {expected}. {resave}"
+        )
+
+
+def _guess_task(architecture: str | None) -> str | None:
+    if not architecture:
+        return None
+    for suffix, task in _SUFFIX_TASKS:
+        if architecture.endswith(suffix):
+            return task
+    if architecture.endswith("Model") and "For" not in architecture:
+        return "feature-extraction"
+    return None
+
+
+def _check_head(folder: Path, task: str, architecture: str | None, config: dict[str, Any]) -> None:
+    """Refuse a task whose head the weights do not hold: loading it would export a random head.
+
+    Any encoder can be exported as ``feature-extraction`` (its base model); classification and
+    generation need the architecture that carries that head (a decoder flag counts for generation).
+    """
+    if task == "feature-extraction" or architecture is None:
+        return
+    if task == "text-generation" and (architecture.endswith("ForCausalLM") or config.get("is_decoder")):
+        return
+    if task == "sequence-classification" and architecture.endswith("ForSequenceClassification"):
+        return
+    suggestion = _guess_task(architecture) or "feature-extraction"
+    raise UnsupportedModelError(
+        f"cannot export {folder} as {task}: its architecture {architecture} holds no {task} head, so the "
+        f"artifact would carry untrained weights. Export it with --task {suggestion}, or export a student "
+        f"trained for {task}."
+    )
+
+
+def inspect_student(path: str | Path, task: str | None = None) -> StudentInfo:
+    """Validate a student folder (edgedistill's or any HF folder) and settle its task."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ModelLoadError(
+            f"student folder {folder} does not exist or is not a folder; pass the `student/` folder written "
+            f"by `edgedistill distill`, or any folder written by `model.save_pretrained(...)`."
+        )
+    resave = "Re-save the model with `model.save_pretrained(folder)`."
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"{folder} has no config.json, so it is not a model folder. {resave}")
+    config = _read_json(folder / "config.json", "the model config", resave)
+    model_type = config.get("model_type")
+    if not model_type:
+        raise ModelLoadError(f"{folder}/config.json has no 'model_type'. {resave}")
+
+    names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    weights = [n for n in names if n.endswith(".safetensors")]
+    if not weights:
+        pickles = [n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt"))]
+        hint = (
+            f"it holds only pickle weights ({', '.join(pickles)}), which export refuses to load; convert them "
+            f"with `model.save_pretrained(folder, safe_serialization=True)`"
+            if pickles
+            else "it has no weights (*.safetensors)"
+        )
+        raise ModelLoadError(f"{folder}: {hint}.")
+    for name in weights:
+        check_safetensors(folder / name)
+
+    meta: dict[str, Any] = {}
+    if (folder / STUDENT_META).is_file():
+        meta = _read_json(
+            folder / STUDENT_META, "edgedistill metadata", "Re-run `edgedistill distill` or delete the file."
+        )
+    qat = meta.get("qat")
+    if qat:
+        for key, default in (("nncf_config", "qat/nncf_config.json"), ("state", "qat/qat_state.safetensors")):
+            if not (folder / str(qat.get(key) or default)).is_file():
+                raise ModelLoadError(
+                    f"{folder} says it was trained quantization-aware, but {qat.get(key) or default} is missing. "
+                    f"Copy the whole student folder (with qat/), or export float weights with "
+                    f"--int8-method dynamic/static."
+                )
+
+    architectures = config.get("architectures") or []
+    architecture = architectures[0] if architectures else None
+    resolved = task or meta.get("task") or _guess_task(architecture)
+    if resolved is None:
+        raise UnsupportedModelError(
+            f"cannot export {folder}: architecture {architecture or '(none in config.json)'} is not one of the "
+            f"supported kinds (*ForSequenceClassification, a bare *Model encoder, *ForCausalLM). Pass "
+            f"--task feature-extraction to export its encoder only, or --task sequence-classification / "
+            f"text-generation if the weights hold that head."
+        )
+    if resolved not in _TASK_AUTO_CLASSES:
+        raise UnsupportedModelError(f"unknown task {resolved!r}; choose one of {sorted(_TASK_AUTO_CLASSES)}")
+    _check_head(folder, resolved, architecture, config)
+
+    import transformers
+
+    if model_type not in transformers.CONFIG_MAPPING:
+        raise UnsupportedModelError(
+            f"{folder}: model_type {model_type!r} is not a transformers architecture this version knows "
+            f"(transformers {transformers.__version__}); models that need remote code cannot be exported. "
+            f"Use a student of a built-in architecture (e.g. BERT, MiniLM, Llama, Qwen2)."
+        )
+    tokenizer_files = [
+        n for n in names if n in APP_FILES and n not in ("config.json", "generation_config.json")
+    ]
+    if not tokenizer_files:
+        raise ModelLoadError(
+            f"{folder} has no tokenizer files; parity needs real tokenized text and apps need the vocabulary. "
+            f"Save them with `tokenizer.save_pretrained(folder)`."
+        )
+    return StudentInfo(
+        path=folder.resolve(),
+        task=resolved,
+        model_type=model_type,
+        architecture=architecture,
+        config=config,
+        meta=meta,
+        weights=weights,
+        tokenizer_files=tokenizer_files,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The verb
+# --------------------------------------------------------------------------------------------
+
+
+def plan(student: StudentInfo, cfg: ExportConfig) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
+    """The (format, precision) pairs to build, and the skipped pairs with the reason.
+
+    A pair a format does not offer is skipped when other pairs remain; a request that yields no
+    artifact at all, or a precision no requested format offers, is an error. ``formats: [all]``
+    also skips formats whose runtime is not installed (a named format must be installed).
+    """
+    pairs, skipped = [], []
+    plugins: dict[str, FormatPlugin] = {}
+    if cfg.formats == ["all"]:
+        for name in PLUGINS:
+            try:
+                plugins[name] = get_plugin(name)
+            except (MissingDependencyError, ExportError) as exc:
+                skipped += [{"format": name, "precision": p, "reason": str(exc)} for p in cfg.precisions]
+    else:
+        plugins = {name: get_plugin(name) for name in cfg.formats}
+    for precision in cfg.precisions:
+        served = False
+        for name, plugin in plugins.items():
+            reason = plugin.unsupported_reason(student, precision, cfg)
+            if reason is None:
+                pairs.append((name, precision))
+                served = True
+            else:
+                skipped.append({"format": name, "precision": precision, "reason": reason})
+        if not served:
+            reasons = "; ".join(s["reason"] for s in skipped if s["precision"] == precision)
+            raise UnsupportedModelError(f"no requested format can export {precision}: {reasons}")
+    return pairs, skipped
+
+
+def copy_app_files(student: StudentInfo, tmp_dir: Path) -> list[str]:
+    copied = []
+    for name in APP_FILES:
+        src = student.path / name
+        if src.is_file() and not (tmp_dir / name).exists():
+            shutil.copy2(src, tmp_dir / name)
+            copied.append(name)
+    return copied
+
+
+def export_artifact(
+    student: StudentInfo,
+    fmt: str,
+    precision: str,
+    out_dir: Path,
+    cfg: ExportConfig,
+    references: dict[Any, Any] | None = None,
+) -> dict[str, Any]:
+    """Build, verify and atomically publish ``out_dir/<fmt>-<precision>``; returns its manifest."""
+    from edgedistill.export import manifest as manifest_lib
+    from edgedistill.export import parity as parity_lib
+
+    plugin = get_plugin(fmt)
+    reason = plugin.unsupported_reason(student, precision, cfg)
+    if reason:
+        raise UnsupportedModelError(f"cannot export {student.path} to {fmt} {precision}: {reason}")
+    target = Path(out_dir) / f"{fmt}-{precision}"
+    references = references if references is not None else {}
+    started = time.perf_counter()
+    with atomic_dir(target) as tmp:
+        result = plugin.export(student, precision, tmp, cfg)
+        missing = [f for f in result.files if not (tmp / f).is_file()]
+        if missing:
+            raise ExportError(f"the {fmt} exporter reported files it did not write: {missing}")
+        if plugin.copy_app_files:
+            copy_app_files(student, tmp)
+        export_s = time.perf_counter() - started
+        parity = parity_lib.check(plugin, student, tmp, result, precision, cfg, references, label=target.name)
+        manifest = manifest_lib.build_manifest(
+            tmp, plugin, student, precision, result, parity, cfg, export_seconds=export_s
+        )
+        atomic_write_json(tmp / MANIFEST, manifest)
+    log.info("wrote %s (%.1f s)", target, time.perf_counter() - started)
+    return manifest
+
+
+def export(
+    student_dir: str | Path,
+    out_dir: str | Path,
+    cfg: ExportConfig | None = None,
+) -> dict[str, Any]:
+    """Export ``student_dir`` to every requested format and precision under ``out_dir``.
+
+    Returns the report (also written to ``out_dir/export_report.json``): one entry per artifact
+    with its folder, size and parity, plus the pairs skipped and why. Any parity failure raises
+    `ParityError` after the artifacts already verified have been published; the failing one
+    leaves nothing behind and an earlier good folder of the same name is kept.
+    """
+    cfg = cfg or ExportConfig()
+    out = Path(out_dir)
+    student = inspect_student(student_dir, cfg.task)
+    pairs, skipped = plan(student, cfg)
+    references: dict[Any, Any] = {}
+    artifacts = []
+    for fmt, precision in pairs:
+        manifest = export_artifact(student, fmt, precision, out, cfg, references)
+        artifacts.append(
+            {
+                "format": fmt,
+                "precision": precision,
+                "path": str(out / f"{fmt}-{precision}"),
+                "model_bytes": manifest["model_bytes"],
+                "quantization": manifest["quantization"],
+                "parity": manifest["parity"],
+            }
+        )
+    report = {
+        "student": str(student.path),
+        "task": student.task,
+        "artifacts": artifacts,
+        "skipped": skipped,
+        "config": json.loads(cfg.model_dump_json()),
+    }
+    atomic_write_json(out / REPORT, report)
+    return report
+
+
+def tensor_specs_to_json(specs: list[TensorSpec]) -> list[dict[str, Any]]:
+    return [asdict(s) for s in specs]

@@ -1,0 +1,227 @@
+"""OpenVINO IR export: ``openvino.convert_model`` straight from torch (or from the NNCF QAT model).
+
+- fp32: saved with ``compress_to_fp16=False`` (OpenVINO's default save casts weights to fp16).
+- fp16: weights stored as fp16 (the CPU plugin still computes in f32 on AVX2, bf16 on AMX).
+- int8 from a QAT student: the fake-quant model converts to FakeQuantize ops with the learned
+  ranges, int8 weights stored as int8. From a float student: ``nncf.quantize`` post-training on
+  calibration sentences (``--calib-data``, else a built-in list), or weight-only
+  ``nncf.compress_weights`` with ``int8_method=dynamic``.
+- int4: weight-only ``nncf.compress_weights`` (INT4_SYM, group size 128 where rows allow).
+
+Parity runs the IR in ``openvino.Core`` compiled for CPU with ``INFERENCE_PRECISION_HINT=f32``,
+so the check measures the file, not a bf16 kernel choice of the machine that runs the check.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgedistill.export.core import (
+    ArtifactResult,
+    ExportError,
+    FormatPlugin,
+    StudentInfo,
+    TensorSpec,
+    example_batch,
+    int8_method,
+    model_input_names,
+    task_output_names,
+    traceable,
+)
+
+if TYPE_CHECKING:
+    from edgedistill.export.config import ExportConfig
+
+log = logging.getLogger(__name__)
+
+XML_FILE = "openvino_model.xml"
+BIN_FILE = "openvino_model.bin"
+
+
+def convert(model, student: StudentInfo):
+    """Torch model (float or NNCF fake-quant) -> ``openvino.Model`` with tokenizer-named inputs."""
+    import openvino as ov
+
+    tokenizer = student.load_tokenizer()
+    names = model_input_names(model, tokenizer)
+    example = example_batch(student, tokenizer, names)
+    module = traceable(model, student.task, names)
+    try:
+        ov_model = ov.convert_model(module, example_input=tuple(example.values()))
+    except Exception as exc:  # the PyTorch frontend raises several exception types
+        raise ExportError(f"openvino.convert_model failed for {student.model_type}: {exc}") from exc
+    for port, name in zip(ov_model.inputs, names, strict=True):
+        port.get_tensor().set_names({name})
+    (output_name,) = task_output_names(student.task)
+    ov_model.outputs[0].get_tensor().set_names({output_name})
+    # free dimensions get readable names, as in the ONNX artifacts
+    return ov_model
+
+
+def float_model(student: StudentInfo):
+    """The float IR of the student, converted once per export and cloned for each precision."""
+    key = "openvino.float_model"
+    if key not in student.cache:
+        student.cache[key] = convert(student.load_model(), student)
+    return student.cache[key].clone()
+
+
+def _spec(port) -> TensorSpec:
+    shape: list[int | str] = []
+    for i, dim in enumerate(port.get_partial_shape()):
+        shape.append(dim.get_length() if dim.is_static else ("batch_size", "sequence_length")[min(i, 1)])
+    dtype = np.dtype(port.get_element_type().to_dtype()).name
+    return TensorSpec(port.get_any_name(), dtype, shape)
+
+
+def _int4_group_size(ov_model) -> int:
+    """128 when every weight row splits into groups of 128, else per-channel (-1)."""
+    sizes = []
+    for op in ov_model.get_ops():
+        if op.get_type_name() == "MatMul":
+            for port in op.inputs():
+                source = port.get_source_output().get_node()
+                if source.get_type_name() == "Constant":
+                    shape = list(port.get_partial_shape().to_shape())
+                    if len(shape) == 2:
+                        sizes.append(shape[-1])
+    return 128 if sizes and all(s % 128 == 0 for s in sizes) else -1
+
+
+def _count_ops(ov_model, kinds: tuple[str, ...]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for op in ov_model.get_ops():
+        kind = op.get_type_name()
+        if kind in kinds:
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def _low_bit_constants(ov_model) -> int:
+    """Constants stored in 8 or 4 bits (quantized weights) in the IR."""
+    import openvino as ov
+
+    kinds = (ov.Type.i8, ov.Type.u8, ov.Type.i4, ov.Type.u4)
+    return sum(
+        1
+        for op in ov_model.get_ops()
+        if op.get_type_name() == "Constant" and op.get_output_element_type(0) in kinds
+    )
+
+
+class OpenVINOPlugin(FormatPlugin):
+    name = "openvino"
+    precisions = ("fp32", "fp16", "int8", "int4")
+    tasks = ("sequence-classification", "feature-extraction", "text-generation")
+    requires = (("openvino", "openvino"), ("nncf", "openvino"))
+    tool_packages = ("openvino", "nncf")
+
+    def export(
+        self, student: StudentInfo, precision: str, tmp_dir: Path, cfg: ExportConfig
+    ) -> ArtifactResult:
+        import openvino as ov
+
+        reference = "float"
+        notes: list[str] = []
+        quantization: dict[str, Any] = {"method": "none"}
+        compress_to_fp16 = precision == "fp16"
+        if precision == "int8":
+            # decoders: weight-only int8 by default (activations of LLMs have outliers PTQ clips)
+            method = int8_method(
+                student, cfg, default_without_qat="dynamic" if student.task == "text-generation" else "static"
+            )
+            if method == "qat":
+                ov_model = convert(student.load_qat_model(), student)
+                reference = "qat"
+                quantization = {
+                    "method": "qat",
+                    "description": "NNCF quantization-aware ranges as FakeQuantize ops (no recalibration)",
+                }
+            else:
+                ov_model = float_model(student)
+                ov_model, quantization = self._post_training_int8(ov_model, method, student, cfg)
+                if student.has_qat:
+                    notes.append(
+                        f"post-training quantization of a QAT student's float weights (int8_method={method}): "
+                        f"the learned ranges are not used"
+                    )
+        elif precision == "int4":
+            import nncf
+
+            ov_model = float_model(student)
+            group_size = _int4_group_size(ov_model)
+            ov_model = nncf.compress_weights(
+                ov_model, mode=nncf.CompressWeightsMode.INT4_SYM, group_size=group_size, ratio=1.0
+            )
+            quantization = {
+                "method": "weight-only",
+                "description": "nncf.compress_weights INT4_SYM (activations stay float)",
+                "group_size": group_size,
+            }
+            if student.task != "text-generation":
+                notes.append(
+                    "int4 weight-only compression is meant for decoders; encoders lose more accuracy"
+                )
+        else:
+            ov_model = float_model(student)
+        quantization["dtype_on_disk"] = "float16" if compress_to_fp16 else "float32 (int8 where quantized)"
+        quantization["fake_quantize_ops"] = _count_ops(ov_model, ("FakeQuantize",)).get("FakeQuantize", 0)
+        quantization["low_bit_weight_constants"] = _low_bit_constants(ov_model)
+        ov.save_model(ov_model, tmp_dir / XML_FILE, compress_to_fp16=compress_to_fp16)
+        return ArtifactResult(
+            files=[XML_FILE, BIN_FILE],
+            inputs=[_spec(p) for p in ov_model.inputs],
+            outputs=[_spec(p) for p in ov_model.outputs],
+            reference=reference,
+            quantization=quantization,
+            notes=notes,
+        )
+
+    def _post_training_int8(self, ov_model, method: str, student: StudentInfo, cfg: ExportConfig):
+        import nncf
+
+        if method == "dynamic":
+            compressed = nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+            return compressed, {
+                "method": "weight-only",
+                "description": "nncf.compress_weights INT8_ASYM: int8 weights, float activations",
+            }
+        from edgedistill.export.parity import calibration_feeds
+
+        feeds, source = calibration_feeds(student, cfg)
+        names = {p.get_any_name() for p in ov_model.inputs}
+        dataset = nncf.Dataset([{k: v for k, v in f.items() if k in names} for f in feeds])
+        quantized = nncf.quantize(
+            ov_model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds)
+        )
+        return quantized, {
+            "method": "static",
+            "description": "nncf.quantize post-training (OpenVINO backend, transformer preset)",
+            "calibration": source,
+            "calibration_samples": len(feeds),
+        }
+
+    def run(self, artifact_dir: Path, inputs: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        import openvino as ov
+
+        core = ov.Core()
+        try:
+            compiled = core.compile_model(
+                str(artifact_dir / XML_FILE), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+            )
+        except RuntimeError as exc:
+            raise ExportError(f"OpenVINO cannot compile the exported IR: {exc}") from exc
+        names = [p.get_any_name() for p in compiled.inputs]
+        request = compiled.create_infer_request()
+        results = []
+        for feed in inputs:
+            missing = [n for n in names if n not in feed]
+            if missing:
+                raise ExportError(f"the OpenVINO model needs inputs {missing} the tokenizer does not produce")
+            values = request.infer({n: feed[n] for n in names})
+            results.append({port.get_any_name(): np.array(values[port]) for port in compiled.outputs})
+        return results

