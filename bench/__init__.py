@@ -1,1 +1,58 @@
-"""Benchmark harness: latency, memory, size and accuracy against budgets (see issue: bench)."""
+"""Benchmark harness and release gate: latency, memory, size and accuracy of artifacts on device targets.
+
+    from edgedistill.bench import bench, gate
+    report = bench(["artifacts/onnx-int8"], "mobile-class", data="sst2/dev.tsv", out="report.json")
+    result = gate("report.json", "mobile-class")          # result.exit_code: 0 pass, 1 fail, 3 inconclusive
+
+Every measurement runs in a fresh process (`edgedistill.bench._worker`) so its peak memory is
+the artifact's own; runtimes are plugins (`edgedistill.bench.runtimes`). Importing this package
+is cheap: no onnxruntime, openvino, llama_cpp, nncf or torch until a measurement runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> module that defines it (imported on first access)
+_EXPORTS = {
+    "bench": "edgedistill.bench.core",
+    "open_artifact": "edgedistill.bench.artifact",
+    "Artifact": "edgedistill.bench.artifact",
+    "read_eval_data": "edgedistill.bench.accuracy",
+    "accuracy_block": "edgedistill.bench.accuracy",
+    "REPORT_VERSION": "edgedistill.bench.core",
+    "gate": "edgedistill.bench.gate",
+    "load_report": "edgedistill.bench.gate",
+    "junit_xml": "edgedistill.bench.gate",
+    "markdown": "edgedistill.bench.gate",
+    "Check": "edgedistill.bench.gate",
+    "GateResult": "edgedistill.bench.gate",
+    "GateInputError": "edgedistill.bench.gate",
+    "compare_samples": "edgedistill.bench.stats",
+    "mann_whitney_u": "edgedistill.bench.stats",
+    "summarize": "edgedistill.bench.stats",
+    "run_worker": "edgedistill.bench.harness",
+    "MeasurementError": "edgedistill.bench.harness",
+    "system_info": "edgedistill.bench.system",
+    "get_runtime": "edgedistill.bench.runtimes",
+    "register_runtime": "edgedistill.bench.runtimes",
+    "RUNTIMES": "edgedistill.bench.runtimes",
+    "add_bench_parsers": "edgedistill.bench.cli",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'edgedistill.bench' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -138,8 +138,10 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from edgedistill.compress.config import DistillRecipe, FinetuneRecipe
     from edgedistill.config import json_schema
     from edgedistill.export.config import ExportConfig
+    from edgedistill.pipeline import RunRecipe
 
-    model = {"distill": DistillRecipe, "finetune": FinetuneRecipe, "export": ExportConfig}[args.kind]
+    kinds = {"distill": DistillRecipe, "finetune": FinetuneRecipe, "export": ExportConfig, "run": RunRecipe}
+    model = kinds[args.kind]
     text = json.dumps(json_schema(model), indent=2) + "\n"
     if args.out:
         from edgedistill.io import atomic_write_text
@@ -149,6 +151,30 @@ def cmd_schema(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from edgedistill.config import load_config
+    from edgedistill.pipeline import RunRecipe, run
+
+    recipe = load_config(RunRecipe, args.recipe, dict(args.sets))
+    console = Console(stderr=True)
+    symbols = {"done": "[green]done[/]", "skipped": "[dim]skipped (inputs unchanged)[/]"}
+
+    def on_stage(stage: str, status: str, seconds: float) -> None:
+        shown = symbols.get(status, f"[bold]{status}[/]")
+        console.print(f"{stage:<24} {shown}" + (f"  {seconds:.1f} s" if seconds >= 0.05 else ""))
+
+    summary = run(recipe, args.out, force=args.force, progress=not args.quiet, on_stage=on_stage)
+    out = Path(args.out)
+    console.print(
+        f"report: {out / 'report.html'}\nsummary: {out / 'summary.json'} / {out / 'summary.md'}"
+        + (f"\npareto: {summary['pareto_png']}" if summary.get("pareto_png") else "")
+        + f"\nexit code {summary['exit_code']} (the gate's)"
+    )
+    return summary["exit_code"]
 
 
 def _print_summary(what: str, metrics: dict, report_path: Path) -> None:
@@ -212,9 +238,39 @@ def build_parser() -> argparse.ArgumentParser:
     from edgedistill.export.cli import add_export_parser
 
     add_export_parser(sub)
+    from edgedistill.bench.cli import add_bench_parsers
+
+    add_bench_parsers(sub)
+
+    p = sub.add_parser(
+        "run",
+        help="one recipe from teacher to gated artifacts: distill, export, bench, gate, reports",
+        description="Run (or resume) the pipeline; stages whose inputs are unchanged are skipped. "
+        "Exit code: the gate's (0 pass, 1 a budget failed, 3 inconclusive with gate.strict).",
+    )
+    p.add_argument("recipe", help="run recipe YAML (sections distill, export, bench, gate)")
+    p.add_argument("--out", required=True, help="run folder (re-running resumes and skips finished stages)")
+    p.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        choices=["distill", "export", "bench", "gate", "all"],
+        help="redo this stage even if its inputs are unchanged (repeatable)",
+    )
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any recipe key, e.g. --set distill.training.max_steps=50 (repeatable)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("schema", help="write the JSON schema of recipes")
-    p.add_argument("--kind", choices=["distill", "finetune", "export"], default="distill")
+    p.add_argument("--kind", choices=["distill", "finetune", "export", "run"], default="distill")
     p.add_argument("--out", help="file to write (default: stdout)")
     p.set_defaults(func=cmd_schema)
     return parser

@@ -1,0 +1,172 @@
+"""Artifact folders as the bench harness sees them: what they are, which runtime runs them, their hashes.
+
+`open_artifact` re-hashes every file of an export artifact against its ``manifest.json``
+(`edgedistill.export.manifest.verify_manifest`; a mismatch raises naming the files) and reads
+format, precision, task, model files, input signature and labels from it. A plain model folder
+(``config.json`` + safetensors, e.g. a distilled student) is accepted too and run by torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgedistill.errors import EdgeDistillError
+from edgedistill.io import sha256_file
+
+_FORMATS_FOR_HF_FOLDER = "torch"
+_ARCH_TASKS = (("ForSequenceClassification", "sequence-classification"), ("ForCausalLM", "text-generation"))
+
+
+@dataclass
+class Artifact:
+    """An artifact folder (or a plain HF model folder, run by torch) as the harness sees it."""
+
+    path: Path
+    name: str
+    format: str
+    precision: str
+    task: str
+    runtime: str
+    model_files: list[str]
+    model_bytes: int
+    files_sha256: dict[str, str]
+    manifest: dict[str, Any] | None = None
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    labels: dict[str, str] | None = None
+
+    @property
+    def student_path(self) -> Path | None:
+        if self.manifest is None:
+            return None
+        value = (self.manifest.get("provenance") or {}).get("student_path")
+        return Path(value) if value else None
+
+    def job_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "name": self.name,
+            "format": self.format,
+            "precision": self.precision,
+            "task": self.task,
+            "runtime": self.runtime,
+            "model_files": self.model_files,
+            "inputs": self.inputs,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        manifest = None
+        if self.manifest is not None:
+            manifest = {
+                "verified": True,
+                "manifest_version": self.manifest.get("manifest_version"),
+                "created_utc": self.manifest.get("created_utc"),
+                "quantization_method": (self.manifest.get("quantization") or {}).get("method"),
+                "student_path": str(self.student_path) if self.student_path else None,
+                "parity": _parity_summary(self.manifest.get("parity")),
+            }
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "format": self.format,
+            "precision": self.precision,
+            "task": self.task,
+            "runtime": self.runtime,
+            "model_files": self.model_files,
+            "model_bytes": self.model_bytes,
+            "size_mb": round(self.model_bytes / 1e6, 4),
+            "files_sha256": self.files_sha256,
+            "manifest": manifest,
+        }
+
+
+def _parity_summary(parity: Any) -> dict[str, Any] | None:
+    if not isinstance(parity, dict):
+        return None
+    return {k: parity.get(k) for k in ("passed", "reference", "samples") if k in parity}
+
+
+def _guess_task(folder: Path, config: dict[str, Any]) -> str:
+    meta_path = folder / "edgedistill.json"
+    if meta_path.is_file():
+        try:
+            task = json.loads(meta_path.read_text(encoding="utf-8")).get("task")
+        except (OSError, json.JSONDecodeError):
+            task = None
+        if task:
+            return str(task)
+    for arch in config.get("architectures") or []:
+        for suffix, task in _ARCH_TASKS:
+            if arch.endswith(suffix):
+                return task
+        if arch.endswith("Model"):
+            return "feature-extraction"
+    raise EdgeDistillError(
+        f"{folder}: cannot tell the task of this model folder (config.json architectures "
+        f"{config.get('architectures')}); it needs *ForSequenceClassification, *ForCausalLM or a bare *Model"
+    )
+
+
+def open_artifact(path: str | Path) -> Artifact:
+    """Open an artifact folder, re-hashing every file against ``manifest.json`` (a mismatch raises).
+
+    A folder without a manifest but with ``config.json`` and safetensors weights is a torch model
+    folder (a student): its files are hashed and recorded, nothing to verify them against.
+    """
+    from edgedistill.bench.runtimes import runtime_for_format
+
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise EdgeDistillError(
+            f"{folder} is not a folder; pass artifact folders written by `edgedistill export`"
+        )
+    folder = folder.resolve()
+    if (folder / "manifest.json").is_file():
+        from edgedistill.export.manifest import verify_manifest
+
+        manifest = verify_manifest(folder)  # raises naming every file that differs
+        fmt = str(manifest["format"])
+        model_files = list(manifest.get("model_files") or [])
+        return Artifact(
+            path=folder,
+            name=folder.name,
+            format=fmt,
+            precision=str(manifest["precision"]),
+            task=str(manifest["task"]),
+            runtime=runtime_for_format(fmt),
+            model_files=model_files,
+            model_bytes=int(
+                manifest.get("model_bytes") or sum(manifest["files"][f]["bytes"] for f in model_files)
+            ),
+            files_sha256={name: entry["sha256"] for name, entry in manifest["files"].items()},
+            manifest=manifest,
+            inputs=list(manifest.get("inputs") or []),
+            labels=manifest.get("labels"),
+        )
+    if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        weights = sorted(p.name for p in folder.glob("*.safetensors"))
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        labels = (
+            config.get("id2label")
+            if str(config.get("architectures", [""])[0]).endswith("ForSequenceClassification")
+            else None
+        )
+        return Artifact(
+            path=folder,
+            name=folder.name,
+            format=_FORMATS_FOR_HF_FOLDER,
+            precision="fp32",
+            task=_guess_task(folder, config),
+            runtime=runtime_for_format(_FORMATS_FOR_HF_FOLDER),
+            model_files=weights,
+            model_bytes=sum((folder / w).stat().st_size for w in weights),
+            files_sha256={p.name: sha256_file(p) for p in files},
+            labels={str(k): str(v) for k, v in labels.items()} if labels else None,
+        )
+    raise EdgeDistillError(
+        f"{folder} has no manifest.json (not written by `edgedistill export`) and is not a model folder "
+        f"(config.json + *.safetensors); pass OUT/<format>-<precision> folders from `edgedistill export`"
+    )

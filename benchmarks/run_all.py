@@ -1,0 +1,56 @@
+"""`make bench`: every long measurement of the project, in dependency order.
+
+1. `compress_sst2.py` -- teacher and 3-/2-layer students on SST-2 (no KD, KD, KD + QAT int8);
+2. `export_sst2.py`   -- the 3-layer QAT student through ONNX / OpenVINO vs optimum's ORTQuantizer;
+3. `bench_harness.py` -- harness overhead, OpenVINO vs benchmark_app, gate false alarms/detection.
+
+Results land in `bench-results/<name>/summary.{json,md}`; `docs/benchmarks.md` quotes them with
+the command that produced each table. Finished training runs are skipped, so an interrupted
+`make bench` resumes. Extra arguments go to every script that takes them (`--data DIR`).
+
+    python benchmarks/run_all.py [--data ../shared/data/sst2] [--only compress_sst2 export_sst2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE.parents[1] / "shared" / "data" / "sst2"
+# name -> needs SST-2
+BENCHMARKS = {"compress_sst2": True, "export_sst2": True, "bench_harness": False}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with SST-2 train.tsv and dev.tsv")
+    ap.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run just these")
+    args = ap.parse_args()
+    have_sst2 = (args.data / "train.tsv").is_file() and (args.data / "dev.tsv").is_file()
+    failed = []
+    for name, needs_sst2 in BENCHMARKS.items():
+        if args.only and name not in args.only:
+            continue
+        if needs_sst2 and not have_sst2:
+            print(
+                f"[skip] {name}: SST-2 not found under {args.data} (pass --data DIR with train.tsv, dev.tsv)"
+            )
+            continue
+        cmd = [sys.executable, str(HERE / f"{name}.py")] + (["--data", str(args.data)] if needs_sst2 else [])
+        print(f"[run] {' '.join(cmd)}", flush=True)
+        started = time.perf_counter()
+        code = subprocess.call(cmd)
+        print(f"[{'ok' if code == 0 else f'exit {code}'}] {name} in {time.perf_counter() - started:.0f} s")
+        if code:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

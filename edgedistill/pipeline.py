@@ -1,0 +1,310 @@
+"""`edgedistill run`: one recipe from teacher to gated artifacts.
+
+The job reads top to bottom::
+
+    distill  teacher -> OUT/distill/student            (edgedistill.compress.distill)
+    export   student -> OUT/artifacts/<fmt>-<prec>/    (edgedistill.export.export)
+    bench    artifacts x targets -> OUT/bench/<target>.json   (edgedistill.bench.bench)
+    gate     reports x budgets -> OUT/gate/<target>.{json,xml,md}; the exit code
+    report   OUT/summary.json, summary.md, pareto.png, report.html
+
+Each stage records a fingerprint of its inputs (its config, the hashes of the files it reads,
+the fingerprint of what the stage before it produced) in ``OUT/run_state.json`` when it
+finishes. A re-run skips a stage whose fingerprint is unchanged, ``force`` redoes named stages,
+and an interrupted run resumes at the stage it stopped in (distillation itself resumes from its
+last checkpoint). The gate and the reports are cheap and always run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from edgedistill.compress.config import DistillRecipe
+from edgedistill.config import StrictModel, dump_config
+from edgedistill.errors import EdgeDistillError
+from edgedistill.export.config import ExportConfig
+from edgedistill.io import atomic_write_json, sha256_file
+
+log = logging.getLogger(__name__)
+
+RUN_RECIPE_VERSION = 1
+STATE_FILE = "run_state.json"
+STAGES = ("distill", "export", "bench", "gate")
+CACHED_STAGES = ("distill", "export", "bench")
+
+
+class TargetRef(StrictModel):
+    """A target by built-in name or YAML path, with dotted-key overrides (``budgets.p95_latency_ms``)."""
+
+    target: str
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted target keys to override")
+
+
+class BenchStage(StrictModel):
+    targets: list[str | TargetRef] = Field(
+        default_factory=lambda: ["cpu"],
+        description="targets to measure on: names (cpu, mobile-class, gpu-cuda), YAML paths, or {target, set}",
+    )
+    data: str | None = Field(None, description="eval split for accuracy (default: distill.data.eval)")
+    set: dict[str, Any] = Field(
+        default_factory=dict,
+        description="dotted overrides applied to every target (e.g. measurement.min_seconds)",
+    )
+
+    def target_refs(self) -> list[TargetRef]:
+        return [TargetRef(target=t) if isinstance(t, str) else t for t in self.targets]
+
+
+class GateStage(StrictModel):
+    strict: bool = Field(False, description="inconclusive checks fail the run (exit 3)")
+
+
+class RunRecipe(StrictModel):
+    """Everything `edgedistill run` needs: a distill recipe plus export, bench and gate sections."""
+
+    version: Literal[1] = RUN_RECIPE_VERSION
+    distill: DistillRecipe
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    bench: BenchStage = Field(default_factory=BenchStage)
+    gate: GateStage = Field(default_factory=GateStage)
+
+
+class RunError(EdgeDistillError):
+    """The pipeline cannot go on (a stage's input is missing, an unknown stage was forced...)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# fingerprints and the state file
+# ----------------------------------------------------------------------------------------------
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def path_digest(path: str | Path | None) -> str | None:
+    """sha256 over a file, or over every file of a folder (names and contents); None for hub ids."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_file():
+        return sha256_file(p)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+        return _digest({f.relative_to(p).as_posix(): sha256_file(f) for f in files})
+    return f"not-a-local-path:{path}"
+
+
+class RunState:
+    """``OUT/run_state.json``: per stage its fingerprint, status and timing, written atomically."""
+
+    def __init__(self, out: Path):
+        self.path = out / STATE_FILE
+        self.data: dict[str, Any] = {"version": 1, "stages": {}}
+        if self.path.is_file():
+            try:
+                self.data = json.loads(self.path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                log.warning("%s is not valid JSON; every stage will run again", self.path)
+
+    def get(self, stage: str) -> dict[str, Any]:
+        return self.data["stages"].get(stage, {})
+
+    def is_done(self, stage: str, fingerprint: str) -> bool:
+        record = self.get(stage)
+        return record.get("status") == "done" and record.get("fingerprint") == fingerprint
+
+    def mark(self, stage: str, **record: Any) -> None:
+        self.data["stages"][stage] = {
+            **record,
+            "updated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        atomic_write_json(self.path, self.data)
+
+
+# ----------------------------------------------------------------------------------------------
+# the stages
+# ----------------------------------------------------------------------------------------------
+
+
+def _distill_fingerprint(recipe: RunRecipe) -> str:
+    d = recipe.distill
+    return _digest(
+        {
+            "config": dump_config(d),
+            "teacher": path_digest(d.teacher.path),
+            "student": path_digest(d.student.path),
+            "train": path_digest(d.data.train),
+            "eval": path_digest(d.data.eval),
+        }
+    )
+
+
+def stage_distill(recipe: RunRecipe, out: Path, fresh: bool, progress: bool) -> dict[str, Any]:
+    from edgedistill.compress.distill import distill
+
+    report = distill(recipe.distill, out / "distill", overwrite=fresh, progress=progress)
+    return {"student": str(out / "distill" / "student"), "metrics": report["student"]["metrics"]}
+
+
+def stage_export(recipe: RunRecipe, out: Path, student: Path) -> dict[str, Any]:
+    from edgedistill.export import export
+
+    artifacts_dir = out / "artifacts"
+    report = export(student, artifacts_dir, recipe.export)
+    kept = {Path(a["path"]).name for a in report["artifacts"]}
+    for stale in artifacts_dir.iterdir() if artifacts_dir.is_dir() else []:
+        if stale.is_dir() and not stale.name.startswith(".") and stale.name not in kept:
+            shutil.rmtree(stale)  # an artifact an earlier recipe asked for and this one does not
+    return {"artifacts": [a["path"] for a in report["artifacts"]], "skipped": report["skipped"]}
+
+
+def bench_data(recipe: RunRecipe) -> tuple[str | None, dict[str, Any]]:
+    """The eval split and its columns; embeddings need no labels."""
+    d = recipe.distill.data
+    labels = d.label_column if recipe.distill.task == "sequence-classification" else None
+    return recipe.bench.data or d.eval, {
+        "text_column": d.text_column,
+        "text_pair_column": d.text_pair_column,
+        "label_column": labels,
+    }
+
+
+def dotted(overrides: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{measurement: {min_seconds: 3}}`` -> ``{"measurement.min_seconds": 3}`` (both spellings work)."""
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and value:
+            flat.update(dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def load_targets(recipe: RunRecipe) -> dict[str, Any]:
+    """Validate every target up front, so a typo fails before hours of training, not after."""
+    from edgedistill.targets import load_target
+
+    targets = {}
+    for ref in recipe.bench.target_refs():
+        target = load_target(ref.target, {**dotted(recipe.bench.set), **dotted(ref.set)})
+        if target.name in targets:
+            raise RunError(f"two bench targets are named {target.name!r}; give each target file its own name")
+        targets[target.name] = target
+    return targets
+
+
+def measured_settings(target) -> dict[str, Any]:
+    """What a bench report depends on; budgets and regression thresholds only matter to the gate."""
+    judged = ("budgets", "regression", "description", "emulates", "does_not_emulate")
+    return {k: v for k, v in dump_config(target).items() if k not in judged}
+
+
+def stage_bench(recipe: RunRecipe, out: Path, target, artifacts: list[str], progress: bool) -> str:
+    from edgedistill.bench import bench
+
+    data, columns = bench_data(recipe)
+    path = out / "bench" / f"{target.name}.json"
+    bench(artifacts, target, data=data, out=path, progress=progress, **columns)
+    return str(path)
+
+
+def stage_gate(recipe: RunRecipe, out: Path, target, report_path: str) -> dict[str, Any]:
+    from edgedistill.bench.gate import gate, junit_xml, markdown
+    from edgedistill.io import atomic_write_text
+
+    result = gate(report_path, target, strict=recipe.gate.strict)
+    folder = out / "gate"
+    atomic_write_json(folder / f"{target.name}.json", result.to_dict())
+    atomic_write_text(folder / f"{target.name}.junit.xml", junit_xml(result))
+    atomic_write_text(folder / f"{target.name}.md", markdown(result))
+    return {"target": target.name, "verdict": result.verdict, "exit_code": result.exit_code}
+
+
+# ----------------------------------------------------------------------------------------------
+# the verb
+# ----------------------------------------------------------------------------------------------
+
+
+def run(
+    recipe: RunRecipe,
+    out_dir: str | Path,
+    *,
+    force: Iterable[str] = (),
+    progress: bool = True,
+    on_stage: Callable[[str, str, float], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the pipeline into ``out_dir``; returns the summary (``exit_code`` is the gate's).
+
+    ``force``: stages to redo even when their inputs are unchanged (``all`` redoes every one).
+    ``on_stage(stage, status, seconds)`` is told about every stage: ``done`` or ``skipped``.
+    """
+    forced = set(force)
+    if "all" in forced:
+        forced = set(STAGES)
+    unknown = forced - set(STAGES)
+    if unknown:
+        raise RunError(f"--force takes stages {', '.join(STAGES)} or all, not {', '.join(sorted(unknown))}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "run_recipe.json", dump_config(recipe))
+    state = RunState(out)
+    tell = on_stage or (lambda stage, status, seconds: None)
+    targets = load_targets(recipe)
+
+    def stage(name: str, fingerprint: str, work: Callable[[], Any]) -> Any:
+        key = name.split(":")[0]
+        if key not in forced and state.is_done(name, fingerprint):
+            tell(name, "skipped", 0.0)
+            return state.get(name)["outputs"]
+        state.mark(name, status="running", fingerprint=fingerprint)
+        started = time.perf_counter()
+        outputs = work()
+        seconds = time.perf_counter() - started
+        state.mark(name, status="done", fingerprint=fingerprint, seconds=round(seconds, 2), outputs=outputs)
+        tell(name, "done", seconds)
+        return outputs
+
+    # 1. distill: start afresh when forced or when the recipe/teacher/data changed since the last run
+    fp_distill = _distill_fingerprint(recipe)
+    previous = state.get("distill")
+    fresh = "distill" in forced or bool(previous and previous.get("fingerprint") != fp_distill)
+    distilled = stage("distill", fp_distill, lambda: stage_distill(recipe, out, fresh, progress))
+    student = Path(distilled["student"])
+
+    # 2. export: the student's files are its input, so a retrained student re-exports
+    fp_export = _digest({"config": dump_config(recipe.export), "student": path_digest(student)})
+    exported = stage("export", fp_export, lambda: stage_export(recipe, out, student))
+    artifacts = exported["artifacts"]
+
+    # 3. bench, one report per target
+    data, _ = bench_data(recipe)
+    manifests = {Path(a).name: path_digest(Path(a) / "manifest.json") for a in artifacts}
+    reports = {}
+    for name, target in targets.items():
+        fp = _digest({"target": measured_settings(target), "manifests": manifests, "data": path_digest(data)})
+        reports[name] = stage(
+            f"bench:{name}", fp, lambda target=target: stage_bench(recipe, out, target, artifacts, progress)
+        )
+
+    # 4. gate (milliseconds: always judged again, so a changed budget takes effect at once)
+    verdicts = []
+    for name, target in targets.items():
+        started = time.perf_counter()
+        verdicts.append(stage_gate(recipe, out, target, reports[name]))
+        tell(f"gate:{name}", verdicts[-1]["verdict"], time.perf_counter() - started)
+    codes = [v["exit_code"] for v in verdicts]
+    exit_code = 1 if 1 in codes else (3 if 3 in codes else 0)
+
+    from edgedistill.report import write_reports
+
+    return write_reports(out, recipe, state.data, verdicts, exit_code)

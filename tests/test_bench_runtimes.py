@@ -1,0 +1,244 @@
+"""The bench harness on real ONNX Runtime / OpenVINO / llama.cpp sessions of tiny exported artifacts.
+
+One shared bench run (every runtime, with --data) backs most checks; the interleaved A/A and
+slowdown comparisons, the skipped GPU target, mobile-class filtering and hash checks run their own.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+pytest.importorskip("llama_cpp")
+
+from bench_helpers import exported_artifacts, main_report, write_target  # noqa: E402
+
+from edgedistill.bench import bench, gate  # noqa: E402
+from edgedistill.bench.harness import MeasurementError, run_worker  # noqa: E402
+from edgedistill.errors import EdgeDistillError  # noqa: E402
+from edgedistill.targets import load_target  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory, tiny_bert_classifier, tiny_bert_encoder):
+    return exported_artifacts(tmp_path_factory, tiny_bert_classifier, tiny_bert_encoder)
+
+
+@pytest.fixture(scope="session")
+def report(tmp_path_factory, artifacts, tiny_data):
+    return main_report(tmp_path_factory, artifacts, tiny_data["eval"])
+
+
+def _entry(report: dict, fmt: str, precision: str, task: str | None = None) -> dict:
+    found = [
+        a
+        for a in report["artifacts"]
+        if a["format"] == fmt and a["precision"] == precision and (task is None or a["task"] == task)
+    ]
+    assert len(found) == 1, [a["name"] for a in report["artifacts"]]
+    return found[0]
+
+
+def test_report_is_written_and_describes_host_target_and_data(report):
+    data, path, _ = report
+    assert json.loads(path.read_text()) == json.loads(json.dumps(data))
+    assert data["kind"] == "edgedistill-bench-report" and data["report_version"] == 1
+    host = data["host"]
+    assert host["cpu"]["model"] and host["cpu"]["logical_cores"] >= 1
+    assert "avx2" in host["cpu"]["isa"] and "amx_int8" in host["cpu"]["isa"]
+    assert host["os"]["system"] == "Linux"
+    for lib in ("onnxruntime", "openvino", "llama-cpp-python", "numpy"):
+        assert lib in host["libraries"]
+    assert data["target"]["name"] == "test-fast" and data["target"]["config"]["workload"][
+        "sequence_lengths"
+    ] == [16, 32]
+    assert data["data"]["rows"] == 64 and data["data"]["labelled"]
+
+
+def test_every_runtime_was_measured_with_latency_memory_and_its_threads(report):
+    data = report[0]
+    assert len(data["artifacts"]) == 5
+    for entry in data["artifacts"]:
+        assert entry["status"] == "measured", entry.get("reason")
+        lat = entry["latency"]
+        assert lat["n"] >= 40 and len(lat["samples_ms"]) == lat["n"]
+        assert 0 < lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+        # session creation and first inference are reported apart from the steady state
+        assert lat["session_create_ms"] > 0 and lat["first_inference_ms"] > 0
+        assert sum(r["measure_seconds"] for r in lat["rounds"]) >= 0.2
+        mem = entry["memory"]
+        assert mem["peak_rss_mb"] >= mem["rss_after_session_mb"] > mem["rss_start_mb"] > 0
+        assert mem["child_vmhwm_mb"] and mem["polled_peak_rss_mb"] and mem["rss_polls"] > 0
+        # a tiny model in a fresh process: far below the parent's torch-laden footprint
+        assert mem["peak_rss_mb"] < 400
+        applied = entry["applied"]
+        assert applied["threads"] == 1 and applied["pinned"] and len(applied["cpus"]) == 1
+        assert applied["threads_env"]["OMP_NUM_THREADS"] == "1"
+        assert entry["manifest"]["verified"] and entry["files_sha256"]
+        assert entry["size_mb"] > 0
+    ort = _entry(data, "onnx", "int8")["applied"]["effective"]
+    assert ort["intra_op_num_threads"] == 1 and ort["providers"] == ["CPUExecutionProvider"]
+    ov = _entry(data, "openvino", "int8")["applied"]["effective"]
+    assert ov["INFERENCE_NUM_THREADS"] == "1" and ov["NUM_STREAMS"] == "1"
+    llama = _entry(data, "gguf", "q8_0", "text-generation")["applied"]["effective"]
+    assert llama["n_threads"] == 1 and llama["n_gpu_layers"] == 0
+    # both sequence lengths were cycled through
+    assert set(_entry(data, "onnx", "fp32")["latency"]["by_workload"]) == {"seq16", "seq32"}
+
+
+def test_accuracy_runs_through_each_runtime_and_agrees_with_the_torch_reference(report, artifacts):
+    data = report[0]
+    for fmt, precision in (("onnx", "fp32"), ("onnx", "int8"), ("openvino", "int8")):
+        acc = _entry(data, fmt, precision)["accuracy"]
+        assert acc["status"] == "measured" and acc["n"] == 64
+        assert acc["reference"]["path"] == str(artifacts["classifier"].resolve())
+        assert acc["accuracy"] > 0.8 and acc["reference_accuracy"] > 0.8
+        assert acc["agreement"] >= 0.95 and abs(acc["accuracy_drop"]) <= 0.05
+    assert _entry(data, "onnx", "fp32")["accuracy"]["max_abs_logit_diff"] < 1e-3
+    emb = _entry(data, "gguf", "q8_0", "feature-extraction")["accuracy"]
+    assert emb["metric"] == "cosine to reference" and emb["cosine_mean"] > 0.99
+    lm = _entry(data, "gguf", "q8_0", "text-generation")
+    assert lm["accuracy"]["status"] == "not measured"
+
+
+def test_llama_cpp_decoder_reports_ttft_and_decode_speed(report):
+    lm = _entry(report[0], "gguf", "q8_0", "text-generation")["lm"]
+    assert lm["prompt_tokens"] == 16 and lm["generate_tokens"] == 8
+    assert (
+        0
+        < lm["ttft_ms"]["p50_ms"]
+        < _entry(report[0], "gguf", "q8_0", "text-generation")["latency"]["p50_ms"]
+    )
+    assert lm["decode_tokens_per_s"]["p50"] > 0 and len(lm["ttft_samples_ms"]) == lm["ttft_ms"]["n"]
+
+
+def test_aa_comparison_of_one_artifact_passes_and_an_injected_slowdown_is_flagged(artifacts, tmp_path):
+    target = load_target(write_target(tmp_path, measurement={"min_iterations": 100, "min_seconds": 0.3}))
+    art = artifacts["onnx-int8"]
+    same = bench([art], target, baseline_artifact=art)
+    comparison = same["comparisons"][0]
+    assert comparison["interleaved"] and comparison["candidate_rounds"] == comparison["baseline_rounds"] == 3
+    assert comparison["result"]["verdict"] == "unchanged", comparison["result"]
+    assert [a["role"] for a in same["artifacts"]] == ["candidate", "baseline"]
+    assert gate(same, target).exit_code == 0
+
+    # the test-only knob stretches every timed inference of the candidate by 30%
+    slow = bench([art], target, baseline_artifact=art, candidate_overrides={"debug_slowdown_factor": 1.3})
+    result = slow["comparisons"][0]["result"]
+    assert result["verdict"] == "regressed", result
+    assert result["ratio_of_medians"] > 1.15 and result["p_slower"] < 0.01
+    applied = slow["artifacts"][0]["applied"]
+    assert applied["overrides"] == {"debug_slowdown_factor": 1.3} and "TEST-ONLY" in applied["warnings"][-1]
+    verdict = gate(slow, target)
+    assert verdict.exit_code == 1
+    assert [c.status for c in verdict.checks if c.budget.startswith("regression")] == ["failed"]
+
+
+def test_gpu_target_is_skipped_here_never_passed_or_failed(artifacts, tmp_path):
+    from edgedistill.bench.system import nvidia_gpus
+
+    if nvidia_gpus() is not None:
+        pytest.skip("this host has an NVIDIA GPU")
+    report = bench([artifacts["onnx-int8"], artifacts["gguf-llama"]], "gpu-cuda", out=tmp_path / "gpu.json")
+    for entry in report["artifacts"]:
+        assert entry["status"] == "skipped" and "CUDA" in entry["reason"]
+        assert "latency" not in entry
+    result = gate(tmp_path / "gpu.json", "gpu-cuda", strict=True)
+    assert result.exit_code == 0 and result.verdict == "SKIPPED"
+    assert {c.status for c in result.checks} == {"skipped"}
+
+
+def test_mobile_class_measures_int8_pinned_and_skips_float_artifacts(artifacts):
+    target = load_target(
+        "mobile-class",
+        {
+            "measurement.min_iterations": 20,
+            "measurement.min_seconds": 0.1,
+            "measurement.warmup_iterations": 2,
+        },
+    )
+    report = bench([artifacts["onnx-fp32"], artifacts["onnx-int8"]], target)
+    fp32, int8 = report["artifacts"]
+    assert fp32["status"] == "skipped" and "accepts precisions" in fp32["reason"] and "fp32" in fp32["reason"]
+    assert int8["status"] == "measured"
+    import os
+
+    allowed = sorted(os.sched_getaffinity(0))
+    assert int8["applied"]["cpus"] == allowed[:2] and int8["applied"]["threads"] == 2
+    assert int8["applied"]["effective"]["intra_op_num_threads"] == 2
+    assert set(int8["latency"]["by_workload"]) == {"seq32", "seq64"}
+    if len(allowed) < 2:
+        assert int8["applied"]["warnings"]
+
+
+def test_changed_artifact_file_fails_with_the_file_named(artifacts, tmp_path):
+    copy = tmp_path / "onnx-int8"
+    shutil.copytree(artifacts["onnx-int8"], copy)
+    with open(copy / "model.onnx", "r+b") as fh:
+        fh.seek(-8, 2)
+        fh.write(b"\x00" * 8)
+    with pytest.raises(EdgeDistillError, match=r"model\.onnx: sha256 differs"):
+        bench([copy], write_target(tmp_path))
+    (copy / "manifest.json").unlink()
+    with pytest.raises(EdgeDistillError, match="no manifest.json"):
+        bench([copy], write_target(tmp_path))
+
+
+def test_a_failing_measuring_process_becomes_a_clear_error(artifacts, tmp_path):
+    target = load_target(write_target(tmp_path))
+    job = {
+        "kind": "latency",
+        "artifact": {
+            "path": str(tmp_path),
+            "name": "broken",
+            "format": "onnx",
+            "precision": "fp32",
+            "task": "sequence-classification",
+            "runtime": "onnxruntime",
+            "model_files": ["model.onnx"],
+            "inputs": [],
+        },
+        "options": {**target.runtime.model_dump(), "threads": 1, "cpus": None},
+        "workload": target.workload.model_dump(),
+        "measurement": target.measurement.model_dump(),
+        "cpus": None,
+    }
+    (tmp_path / "model.onnx").write_bytes(b"not an onnx file")
+    with pytest.raises(MeasurementError, match="model.onnx|Protobuf|INVALID"):
+        run_worker(job, timeout_s=60, poll_interval_s=0.01, work_dir=tmp_path / "job")
+
+
+def test_a_student_folder_is_benchmarked_with_the_torch_runtime(artifacts, tmp_path):
+    target = load_target(write_target(tmp_path, measurement={"min_iterations": 10, "min_seconds": 0.05}))
+    report = bench([artifacts["classifier"]], target)
+    entry = report["artifacts"][0]
+    assert entry["status"] == "measured" and entry["format"] == "torch" and entry["runtime"] == "torch"
+    assert entry["manifest"] is None and "model.safetensors" in entry["files_sha256"]
+    assert entry["applied"]["effective"]["num_threads"] == 1
+    assert np.isfinite(entry["latency"]["p50_ms"])
+
+
+def test_gpu_target_on_a_gpu_host_without_cuda_runtime_builds_is_skipped_per_runtime(artifacts, monkeypatch):
+    """With an NVIDIA GPU present, each runtime still says why it cannot use it (CPU-only builds here)."""
+    import onnxruntime as ort
+
+    from edgedistill.bench import system
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    monkeypatch.setattr(system, "nvidia_gpus", lambda: ["Fake GPU, 999.0"])
+    paths = [artifacts["onnx-int8"], artifacts["openvino-int8"], artifacts["gguf-llama"]]
+    report = bench(paths, "gpu-cuda")
+    reasons = {a["format"]: a["reason"] for a in report["artifacts"]}
+    assert all(a["status"] == "skipped" for a in report["artifacts"])
+    assert "CUDAExecutionProvider" in reasons["onnx"] and "onnxruntime-gpu" in reasons["onnx"]
+    assert "not GPU" in reasons["openvino"]
+    import llama_cpp
+
+    if not llama_cpp.llama_supports_gpu_offload():
+        assert "offload" in reasons["gguf"]

@@ -1,0 +1,203 @@
+"""Targets, runtime registry, statistics and import hygiene of the bench stage (no runtime sessions)."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgedistill.errors import ConfigError, EdgeDistillError, MissingDependencyError
+from edgedistill.targets import Target, builtin_targets, load_target
+
+HEAVY = ["onnxruntime", "openvino", "llama_cpp", "nncf", "torch", "transformers", "scipy"]
+
+
+def test_import_bench_and_targets_imports_no_runtime_or_torch():
+    code = (
+        "import sys, edgedistill.bench, edgedistill.targets, edgedistill.bench.runtimes, edgedistill.bench.gate, "
+        "edgedistill.bench.stats, edgedistill.bench.cli\n"
+        "edgedistill.targets.load_target('mobile-class')\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "[]", f"imported at import time: {out}"
+
+
+def test_builtin_targets_load_and_describe_themselves():
+    assert {"cpu", "mobile-class", "gpu-cuda"} <= set(builtin_targets())
+    for name in builtin_targets():
+        target = load_target(name)
+        assert target.version == 1 and target.name == name
+        assert target.description and target.emulates and target.does_not_emulate
+    mobile = load_target("mobile-class")
+    assert mobile.workload.batch_size == 1
+    assert mobile.runtime.threads == 2 and mobile.runtime.cpu_affinity == 2
+    assert "fp32" not in mobile.precisions and "int8" in mobile.precisions and "q4_k_m" in mobile.precisions
+    assert mobile.budgets.peak_rss_mb is not None
+    honest = " ".join(mobile.does_not_emulate).lower()
+    for limitation in ("arm", "neon", "big.little", "thermal", "bandwidth"):
+        assert limitation in honest
+    assert mobile.accepts("onnx", "fp32") and mobile.accepts("onnx", "int8") is None
+    gpu = load_target("gpu-cuda")
+    assert gpu.requires == "cuda" and gpu.runtime.llamacpp.n_gpu_layers == -1
+
+
+def test_load_target_by_path_with_overrides(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("version: 1\nname: mine\nbudgets: {p95_latency_ms: 3}\n")
+    target = load_target(path, {"measurement.min_seconds": 0.5, "budgets.peak_rss_mb": 100})
+    assert target.name == "mine" and target.measurement.min_seconds == 0.5
+    assert target.budgets.p95_latency_ms == 3 and target.budgets.peak_rss_mb == 100
+
+
+def test_malformed_target_lists_every_error_with_its_key_path(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "version: 2\n"
+        "name: bad\n"
+        "precisions: [int8, int3]\n"
+        "runtime: {threads: -1, cpu_affinity: [0, 0], onnxruntime: {providerz: [x]}}\n"
+        "workload: {batch_size: 0, sequence_lengths: []}\n"
+        "budgets: {p95_latency_ms: fast, min_accuracy: 2}\n"
+        "colour: blue\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_target(path)
+    paths = {p for p, _ in info.value.problems}
+    expected = {
+        "version",
+        "precisions",
+        "runtime.threads",
+        "runtime.cpu_affinity",
+        "runtime.onnxruntime.providerz",
+        "workload.batch_size",
+        "workload.sequence_lengths",
+        "budgets.p95_latency_ms",
+        "budgets.min_accuracy",
+        "colour",
+    }
+    assert paths == expected, paths
+    message = str(info.value)
+    assert f"{len(info.value.problems)} problem(s)" in message and "unknown key" in message
+
+
+def test_unknown_target_name_lists_the_builtins():
+    with pytest.raises(ConfigError, match="mobile-class"):
+        load_target("no-such-target")
+
+
+def test_gpu_layers_on_a_cpu_target_is_refused():
+    with pytest.raises(Exception, match="requires: cuda"):
+        Target.model_validate({"name": "x", "runtime": {"llamacpp": {"n_gpu_layers": 4}}})
+
+
+def test_every_registered_runtime_imports_and_serves_a_format():
+    from edgedistill.bench.runtimes import FORMAT_RUNTIMES, RUNTIMES, get_runtime
+
+    assert set(RUNTIMES) == {"onnxruntime", "openvino", "llamacpp", "torch"}
+    for name in RUNTIMES:
+        runtime = get_runtime(name)
+        assert runtime.name == name
+        assert all(FORMAT_RUNTIMES[f] == name for f in runtime.formats)
+
+
+def test_missing_runtime_package_names_the_pip_extra(monkeypatch):
+    import importlib.util
+
+    from edgedistill.bench import runtimes
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a)
+    )
+    with pytest.raises(MissingDependencyError, match=r"edgedistill\[gguf\]") as info:
+        runtimes.get_runtime("llamacpp")
+    assert "llama-cpp-python" in str(info.value)
+    with pytest.raises(EdgeDistillError, match="unknown runtime"):
+        runtimes.get_runtime("tensorrt")
+
+
+def test_system_info_records_cpu_isa_os_and_versions():
+    from edgedistill.bench.system import system_info
+
+    info = system_info()
+    cpu = info["cpu"]
+    assert cpu["logical_cores"] >= 1 and cpu["allowed_cpus"]
+    assert {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"} <= set(cpu["isa"])
+    assert isinstance(cpu["vnni"], bool) and isinstance(cpu["amx"], bool)
+    assert info["os"]["system"] and info["libraries"]["python"] and "numpy" in info["libraries"]
+
+
+# --------------------------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------------------------
+
+
+def test_mann_whitney_normal_approximation_matches_scipy_or_known_values():
+    from edgedistill.bench.stats import mann_whitney_normal
+
+    rng = np.random.default_rng(0)
+    x = np.round(rng.normal(10.5, 1, 60), 1)  # rounded: plenty of ties
+    y = np.round(rng.normal(10.0, 1, 50), 1)
+    u, p = mann_whitney_normal(x, y, "greater")
+    try:
+        from scipy.stats import mannwhitneyu
+    except ImportError:
+        # hand-checked: U counts pairs x > y (+0.5 per tie); symmetric alternatives sum to ~1
+        pairs = sum((a > b) + 0.5 * (a == b) for a in x for b in y)
+        assert u == pytest.approx(pairs)
+        assert p + mann_whitney_normal(x, y, "less")[1] == pytest.approx(1.0, abs=0.05)
+        assert p < 0.05
+    else:
+        for alt in ("greater", "less", "two-sided"):
+            ref = mannwhitneyu(x, y, alternative=alt, method="asymptotic", use_continuity=True)
+            got_u, got_p = mann_whitney_normal(x, y, alt)
+            assert got_u == pytest.approx(ref.statistic)
+            assert got_p == pytest.approx(ref.pvalue, rel=1e-9)
+    assert mann_whitney_normal([1.0, 1.0], [1.0, 1.0])[1] == 1.0
+
+
+def _noisy(n: int, median: float, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [median * (1 + abs(rng.gauss(0, 0.03))) for _ in range(n)]
+
+
+def test_compare_verdicts_need_effect_evidence_and_enough_samples():
+    from edgedistill.bench.stats import compare_samples
+
+    base = _noisy(200, 1.0, 1)
+    same = compare_samples(_noisy(200, 1.0, 2), base, candidate_rounds=4, baseline_rounds=4)
+    assert same["verdict"] == "unchanged"
+    slower = compare_samples(_noisy(200, 1.10, 3), base, candidate_rounds=4, baseline_rounds=4)
+    assert slower["verdict"] == "regressed" and slower["ratio_of_medians"] == pytest.approx(1.10, rel=0.02)
+    faster = compare_samples(_noisy(200, 0.8, 4), base, candidate_rounds=4, baseline_rounds=4)
+    assert faster["verdict"] == "improved"
+    # significant but below the minimum effect: does not matter
+    tiny = compare_samples(_noisy(2000, 1.02, 5), _noisy(2000, 1.0, 6), candidate_rounds=4, baseline_rounds=4)
+    assert tiny["verdict"] == "unchanged" and tiny["p_slower"] < 0.01
+    # too few iterations or processes: never a pass
+    few = compare_samples(_noisy(10, 1.0, 7), base, candidate_rounds=4, baseline_rounds=4)
+    assert few["verdict"] == "inconclusive" and "too few" in few["reason"]
+    one_process = compare_samples(_noisy(200, 1.0, 8), base, candidate_rounds=1, baseline_rounds=4)
+    assert one_process["verdict"] == "inconclusive"
+    # a big effect without evidence is inconclusive, not a pass
+    wild = [v * random.Random(9).choice([0.5, 2.0]) for v in _noisy(40, 1.0, 9)]
+    noisy = compare_samples(
+        wild + [3.0] * 5, _noisy(40, 1.0, 10), candidate_rounds=3, baseline_rounds=3, p_threshold=1e-6
+    )
+    assert noisy["verdict"] in ("inconclusive", "regressed")
+    if noisy["ratio_of_medians"] >= 1.05 and noisy["p_slower"] >= 1e-6:
+        assert noisy["verdict"] == "inconclusive"
+
+
+def test_summarize_percentiles():
+    from edgedistill.bench.stats import summarize
+
+    s = summarize(list(range(1, 101)))
+    assert s["n"] == 100 and s["p50_ms"] == pytest.approx(50.5) and s["p99_ms"] == pytest.approx(99.01)
+    assert s["min_ms"] == 1 and s["max_ms"] == 100
