@@ -13,16 +13,8 @@ import argparse
 import sys
 from typing import Any
 
-import yaml
-
+from edgedistill.cliargs import add_set_flag
 from edgedistill.errors import EdgeDistillError
-
-
-def _key_value(value: str) -> tuple[str, Any]:
-    key, sep, raw = value.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{value!r}: use KEY=VALUE, e.g. measurement.min_seconds=5")
-    return key, yaml.safe_load(raw)
 
 
 def add_bench_parsers(subparsers) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -56,15 +48,7 @@ def add_bench_parsers(subparsers) -> tuple[argparse.ArgumentParser, argparse.Arg
         "--baseline-artifact",
         help="also measure this artifact, interleaved with each candidate in alternating fresh processes",
     )
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        type=_key_value,
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a target key, e.g. --set measurement.min_seconds=10 (repeatable)",
-    )
+    add_set_flag(p, "a target key", "measurement.min_seconds=10")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bench)
 
@@ -92,15 +76,7 @@ def add_bench_parsers(subparsers) -> tuple[argparse.ArgumentParser, argparse.Arg
     g.add_argument(
         "--p-threshold", type=float, help="Mann-Whitney p-value threshold (default: the target's, 0.01)"
     )
-    g.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        type=_key_value,
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a target key, e.g. --set budgets.p95_latency_ms=12 (repeatable)",
-    )
+    add_set_flag(g, "a target key", "budgets.p95_latency_ms=12")
     g.set_defaults(func=cmd_gate)
     return p, g
 

@@ -14,9 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from edgedistill import __version__
+from edgedistill.cliargs import add_set_flag
 from edgedistill.errors import EdgeDistillError
 
 
@@ -42,13 +41,6 @@ def _losses(value: str) -> list[dict[str, Any]]:
         name, _, weight = item.strip().partition(":")
         specs.append({"name": name, "weight": float(weight) if weight else 1.0})
     return specs
-
-
-def _key_value(value: str) -> tuple[str, Any]:
-    key, sep, raw = value.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{value!r}: use KEY=VALUE, e.g. training.lr=3e-5")
-    return key, yaml.safe_load(raw)
 
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -87,15 +79,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", dest="task", choices=["sequence-classification", "feature-extraction"])
     p.add_argument("--out", required=True, help="output folder (re-running the same command resumes)")
     p.add_argument("--overwrite", action="store_true", help="delete an earlier run in --out and start again")
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        type=_key_value,
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any recipe key, e.g. --set qat.calibration_batches=8 (repeatable)",
-    )
+    add_set_flag(p, "any recipe key", "qat.calibration_batches=8")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -257,15 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["distill", "export", "bench", "gate", "all"],
         help="redo this stage even if its inputs are unchanged (repeatable)",
     )
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        type=_key_value,
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any recipe key, e.g. --set distill.training.max_steps=50 (repeatable)",
-    )
+    add_set_flag(p, "any recipe key", "distill.training.max_steps=50")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-import yaml
+from edgedistill.cliargs import add_set_flag
 
 FORMAT_CHOICES = ("onnx", "openvino", "gguf", "all")
 
@@ -19,13 +19,6 @@ FORMAT_CHOICES = ("onnx", "openvino", "gguf", "all")
 def _listed(value: str) -> list[str]:
     """`onnx,openvino` -> ['onnx', 'openvino'] (flags may also repeat)."""
     return [v.strip().lower() for v in value.split(",") if v.strip()]
-
-
-def _key_value(value: str) -> tuple[str, Any]:
-    key, sep, raw = value.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{value!r}: use KEY=VALUE, e.g. tolerances.int8.min_cosine=0.99")
-    return key, yaml.safe_load(raw)
 
 
 def add_export_parser(subparsers) -> argparse.ArgumentParser:
@@ -81,15 +74,7 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-length", dest="max_length", type=int)
     p.add_argument("--opset", dest="opset", type=int)
     p.add_argument("--config", dest="config", help="ExportConfig YAML (flags override it)")
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        type=_key_value,
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any ExportConfig key, e.g. --set tolerances.fp16.max_abs_diff=0.1 (repeatable)",
-    )
+    add_set_flag(p, "any ExportConfig key", "tolerances.fp16.max_abs_diff=0.1")
     p.set_defaults(func=cmd_export)
     return p
 

@@ -26,33 +26,14 @@ from pydantic import Field, field_validator, model_validator
 
 from edgedistill.config import StrictModel, load_config, set_dotted, validate
 from edgedistill.errors import ConfigError
+from edgedistill.export.config import FORMATS, PRECISIONS
 
 TARGET_VERSION = 1
 BUILTIN_DIR = Path(__file__).resolve().parent
 
-# Every precision name an artifact may carry: export's names, plus "fp32" for a torch folder.
-_KNOWN_PRECISIONS = (
-    "fp32",
-    "fp16",
-    "bf16",
-    "int8",
-    "int4",
-    "q8_0",
-    "q4_0",
-    "q4_1",
-    "q5_0",
-    "q5_1",
-    "q2_k",
-    "q3_k_s",
-    "q3_k_m",
-    "q3_k_l",
-    "q4_k_s",
-    "q4_k_m",
-    "q5_k_s",
-    "q5_k_m",
-    "q6_k",
-)
-_KNOWN_FORMATS = ("onnx", "openvino", "gguf", "torch")
+# Every precision and format an artifact may carry: export's, plus a torch student folder (fp32).
+_KNOWN_PRECISIONS = PRECISIONS
+_KNOWN_FORMATS = (*FORMATS, "torch")
 
 
 class OnnxRuntimeOptions(StrictModel):
