@@ -7,11 +7,10 @@ when asked. A runtime whose package is missing raises `MissingDependencyError` w
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from typing import TYPE_CHECKING
 
-from edgedistill.errors import EdgeDistillError, MissingDependencyError
+from edgedistill.errors import EdgeDistillError
+from edgedistill.plugins import load_plugin
 
 if TYPE_CHECKING:
     from edgedistill.bench.runtimes.base import Runtime
@@ -59,16 +58,5 @@ def get_runtime(name: str) -> Runtime:
         target = RUNTIMES[name]
     except KeyError:
         raise EdgeDistillError(f"unknown runtime {name!r}; known: {', '.join(sorted(RUNTIMES))}") from None
-    module_name, _, attr = target.partition(":")
-    module = importlib.import_module(module_name)
-    runtime = getattr(module, attr)()
-    for dependency, extra in runtime.requires:
-        try:
-            found = importlib.util.find_spec(dependency) is not None
-        except (ModuleNotFoundError, ValueError):
-            found = False
-        if not found:
-            raise MissingDependencyError(
-                _DISTRIBUTIONS.get(dependency, dependency), extra, f"Benchmarking with the {name} runtime"
-            )
-    return runtime
+    # plugin modules import their runtime inside methods; `requires` names what each one needs
+    return load_plugin(target, f"Benchmarking with the {name} runtime", "all", _DISTRIBUTIONS)
