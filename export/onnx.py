@@ -3,9 +3,10 @@
 - fp32 / fp16: ``optimum.exporters.onnx.main_export`` (torch.onnx for model types optimum lacks).
 - int8 from a QAT student: every NNCF quantizer switched to ONNX QuantizeLinear/DequantizeLinear
   pairs, legacy torch.onnx exporter (the dynamo one fails on NNCF models), so the file carries the
-  learned scales exactly; weight QuantizeLinear nodes are then folded into int8 initializers (the
-  file shrinks ~4x) and embedding tables gather int8 rows before scaling (ONNX Runtime would
-  otherwise dequantize the whole vocabulary on every run).
+  learned scales exactly (narrow-range weights clipped to -127..127 as in training, see
+  ``core.clip_narrow_range_on_export``); weight QuantizeLinear nodes are then folded into int8
+  initializers (the file shrinks ~4x) and embedding tables gather int8 rows before scaling (ONNX
+  Runtime would otherwise dequantize the whole vocabulary on every run).
 - int8 from a float student: ONNX Runtime dynamic quantization (weights int8, activations
   quantized at run time), or static QDQ calibrated on ``--calib-data``.
 
@@ -28,6 +29,7 @@ from edgedistill.export.core import (
     FormatPlugin,
     StudentInfo,
     TensorSpec,
+    clip_narrow_range_on_export,
     example_batch,
     int8_method,
     model_input_names,
@@ -291,21 +293,62 @@ def _broadcast(values: np.ndarray, axis: int, rank: int) -> np.ndarray:
     return values.reshape(shape)
 
 
+_ELEMENTWISE_CONST_OPS = {"Min": np.minimum, "Max": np.maximum}
+
+
+def _constant_value(g: _Graph, name: str, producers: dict[str, Any], chain: list) -> np.ndarray | None:
+    """The value of ``name`` when it is a constant, or Min/Max/Clip of constants (then evaluated here).
+
+    torch.onnx's constant folding leaves Min/Max on initializers alone; these come from
+    `clip_narrow_range_on_export` clamping weights to their trained range. Nodes evaluated are
+    appended to ``chain``.
+    """
+    value = g.const(name)
+    if value is not None:
+        return value
+    node = producers.get(name)
+    if node is None or node.op_type not in (*_ELEMENTWISE_CONST_OPS, "Clip"):
+        return None
+    values = []
+    for inp in node.input:
+        if not inp:  # Clip's optional min/max
+            values.append(None)
+            continue
+        v = _constant_value(g, inp, producers, chain)
+        if v is None:
+            return None
+        values.append(v)
+    if node.op_type == "Clip":
+        x, low, high = (values + [None, None])[:3]
+        result = np.clip(x, low, high) if low is not None or high is not None else x
+    else:
+        result = values[0]
+        for v in values[1:]:
+            result = _ELEMENTWISE_CONST_OPS[node.op_type](result, v)
+    chain.append(node)
+    return np.asarray(result, dtype=values[0].dtype)
+
+
 def fold_weight_quantizers(model: onnx.ModelProto) -> int:
     """Replace ``W(float) -> QuantizeLinear`` by an int8 initializer holding exactly what the node computes.
 
-    The DequantizeLinear after it stays, so the graph's numbers do not change; the file stores
-    int8 instead of float weights. Returns the number of folded weights.
+    ``W`` may be an initializer or Min/Max/Clip of constants (a weight clamped to its quantizer's
+    trained range); that arithmetic is done here too. The DequantizeLinear after it stays, so the
+    graph's numbers do not change; the file stores int8 instead of float weights. Returns the
+    number of folded weights.
     """
     from onnx import numpy_helper
 
     g = _Graph(model)
-    folded, kept = [], []
+    producers = {o: n for n in g.graph.node for o in n.output}
+    folded, kept, evaluated = [], [], []
     for node in g.graph.node:
-        if node.op_type == "QuantizeLinear" and node.input[0] in g.initializers:
-            weight, scale = g.const(node.input[0]), g.const(node.input[1])
+        if node.op_type == "QuantizeLinear":
+            chain: list = []
+            weight = _constant_value(g, node.input[0], producers, chain)
+            scale = g.const(node.input[1])
             zero_point = g.const(node.input[2]) if len(node.input) > 2 else None
-            if scale is not None and weight is not None:
+            if scale is not None and weight is not None and weight.dtype.kind == "f":
                 zero_point = np.zeros((), np.uint8) if zero_point is None else zero_point
                 axis = _attr(node, "axis", 1)
                 info = np.iinfo(zero_point.dtype)
@@ -314,8 +357,18 @@ def fold_weight_quantizers(model: onnx.ModelProto) -> int:
                 q = np.rint(scaled) + _broadcast(zero_point.astype(np.float32), axis, weight.ndim)
                 q = np.clip(q, info.min, info.max).astype(zero_point.dtype)
                 folded.append(numpy_helper.from_array(q, name=node.output[0]))
+                evaluated.extend(chain)
                 continue
         kept.append(node)
+    # the Min/Max/Clip nodes just evaluated go too, unless something else still reads them
+    candidates = {id(n) for n in evaluated}
+    while candidates:
+        used = {name for n in kept for name in n.input} | {o.name for o in g.graph.output}
+        dead = {id(n) for n in kept if id(n) in candidates and not any(o in used for o in n.output)}
+        if not dead:
+            break
+        kept = [n for n in kept if id(n) not in dead]
+        candidates -= dead
     del g.graph.node[:]
     g.graph.node.extend(kept)
     g.graph.initializer.extend(folded)
@@ -405,6 +458,7 @@ def export_qat_qdq(student: StudentInfo, work_dir: Path, cfg: ExportConfig) -> t
     import onnx
 
     qmodel = student.load_qat_model()
+    clipped = clip_narrow_range_on_export(qmodel)
     quantizers = set_qdq_export_mode(qmodel)
     tokenizer = student.load_tokenizer()
     names = model_input_names(qmodel, tokenizer)
@@ -424,6 +478,7 @@ def export_qat_qdq(student: StudentInfo, work_dir: Path, cfg: ExportConfig) -> t
         "method": "qat",
         "description": "NNCF quantization-aware ranges exported as QuantizeLinear/DequantizeLinear (no recalibration)",
         "nncf_quantizers": quantizers,
+        "narrow_range_quantizers_clipped_on_export": clipped,
         "weights_folded_to_int8": folded,
         "embeddings_gathered_int8": gathers,
         "raw_qdq_bytes": raw.stat().st_size,

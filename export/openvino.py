@@ -26,6 +26,7 @@ from edgedistill.export.core import (
     FormatPlugin,
     StudentInfo,
     TensorSpec,
+    clip_narrow_range_on_export,
     example_batch,
     int8_method,
     model_input_names,
@@ -135,11 +136,14 @@ class OpenVINOPlugin(FormatPlugin):
                 student, cfg, default_without_qat="dynamic" if student.task == "text-generation" else "static"
             )
             if method == "qat":
-                ov_model = convert(student.load_qat_model(), student)
+                qmodel = student.load_qat_model()
+                clipped = clip_narrow_range_on_export(qmodel)
+                ov_model = convert(qmodel, student)
                 reference = "qat"
                 quantization = {
                     "method": "qat",
                     "description": "NNCF quantization-aware ranges as FakeQuantize ops (no recalibration)",
+                    "narrow_range_quantizers_clipped_on_export": clipped,
                 }
             else:
                 ov_model = float_model(student)

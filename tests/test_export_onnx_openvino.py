@@ -383,10 +383,61 @@ def qat_student(tmp_path_factory, tiny_bert_classifier, tiny_data) -> Path:
     return out / "student"
 
 
+def _x86_int8_saturates() -> bool:
+    """True on x86 CPUs without VNNI/AMX: their int8 GEMMs (``vpmaddubsw``) add u8*s8 products in
+    pairs into int16 and saturate there; VNNI (``vpdpbusd``) and AMX accumulate in int32."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return True  # unknown: assume the worst
+    return not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags)
+
+
+def _run_without_int8_kernels(folder: Path, feed: dict) -> np.ndarray:
+    """The artifact's own graph and numbers, with float arithmetic where the runtime would pick int8 kernels.
+
+    ONNX Runtime: ``session.disable_quant_qdq`` keeps QuantizeLinear/DequantizeLinear as nodes (no
+    fusion into MatMulIntegerToFloat). OpenVINO: each activation FakeQuantize is rewritten into the
+    float ops its specification defines, so the CPU plugin's low-precision pass finds nothing to fuse.
+    """
+    if (folder / "model.onnx").is_file():
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
+        session = ort.InferenceSession(
+            str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+        return session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})[0].astype(np.float32)
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    core = ov.Core()
+    model = core.read_model(str(folder / "openvino_model.xml"))
+    for fq in [op for op in model.get_ops() if op.get_type_name() == "FakeQuantize"]:
+        x, in_low, in_high, out_low, out_high = (fq.input_value(i) for i in range(5))
+        steps = ops.constant(np.float32(fq.get_levels() - 1))
+        clamped = ops.minimum(ops.maximum(x, in_low), in_high)
+        q = ops.round(
+            ops.multiply(ops.divide(ops.subtract(clamped, in_low), ops.subtract(in_high, in_low)), steps),
+            "half_to_even",
+        )
+        y = ops.add(ops.multiply(ops.divide(q, steps), ops.subtract(out_high, out_low)), out_low)
+        fq.output(0).replace(y.output(0))
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    names = [p.get_any_name() for p in compiled.inputs]
+    return np.asarray(compiled({n: feed[n] for n in names})[compiled.outputs[0]], dtype=np.float32)
+
+
 @pytest.mark.slow
 def test_qat_student_int8_carries_learned_ranges(tmp_path, qat_student, tiny_data):
     import onnx
     import torch
+    from onnx import numpy_helper
 
     from edgedistill.export.parity import load_sentences
 
@@ -394,14 +445,18 @@ def test_qat_student_int8_carries_learned_ranges(tmp_path, qat_student, tiny_dat
     assert student.has_qat
     qat_out, ptq_out = tmp_path / "qat", tmp_path / "ptq"
     report = export(qat_student, qat_out, _cfg(formats=FORMATS, precisions=["int8"]))
+    # post-training int8 of the same float weights, each in the runtime it is compared in
     export(qat_student, ptq_out, _cfg(precisions=["int8"], int8_method="dynamic"))
+    export(qat_student, ptq_out, _cfg(formats=["openvino"], precisions=["int8"], int8_method="static"))
 
     by_format = {a["format"]: a for a in report["artifacts"]}
     for art in by_format.values():
         assert art["quantization"]["method"] == "qat" and art["parity"]["reference"] == "qat"
+        assert art["quantization"]["narrow_range_quantizers_clipped_on_export"] > 0
     model = onnx.load(str(qat_out / "onnx-int8" / "model.onnx"))
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops or any(o.startswith("QLinear") for o in ops), ops
+    assert not {"Min", "Max", "Clip"} & ops, "the export-time clamp of the weights must be folded away"
     int8_weights = [
         i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 2
     ]
@@ -411,22 +466,79 @@ def test_qat_student_int8_carries_learned_ranges(tmp_path, qat_student, tiny_dat
     assert by_format["onnx"]["model_bytes"] < q["raw_qdq_bytes"] / 2.5, q
     assert "FakeQuantize" in (qat_out / "openvino-int8" / "openvino_model.xml").read_text()
 
-    # the QAT artifacts compute what the fake-quant torch model computes, more closely than a
-    # post-training quantization of the same float weights does. Mean, not max: two int8
-    # computations that differ only in float rounding order (torch vs the runtime) flip a few
-    # activations by one quantum, and deep nets amplify such flips. Measured on this student:
-    # mean |diff| 0.00008 (QAT, both runtimes) vs 0.00085 (ORT dynamic).
     fake_quant = student.load_qat_model()
     tok = student.load_tokenizer()
     sentences = load_sentences(tiny_data["eval"])
     feed = dict(tok(sentences, padding=True, truncation=True, max_length=64, return_tensors="np"))
     with torch.no_grad():
         ref = fake_quant(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.numpy()
+
+    def mean_diff(x: np.ndarray) -> float:
+        return float(np.abs(x - ref).mean())
+
+    # 1. The files carry the learned grid. NNCF trains int8 weights on the narrow grid -127..127;
+    # its export would allow -128 (98 weights of this student took it, in ONNX and OpenVINO alike).
+    import openvino as ov
+
+    ir = ov.Core().read_model(str(qat_out / "openvino-int8" / "openvino_model.xml"))
+    ir_int8 = [
+        op.get_data()
+        for op in ir.get_ops()
+        if op.get_type_name() == "Constant" and op.get_output_element_type(0) == ov.Type.i8
+    ]
+    assert len(ir_int8) >= 5
+    for weights in [numpy_helper.to_array(i) for i in int8_weights] + ir_int8:
+        assert weights.min() >= -127, "a weight left the narrow grid it was trained on"
+    # Run with float arithmetic in place of int8 kernels, both artifacts compute what the
+    # fake-quant model computes up to float rounding (~1e-7 on logits of size ~1.3) -- except where
+    # an activation sits on a rounding boundary and the runtime's float ops (another op order,
+    # its own erf/tanh) put it one quantum away from torch's: then that sentence moves by
+    # 2e-4..1.1e-3. Measured over 9 fixture builds: ONNX 0-2 of 64 sentences off by more than 1e-5,
+    # OpenVINO 0-8 (mean up to 8e-5). Before the narrow-range fix: 37 of 64, mean 2.2e-4, max 1.1e-3.
+    onnx_graph = _run_without_int8_kernels(qat_out / "onnx-int8", feed)
+    ov_graph = _run_without_int8_kernels(qat_out / "openvino-int8", feed)
+    for name, out in (("onnx", onnx_graph), ("openvino", ov_graph)):
+        diff = np.abs(out - ref)
+        rows_off = int((diff.max(-1) > 1e-5).sum())
+        assert rows_off <= len(ref) // 4 and diff.max() < 5e-3, (name, float(diff.max()), rows_off)
+
+    # 2. The runtimes' int8 kernels. On x86 without VNNI/AMX (this 2-core EPYC: AVX2 only) both
+    # ONNX Runtime (MLAS U8S8, MatMulIntegerToFloat) and OpenVINO (oneDNN jit_gemm_I8) use
+    # vpmaddubsw: u8 activation x s8 weight products are added in pairs into int16 and saturate.
+    # NNCF's activations are asymmetric u8 with zero points ~128-136, so raw values are large and
+    # 0.2-0.4 % of the pairs overflow; emulating that saturation in numpy reproduces the runtime
+    # outputs of single layers to 1e-7. It is systematic (every sentence moves), not a rare
+    # one-quantum flip, and post-training int8 suffers it as well. ORT keeps the pooler and
+    # classifier Gemms float; OpenVINO runs them int8 too, so it saturates in 9 layers against
+    # ORT's 7 (the classifier alone moves logits by ~2e-3) and the two runtimes differ by up to
+    # 0.016. Measured over 10 fixture builds (mean |diff| vs fake-quant, logits ~1.2-1.6):
+    #   ORT:      QAT 0.0013-0.0026  vs  ORT dynamic PTQ 0.013-0.022   (ratio <= 0.17)
+    #   OpenVINO: QAT 0.0073-0.014   vs  OpenVINO static PTQ 0.024-0.067 (ratio 0.14-0.41)
+    # OpenVINO QAT vs *ORT* dynamic PTQ is only 0.45-0.75 (the old check, which failed), because
+    # the two saturate in different layers; so each QAT artifact is compared with post-training
+    # int8 run by the same runtime. With VNNI/AMX, products accumulate in int32: nothing
+    # saturates and the runtimes should give the graph numbers of part 1, hence the strict checks.
     onnx_qat = _run_artifact(qat_out / "onnx-int8", feed)
     ov_qat = _run_artifact(qat_out / "openvino-int8", feed)
     ptq = _run_artifact(ptq_out / "onnx-int8", feed)
-    mean_qat, mean_ov, mean_ptq = (float(np.abs(x - ref).mean()) for x in (onnx_qat, ov_qat, ptq))
-    assert mean_qat * 2 < mean_ptq and mean_ov * 2 < mean_ptq, (mean_qat, mean_ov, mean_ptq)
+    ov_ptq = _run_artifact(ptq_out / "openvino-int8", feed)
+    mean_qat, mean_ov, mean_ptq, mean_ov_ptq = (mean_diff(x) for x in (onnx_qat, ov_qat, ptq, ov_ptq))
+    numbers = {
+        "onnx_qat": mean_qat,
+        "ov_qat": mean_ov,
+        "onnx_ptq": mean_ptq,
+        "ov_ptq": mean_ov_ptq,
+        "onnx_graph": mean_diff(onnx_graph),
+        "ov_graph": mean_diff(ov_graph),
+        "onnx_graph_rows_off": int((np.abs(onnx_graph - ref).max(-1) > 1e-5).sum()),
+        "ov_graph_rows_off": int((np.abs(ov_graph - ref).max(-1) > 1e-5).sum()),
+        "logit_scale": float(np.abs(ref).mean()),
+    }
+    print("\nQAT int8 parity (mean |diff| vs fake-quant):", {k: f"{v:.2g}" for k, v in numbers.items()})
     assert (onnx_qat.argmax(-1) == ref.argmax(-1)).all() and (ov_qat.argmax(-1) == ref.argmax(-1)).all()
-    # both runtimes carry the same learned grid
-    assert np.abs(onnx_qat - ov_qat).max() < 1e-3
+    # the learned ranges beat post-training quantization of the same float weights, same runtime
+    assert mean_qat * 2 < mean_ptq and mean_ov * 2 < mean_ov_ptq, numbers
+    if not _x86_int8_saturates():
+        assert mean_ov * 2 < mean_ptq, numbers
+        # both runtimes carry the same learned grid
+        assert np.abs(onnx_qat - ov_qat).max() < 1e-3
