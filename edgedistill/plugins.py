@@ -43,24 +43,32 @@ def is_installed(module: str) -> bool:
         return False
 
 
-def load_plugin(target: str, purpose: str, extra: str, distributions: Mapping[str, str] | None = None) -> Any:
+# import name -> pip distribution, where they differ (for install hints)
+DISTRIBUTIONS = {"llama_cpp": "llama-cpp-python"}
+
+
+def _pip_name(module: str) -> str:
+    top = module.split(".")[0]
+    return DISTRIBUTIONS.get(top, top)
+
+
+def load_plugin(target: str, purpose: str, extra: str) -> Any:
     """Import ``"package.module:ClassName"``, instantiate it, and check its ``requires`` (module, extra) pairs.
 
     A dependency missing at import time (pip extra ``extra``) or listed in ``requires`` raises
-    `MissingDependencyError` with the install command; ``distributions`` maps import names to pip
-    names where they differ. A missing edgedistill module is a broken installation and re-raised.
+    `MissingDependencyError` with the install command. A missing edgedistill module means a
+    broken installation and is re-raised as it is.
     """
-    names = distributions or {}
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        missing = (exc.name or module_name).split(".")[0]
-        if missing == "edgedistill":
+        missing = exc.name or module_name
+        if missing.split(".")[0] == "edgedistill":
             raise
-        raise MissingDependencyError(names.get(missing, missing), extra, purpose) from exc
+        raise MissingDependencyError(_pip_name(missing), extra, purpose) from exc
     plugin = getattr(module, attr)()
     for dependency, dependency_extra in getattr(plugin, "requires", ()):
         if not is_installed(dependency):
-            raise MissingDependencyError(names.get(dependency, dependency), dependency_extra, purpose)
+            raise MissingDependencyError(_pip_name(dependency), dependency_extra, purpose)
     return plugin

@@ -9,8 +9,7 @@ with them, are imported only when an export runs.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from edgedistill.plugins import lazy_exports
 
 # public name -> module that defines it (imported on first access)
 _EXPORTS = {
@@ -38,15 +37,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'edgedistill.export' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -16,8 +16,6 @@ Format plugins are registered by module path and imported only when used, so
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import logging
 import shutil
@@ -31,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from edgedistill.errors import EdgeDistillError, MissingDependencyError, ModelLoadError
 from edgedistill.export.config import ExportConfig
 from edgedistill.io import atomic_dir, atomic_write_json
+from edgedistill.plugins import load_plugin
 
 if TYPE_CHECKING:
     import numpy as np
@@ -161,27 +160,7 @@ def get_plugin(name: str) -> FormatPlugin:
         target = PLUGINS[name]
     except KeyError:
         raise ExportError(f"unknown export format {name!r}; known: {', '.join(sorted(PLUGINS))}") from None
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or module_name
-        if missing.split(".")[0] != "edgedistill":
-            raise MissingDependencyError(missing, name, f"Exporting to {name}") from exc
-        raise ExportError(f"the {name} exporter ({module_name}) is not part of this installation") from exc
-    plugin = getattr(module, attr)()
-    check_dependencies(plugin)
-    return plugin
-
-
-def check_dependencies(plugin: FormatPlugin) -> None:
-    for module, extra in plugin.requires:
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            found = False
-        if not found:
-            raise MissingDependencyError(module.split(".")[0], extra, f"Exporting to {plugin.name}")
+    return load_plugin(target, f"Exporting to {name}", extra=name)
 
 
 # --------------------------------------------------------------------------------------------

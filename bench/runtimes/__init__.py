@@ -22,9 +22,6 @@ RUNTIMES: dict[str, str] = {
     "torch": "edgedistill.bench.runtimes.torch:TorchRuntime",
 }
 
-# import name -> distribution name, for install hints
-_DISTRIBUTIONS = {"llama_cpp": "llama-cpp-python"}
-
 # artifact format (manifest "format") -> the runtime that runs it
 FORMAT_RUNTIMES: dict[str, str] = {
     "onnx": "onnxruntime",
@@ -59,4 +56,4 @@ def get_runtime(name: str) -> Runtime:
     except KeyError:
         raise EdgeDistillError(f"unknown runtime {name!r}; known: {', '.join(sorted(RUNTIMES))}") from None
     # plugin modules import their runtime inside methods; `requires` names what each one needs
-    return load_plugin(target, f"Benchmarking with the {name} runtime", "all", _DISTRIBUTIONS)
+    return load_plugin(target, f"Benchmarking with the {name} runtime", "all")
