@@ -21,6 +21,7 @@ import logging
 import shutil
 import struct
 import time
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -114,6 +115,8 @@ class FormatPlugin(ABC):
     batched_parity: ClassVar[bool] = True
     # copy tokenizer/config files (APP_FILES) from the student into the artifact folder
     copy_app_files: ClassVar[bool] = True
+    # generic precision name -> the format's own name for the same thing (gguf: int8 -> q8_0)
+    precision_aliases: ClassVar[dict[str, str]] = {}
 
     def unsupported_reason(self, student: StudentInfo, precision: str, cfg: ExportConfig) -> str | None:
         """Why this plugin cannot export ``student`` at ``precision`` (None when it can)."""
@@ -224,7 +227,7 @@ class StudentInfo:
                 self.path,
                 use_safetensors=True,
                 attn_implementation=attn_implementation,
-                torch_dtype=torch.float32,
+                dtype=torch.float32,
             )
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelLoadError(
@@ -537,12 +540,19 @@ def plan(student: StudentInfo, cfg: ExportConfig) -> tuple[list[tuple[str, str]]
                 skipped += [{"format": name, "precision": p, "reason": str(exc)} for p in cfg.precisions]
     else:
         plugins = {name: get_plugin(name) for name in cfg.formats}
+    planned: dict[tuple[str, str], str] = {}  # (format, canonical precision) -> requested name
     for precision in cfg.precisions:
         served = False
         for name, plugin in plugins.items():
             reason = plugin.unsupported_reason(student, precision, cfg)
+            canonical = plugin.precision_aliases.get(precision, precision)
+            if reason is None and (name, canonical) in planned:
+                # e.g. gguf int8 is q8_0: one artifact, not two identical ones under two names
+                reason = f"{name} {precision} is the same artifact as {name}-{planned[name, canonical]}"
+                served = True
             if reason is None:
                 pairs.append((name, precision))
+                planned[name, canonical] = precision
                 served = True
             else:
                 skipped.append({"format": name, "precision": precision, "reason": reason})
@@ -582,7 +592,14 @@ def export_artifact(
     references = references if references is not None else {}
     started = time.perf_counter()
     with atomic_dir(target) as tmp:
-        result = plugin.export(student, precision, tmp, cfg)
+        with warnings.catch_warnings():
+            # tracing a fake-quant model warns on every quantizer (``.item()``, output mismatch of the
+            # trace check); parity below is the check that counts, on real inputs in the runtime
+            warnings.filterwarnings("ignore", message=".*trace", category=Warning)
+            warnings.filterwarnings(
+                "ignore", module=r"torch\.jit.*|nncf.*|transformers\.modeling_attn_mask_utils"
+            )
+            result = plugin.export(student, precision, tmp, cfg)
         missing = [f for f in result.files if not (tmp / f).is_file()]
         if missing:
             raise ExportError(f"the {fmt} exporter reported files it did not write: {missing}")

@@ -1003,6 +1003,7 @@ class GGUFPlugin(FormatPlugin):
     precisions = _plugin_precisions()
     tasks = ("feature-extraction", "text-generation")
     requires = (("gguf", "gguf"), ("llama_cpp", "gguf"))
+    precision_aliases = PRECISION_ALIASES
     tool_packages = ("gguf", "llama-cpp-python")
     batched_parity = False  # llama.cpp is fed one unpadded sequence at a time
     copy_app_files = True
