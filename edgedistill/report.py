@@ -158,6 +158,7 @@ def pareto_png(summary: dict[str, Any], path: Path) -> bool:
 
     fig, ax = plt.subplots(figsize=(8.5, 5.5), dpi=120)
     targets = list(dict.fromkeys(r["target"] for r in summary["rows"]))
+    labels: list[tuple[dict[str, Any], str]] = []
     max_mb = max((r["size_mb"] or 0) for r in points) or 1.0
     for i, target in enumerate(targets):
         color, marker = SERIES_STYLES[i % len(SERIES_STYLES)]
@@ -174,15 +175,7 @@ def pareto_png(summary: dict[str, Any], path: Path) -> bool:
                 linewidths=0.6,
                 label=f"{target}",
             )
-            for j, r in enumerate(sorted(mine, key=lambda r: (r["p95_ms"], r["value"]))):
-                ax.annotate(
-                    f"{r['artifact']} ({_fmt(r['size_mb'], 1)} MB)",
-                    (r["p95_ms"], r["value"]),
-                    xytext=(8, 10 if j % 2 == 0 else -14),
-                    textcoords="offset points",
-                    fontsize=8,
-                    color=color,
-                )
+            labels += [(r, color) for r in mine]
         budget = summary["budgets"].get(target) or {}
         if budget.get("p95_latency_ms"):
             ax.axvline(budget["p95_latency_ms"], color=color, linestyle="--", linewidth=1)
@@ -204,13 +197,46 @@ def pareto_png(summary: dict[str, Any], path: Path) -> bool:
     ax.set_ylabel(f"{metric} - higher is better")
     ax.set_title("Accuracy vs latency per target (marker area ~ artifact size)")
     ax.grid(True, alpha=0.3)
-    ax.margins(x=0.25, y=0.2)
+    ax.margins(x=0.25, y=0.25)
     ax.legend(title="target", loc="best", fontsize=8, markerscale=0.5)
     fig.tight_layout()
+    _place_labels(fig, ax, labels)  # after the layout is final: placement works in screen space
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return True
+
+
+# label offsets (points) tried in order until a label overlaps no other label
+_OFFSETS = [(dx, dy) for dy in (8, -14, 22, -28, 36, -42, 50, -56, 64, -70) for dx in (10, -10)]
+
+
+def _place_labels(fig, ax, labels: list[tuple[dict[str, Any], str]]) -> None:
+    """Annotate each point with its artifact and size, moving labels until none overlap."""
+    from matplotlib.text import Text
+
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for r, color in sorted(labels, key=lambda item: (item[0]["p95_ms"], -item[0]["value"])):
+        text = f"{r['artifact']} ({_fmt(r['size_mb'], 1)} MB)"
+        for dx, dy in _OFFSETS:
+            note = ax.annotate(
+                text,
+                (r["p95_ms"], r["value"]),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                ha="left" if dx > 0 else "right",
+                fontsize=8,
+                color=color,
+                arrowprops={"arrowstyle": "-", "color": color, "lw": 0.5, "alpha": 0.6},
+            )
+            note.update_positions(renderer)  # apply the offset before measuring
+            box = Text.get_window_extent(note, renderer).expanded(1.06, 1.3)  # the text, not its leader line
+            if not any(box.overlaps(other) for other in placed):
+                break
+            if (dx, dy) != _OFFSETS[-1]:
+                note.remove()
+        placed.append(box)
 
 
 _CSS = """
