@@ -121,36 +121,14 @@ def make_sentences(n: int, seed: int) -> list[str]:
 def build_tiny_bert(folder: Path, seed: int = 0) -> Path:
     """BertForSequenceClassification, 4 layers x 256 hidden, random weights (``seed``), own WordPiece."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import BertConfig, BertForSequenceClassification
 
     from edgedistill.bench.runtimes.base import WORKLOAD_TEXT
+    from edgedistill.testing import train_bert_wordpiece
 
     folder.mkdir(parents=True, exist_ok=True)
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=1000, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], min_frequency=1
-    )
     # the harness's latency text is in the corpus, so its words are real tokens, not [UNK]
-    tok.train_from_iterator(make_sentences(400, seed=1) + [WORKLOAD_TEXT] * 3, trainer=trainer)
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    fast = BertTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=512,
-    )
+    fast = train_bert_wordpiece(make_sentences(400, seed=1) + [WORKLOAD_TEXT] * 3, 1000, model_max_length=512)
     config = BertConfig(
         vocab_size=len(fast),
         hidden_size=256,
