@@ -423,7 +423,8 @@ def test_aliased_precisions_plan_one_artifact(tiny_bert_encoder):
     from edgedistill.export.core import inspect_student, plan
 
     pairs, skipped = plan(
-        inspect_student(tiny_bert_encoder), ExportConfig(formats=["gguf"], precisions=["int8", "q8_0", "fp16"])
+        inspect_student(tiny_bert_encoder),
+        ExportConfig(formats=["gguf"], precisions=["int8", "q8_0", "fp16"]),
     )
     assert pairs == [("gguf", "int8"), ("gguf", "fp16")]
     assert [s["precision"] for s in skipped] == ["q8_0"] and "same artifact as gguf-int8" in skipped[0][
