@@ -219,14 +219,14 @@ def stage_bench(recipe: RunRecipe, out: Path, target, artifacts: list[str], prog
 
 
 def stage_gate(recipe: RunRecipe, out: Path, target, report_path: str) -> dict[str, Any]:
-    from edgedistill.bench.gate import gate, junit_xml, markdown
-    from edgedistill.io import atomic_write_text
+    from edgedistill.bench.gate import gate, write_outputs
 
     result = gate(report_path, target, strict=recipe.gate.strict)
     folder = out / "gate"
     atomic_write_json(folder / f"{target.name}.json", result.to_dict())
-    atomic_write_text(folder / f"{target.name}.junit.xml", junit_xml(result))
-    atomic_write_text(folder / f"{target.name}.md", markdown(result))
+    write_outputs(
+        result, junit=folder / f"{target.name}.junit.xml", markdown_path=folder / f"{target.name}.md"
+    )
     return {"target": target.name, "verdict": result.verdict, "exit_code": result.exit_code}
 
 
