@@ -28,7 +28,7 @@ _EXPORTS = {
     "Check": "edgedistill.bench.gate",
     "GateResult": "edgedistill.bench.gate",
     "GateInputError": "edgedistill.bench.gate",
-    "compare_samples": "edgedistill.bench.stats",
+    "compare_processes": "edgedistill.bench.stats",
     "mann_whitney_u": "edgedistill.bench.stats",
     "summarize": "edgedistill.bench.stats",
     "run_worker": "edgedistill.bench.harness",

@@ -74,7 +74,9 @@ def add_bench_parsers(subparsers) -> tuple[argparse.ArgumentParser, argparse.Arg
         "--min-effect", type=float, help="smallest slowdown that counts (default: the target's, 0.05)"
     )
     g.add_argument(
-        "--p-threshold", type=float, help="Mann-Whitney p-value threshold (default: the target's, 0.01)"
+        "--p-threshold",
+        type=float,
+        help="Mann-Whitney p-value threshold over process medians (default: the target's)",
     )
     add_set_flag(g, "a target key", "budgets.p95_latency_ms=12")
     g.set_defaults(func=cmd_gate)

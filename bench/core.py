@@ -447,10 +447,12 @@ def _interleaved(
 
 
 def _comparison(target, candidate: Artifact, baseline: Artifact, rounds, base_rounds) -> dict[str, Any]:
-    from edgedistill.bench.stats import compare_samples
+    from edgedistill.bench.stats import compare_processes
 
     cand = [s for r in rounds for s in r["samples_ms"]]
     base = [s for r in base_rounds for s in r["samples_ms"]]
+    cand_medians = [_median(r["samples_ms"]) for r in rounds]
+    base_medians = [_median(r["samples_ms"]) for r in base_rounds]
     reg = target.regression
     return {
         "candidate": candidate.name,
@@ -464,14 +466,14 @@ def _comparison(target, candidate: Artifact, baseline: Artifact, rounds, base_ro
         "baseline_samples_ms": base,
         "candidate_rounds": len(rounds),
         "baseline_rounds": len(base_rounds),
-        "baseline_round_medians_ms": [_median(r["samples_ms"]) for r in base_rounds],
-        "candidate_round_medians_ms": [_median(r["samples_ms"]) for r in rounds],
+        "baseline_round_medians_ms": base_medians,
+        "candidate_round_medians_ms": cand_medians,
         "baseline_peak_rss_mb": max(r["memory"]["peak_rss_mb"] for r in base_rounds),
-        "result": compare_samples(
-            cand,
-            base,
-            candidate_rounds=len(rounds),
-            baseline_rounds=len(base_rounds),
+        "result": compare_processes(
+            cand_medians,
+            base_medians,
+            candidate_n=len(cand),
+            baseline_n=len(base),
             min_effect=reg.min_effect,
             p_threshold=reg.p_threshold,
             min_samples=reg.min_samples,

@@ -268,21 +268,19 @@ def _budget_checks(entry: dict[str, Any], budgets: dict[str, Any]) -> list[Check
 def _verdict_check(artifact: str, budget: str, result: dict[str, Any], note: str = "") -> Check:
     status = {"regressed": "failed", "inconclusive": "inconclusive"}.get(result["verdict"], "passed")
     message = f"{result['verdict']}: {result['reason']}" + (f" ({note})" if note else "")
-    return Check(
-        artifact, budget, status, message, result.get("ratio_of_medians"), 1.0 + result["min_effect"], "x"
-    )
+    return Check(artifact, budget, status, message, result.get("ratio"), 1.0 + result["min_effect"], "x")
 
 
 def _regression_checks(report: dict[str, Any], regression: dict[str, Any]) -> list[Check]:
-    from edgedistill.bench.stats import compare_samples
+    from edgedistill.bench.stats import compare_processes
 
     checks = []
     for comp in report.get("comparisons") or []:
-        result = compare_samples(
-            comp["candidate_samples_ms"],
-            comp["baseline_samples_ms"],
-            candidate_rounds=int(comp["candidate_rounds"]),
-            baseline_rounds=int(comp["baseline_rounds"]),
+        result = compare_processes(
+            comp["candidate_round_medians_ms"],
+            comp["baseline_round_medians_ms"],
+            candidate_n=len(comp["candidate_samples_ms"]),
+            baseline_n=len(comp["baseline_samples_ms"]),
             **regression,
         )
         checks.append(
@@ -309,7 +307,7 @@ def _baseline_checks(
     report: dict[str, Any], baseline: dict[str, Any], regression: dict[str, Any]
 ) -> list[Check]:
     """Candidate entries vs the matching entries of an earlier report (measured in another job)."""
-    from edgedistill.bench.stats import compare_samples
+    from edgedistill.bench.stats import compare_processes
 
     checks = []
     base_entries = [
@@ -338,11 +336,13 @@ def _baseline_checks(
                 )
             )
             continue
-        result = compare_samples(
-            _get(entry, "latency", "samples_ms") or [],
-            _get(base, "latency", "samples_ms") or [],
-            candidate_rounds=len(_get(entry, "latency", "rounds") or []),
-            baseline_rounds=len(_get(base, "latency", "rounds") or []) or 1,
+        cand_rounds = _get(entry, "latency", "rounds") or []
+        base_rounds = _get(base, "latency", "rounds") or []
+        result = compare_processes(
+            [r["median_ms"] for r in cand_rounds],
+            [r["median_ms"] for r in base_rounds],
+            candidate_n=sum(r["n"] for r in cand_rounds),
+            baseline_n=sum(r["n"] for r in base_rounds),
             **regression,
         )
         checks.append(

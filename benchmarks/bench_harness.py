@@ -469,7 +469,7 @@ def one_comparison(onnx_dir: Path, target, slowdown: float | None) -> dict[str, 
         "kind": "slowdown" if slowdown else "A/A",
         "status": checks[0].status,  # failed = the gate flags a regression
         "verdict": comp["verdict"],
-        "ratio": comp["ratio_of_medians"],
+        "ratio": comp["ratio"],
         "p_slower": comp["p_slower"],
         "n": [comp["candidate_n"], comp["baseline_n"]],
         "candidate_round_medians_ms": [round(v, 3) for v in comparison["candidate_round_medians_ms"]],
@@ -600,7 +600,7 @@ def markdown(summary: dict[str, Any]) -> str:
         aa, sl, w = g["aa"], g["slowdown"], g["comparison_wall_s"]
         lines += [
             "",
-            "| gate (noise-aware comparison) | result | rate | bar | verdicts | ratio of medians (median, min-max) |",
+            "| gate (noise-aware comparison) | result | rate | bar | verdicts | Hodges-Lehmann ratio (median, min-max) |",
             "|---|---:|---:|---|---|---|",
             f"| 3a. A/A false alarms | {aa['false_alarms']} / {aa['comparisons']} | {aa['false_alarm_rate']:.1%} | <= 2% "
             f"({_ok(aa['passed'])}) | {_verdicts(aa['verdicts'])} | {aa['ratio_median']:.4f} ({aa['ratio_min']:.3f}-{aa['ratio_max']:.3f}) |",
@@ -673,16 +673,25 @@ def main() -> int:
         "--no-ov-static", dest="ov_static", action="store_false", help="skip benchmark_app -shape"
     )
     ap.add_argument("--comparisons", type=int, default=None, help="A/A and slowdown comparisons each (50)")
-    ap.add_argument("--compare-rounds", type=int, default=None, help="processes per side per comparison (3)")
+    ap.add_argument(
+        "--compare-rounds",
+        type=int,
+        default=None,
+        help="processes per side per comparison (default: the cpu target's measurement.compare_rounds)",
+    )
     ap.add_argument("--compare-seconds", type=float, default=None, help="timed seconds per process (0.5)")
     ap.add_argument("--compare-min-iterations", type=int, default=20)
     ap.add_argument("--compare-warmup", type=int, default=10)
     args = ap.parse_args()
     defaults = (
-        {"pairs": 2, "seconds": 1.0, "comparisons": 3, "compare_rounds": 3, "compare_seconds": 0.3}
+        {"pairs": 2, "seconds": 1.0, "comparisons": 3, "compare_rounds": 5, "compare_seconds": 0.3}
         if args.smoke
-        else {"pairs": 5, "seconds": 10.0, "comparisons": 50, "compare_rounds": 3, "compare_seconds": 0.5}
+        else {"pairs": 5, "seconds": 10.0, "comparisons": 50, "compare_seconds": 0.5}
     )
+    if args.compare_rounds is None and not args.smoke:
+        from edgedistill.targets import load_target
+
+        defaults["compare_rounds"] = load_target("cpu").measurement.compare_rounds
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)

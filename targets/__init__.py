@@ -167,7 +167,7 @@ class Measurement(StrictModel):
     min_seconds: float = Field(2.0, ge=0)
     rounds: int = Field(1, ge=1, description="Fresh processes per artifact; their samples are pooled.")
     compare_rounds: int = Field(
-        6,
+        10,
         ge=1,
         description="With --baseline-artifact: processes per side, candidate and baseline alternating.",
     )
@@ -184,11 +184,14 @@ class Regression(StrictModel):
         0.05, ge=0, description="Smallest slowdown that matters: ratio of medians - 1 (0.05 = 5%)."
     )
     p_threshold: float = Field(
-        0.01, gt=0, lt=1, description="One-sided Mann-Whitney U p-value below which it is real."
+        0.05,
+        gt=0,
+        lt=1,
+        description="One-sided Mann-Whitney U p-value (over process medians) below which it is real.",
     )
     min_samples: int = Field(30, ge=2, description="Fewer timed iterations on either side: inconclusive.")
     min_rounds: int = Field(
-        3,
+        5,
         ge=1,
         description="Fewer processes on either side: inconclusive (one process says nothing of drift).",
     )

@@ -32,10 +32,10 @@ FAST_TARGET: dict[str, Any] = {
         "min_iterations": 40,
         "min_seconds": 0.2,
         "rounds": 1,
-        "compare_rounds": 3,
+        "compare_rounds": 4,
         "timeout_s": 300,
     },
-    "regression": {"min_effect": 0.05, "p_threshold": 0.01, "min_samples": 30, "min_rounds": 3},
+    "regression": {"min_effect": 0.05, "p_threshold": 0.05, "min_samples": 30, "min_rounds": 4},
     "budgets": {
         "p50_latency_ms": 1000,
         "p95_latency_ms": 2000,

@@ -122,7 +122,7 @@ def test_aa_comparison_of_one_artifact_passes_and_an_injected_slowdown_is_flagge
     art = artifacts["onnx-int8"]
     same = bench([art], target, baseline_artifact=art)
     comparison = same["comparisons"][0]
-    assert comparison["interleaved"] and comparison["candidate_rounds"] == comparison["baseline_rounds"] == 3
+    assert comparison["interleaved"] and comparison["candidate_rounds"] == comparison["baseline_rounds"] == 4
     assert comparison["result"]["verdict"] == "unchanged", comparison["result"]
     assert [a["role"] for a in same["artifacts"]] == ["candidate", "baseline"]
     assert gate(same, target).exit_code == 0
@@ -131,7 +131,7 @@ def test_aa_comparison_of_one_artifact_passes_and_an_injected_slowdown_is_flagge
     slow = bench([art], target, baseline_artifact=art, candidate_overrides={"debug_slowdown_factor": 1.3})
     result = slow["comparisons"][0]["result"]
     assert result["verdict"] == "regressed", result
-    assert result["ratio_of_medians"] > 1.15 and result["p_slower"] < 0.01
+    assert result["ratio"] > 1.15 and result["p_slower"] < 0.05
     applied = slow["artifacts"][0]["applied"]
     assert applied["overrides"] == {"debug_slowdown_factor": 1.3} and "TEST-ONLY" in applied["warnings"][-1]
     verdict = gate(slow, target)

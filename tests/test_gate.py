@@ -41,7 +41,7 @@ def _entry(name: str, task: str = "sequence-classification", p95: float = 5.0, n
             "p99_ms": p95 * 1.1,
             "throughput_per_s": 100.0,
             "samples_ms": samples,
-            "rounds": [{"n": n}],
+            "rounds": [{"n": n, "median_ms": p95 * 0.8}],
         },
         "memory": {"peak_rss_mb": 100.0},
         "accuracy": {
@@ -201,8 +201,10 @@ def test_interleaved_comparison_in_the_report_is_rejudged_with_gate_thresholds(t
         "baseline": "onnx-int8-old",
         "candidate_samples_ms": _samples(300, 1.08, 1),
         "baseline_samples_ms": _samples(300, 1.0, 2),
-        "candidate_rounds": 3,
-        "baseline_rounds": 3,
+        "candidate_round_medians_ms": [1.08, 1.09, 1.07, 1.10, 1.08],
+        "baseline_round_medians_ms": [1.0, 1.01, 0.99, 1.02, 1.0],
+        "candidate_rounds": 5,
+        "baseline_rounds": 5,
     }
     report = _report(target_file, [_entry("onnx-int8")], [comparison])
     target = load_target(target_file)
@@ -211,7 +213,7 @@ def test_interleaved_comparison_in_the_report_is_rejudged_with_gate_thresholds(t
     relaxed = [c for c in gate(report, target, min_effect=0.2).checks if c.budget.startswith("regression")][0]
     assert relaxed.status == "passed"
     few = copy.deepcopy(comparison)
-    few.update(candidate_rounds=1)
+    few.update(candidate_round_medians_ms=[1.08], candidate_rounds=1)
     check = [
         c
         for c in gate(_report(target_file, [_entry("onnx-int8")], [few]), target).checks
@@ -222,9 +224,9 @@ def test_interleaved_comparison_in_the_report_is_rejudged_with_gate_thresholds(t
 
 def test_baseline_report_comparison(tmp_path, target_file):
     cand = _entry("onnx-int8", size_mb=12.0)
-    cand["latency"]["rounds"] = [{"n": 70}] * 3
+    cand["latency"]["rounds"] = [{"n": 70, "median_ms": m} for m in (4.0, 4.05, 3.98, 4.02)]
     base = _entry("onnx-int8", size_mb=10.0)
-    base["latency"]["rounds"] = [{"n": 70}] * 3
+    base["latency"]["rounds"] = [{"n": 70, "median_ms": m} for m in (4.01, 3.97, 4.03, 4.0)]
     base_file = tmp_path / "base.json"
     base_file.write_text(json.dumps(_report(target_file, [base])))
     result = gate(_report(target_file, [cand]), load_target(target_file), baseline=base_file)
@@ -236,7 +238,7 @@ def test_baseline_report_comparison(tmp_path, target_file):
         and "not interleaved" in checks["regression_latency"].message
     )
     # one process per side says nothing of drift: inconclusive, never a pass
-    cand["latency"]["rounds"] = [{"n": 200}]
+    cand["latency"]["rounds"] = [{"n": 200, "median_ms": 4.0}]
     result = gate(_report(target_file, [cand]), load_target(target_file), baseline=base_file)
     lat = [c for c in result.checks if c.budget.startswith("regression_latency")][0]
     assert lat.status == "inconclusive"
