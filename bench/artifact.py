@@ -3,7 +3,10 @@
 `open_artifact` re-hashes every file of an export artifact against its ``manifest.json``
 (`edgedistill.export.manifest.verify_manifest`; a mismatch raises naming the files) and reads
 format, precision, task, model files, input signature and labels from it. A plain model folder
-(``config.json`` + safetensors, e.g. a distilled student) is accepted too and run by torch.
+(``config.json`` + safetensors, e.g. a distilled student) is accepted too and run by torch, and so
+is an ONNX folder another tool wrote (``config.json`` + one ``*.onnx``, e.g. optimum's export or
+``ORTQuantizer`` output), so a third-party baseline can be measured under the same harness; such
+folders have nothing to verify their hashes against and are reported ``verified: false``.
 """
 
 from __future__ import annotations
@@ -57,7 +60,9 @@ class Artifact:
         }
 
     def describe(self) -> dict[str, Any]:
-        manifest = None
+        manifest = {"verified": False, "note": "no manifest.json: not written by edgedistill export"}
+        if self.format == _FORMATS_FOR_HF_FOLDER:
+            manifest = None
         if self.manifest is not None:
             manifest = {
                 "verified": True,
@@ -145,6 +150,9 @@ def open_artifact(path: str | Path) -> Artifact:
             inputs=list(manifest.get("inputs") or []),
             labels=manifest.get("labels"),
         )
+    onnx_files = sorted(p.name for p in folder.glob("*.onnx"))
+    if (folder / "config.json").is_file() and len(onnx_files) == 1:
+        return _foreign_onnx(folder, onnx_files[0])
     if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         weights = sorted(p.name for p in folder.glob("*.safetensors"))
@@ -167,6 +175,72 @@ def open_artifact(path: str | Path) -> Artifact:
             labels={str(k): str(v) for k, v in labels.items()} if labels else None,
         )
     raise EdgeDistillError(
-        f"{folder} has no manifest.json (not written by `edgedistill export`) and is not a model folder "
-        f"(config.json + *.safetensors); pass OUT/<format>-<precision> folders from `edgedistill export`"
+        f"{folder} has no manifest.json (not written by `edgedistill export`) and is neither a model folder "
+        f"(config.json + *.safetensors) nor an ONNX folder (config.json + one *.onnx); pass "
+        f"OUT/<format>-<precision> folders from `edgedistill export`"
+    )
+
+
+# ops that only a quantized ONNX graph holds
+_INT8_OPS = {
+    "QuantizeLinear",
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "QLinearMatMul",
+    "QLinearConv",
+    "ConvInteger",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+    "QAttention",
+    "QGemm",
+}
+
+
+def _foreign_onnx(folder: Path, model_file: str) -> Artifact:
+    """An ONNX folder written by another tool: precision and inputs read from the graph itself."""
+    import onnx
+
+    from edgedistill.bench.runtimes import runtime_for_format
+
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    graph = onnx.load(str(folder / model_file), load_external_data=False).graph
+    ops = {node.op_type for node in graph.node}
+    initializer_types = {init.data_type for init in graph.initializer}
+    if ops & _INT8_OPS:
+        precision = "int8"
+    elif onnx.TensorProto.FLOAT16 in initializer_types:
+        precision = "fp16"
+    else:
+        precision = "fp32"
+    initializers = {init.name for init in graph.initializer}
+    inputs = [
+        {
+            "name": i.name,
+            "dtype": onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type).name,
+        }
+        for i in graph.input
+        if i.name not in initializers
+    ]
+    task = _guess_task(folder, config)
+    if task == "text-generation":
+        raise EdgeDistillError(
+            f"{folder}: ONNX decoders from other tools are not supported by the harness (KV-cache "
+            "inputs differ per exporter); export the model with `edgedistill export` instead"
+        )
+    labels = config.get("id2label") if task == "sequence-classification" else None
+    data_files = [p.name for p in folder.iterdir() if p.name.startswith(model_file) and p.name != model_file]
+    model_files = [model_file, *sorted(data_files)]
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    return Artifact(
+        path=folder,
+        name=folder.name,
+        format="onnx",
+        precision=precision,
+        task=task,
+        runtime=runtime_for_format("onnx"),
+        model_files=model_files,
+        model_bytes=sum((folder / f).stat().st_size for f in model_files),
+        files_sha256={p.name: sha256_file(p) for p in files},
+        inputs=inputs,
+        labels={str(k): str(v) for k, v in labels.items()} if labels else None,
     )

@@ -2,8 +2,9 @@
 
 1. `compress_sst2.py` -- teacher and 3-/2-layer students on SST-2 (no KD, KD, KD + QAT int8);
 2. `export_sst2.py`   -- the 3-layer QAT student through ONNX / OpenVINO vs optimum's ORTQuantizer;
-3. `bench_sst2.py`    -- teacher vs student artifacts on the `cpu` and `mobile-class` targets, gated;
-4. `bench_harness.py` -- harness overhead, OpenVINO vs benchmark_app, gate false alarms/detection.
+3. `profile_int8.py`  -- where ONNX int8 time goes (ORT profiler) and ours vs optimum in fresh processes;
+4. `bench_sst2.py`    -- teacher vs student artifacts on the `cpu` and `mobile-class` targets, gated;
+5. `bench_harness.py` -- harness overhead, OpenVINO vs benchmark_app, gate false alarms/detection.
 
 Results land in `bench-results/<name>/summary.{json,md}`; `docs/benchmarks.md` quotes them with
 the command that produced each table. Finished training runs are skipped, so an interrupted
@@ -23,7 +24,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parents[1] / "shared" / "data" / "sst2"
 # name -> needs SST-2
-BENCHMARKS = {"compress_sst2": True, "export_sst2": True, "bench_sst2": True, "bench_harness": False}
+BENCHMARKS = {
+    "compress_sst2": True,
+    "export_sst2": True,
+    "profile_int8": True,
+    "bench_sst2": True,
+    "bench_harness": False,
+}
 
 
 def main() -> int:

@@ -185,8 +185,24 @@ def test_changed_artifact_file_fails_with_the_file_named(artifacts, tmp_path):
     with pytest.raises(EdgeDistillError, match=r"model\.onnx: sha256 differs"):
         bench([copy], write_target(tmp_path))
     (copy / "manifest.json").unlink()
+    (copy / "config.json").unlink()
     with pytest.raises(EdgeDistillError, match="no manifest.json"):
         bench([copy], write_target(tmp_path))
+
+
+def test_an_onnx_folder_from_another_tool_is_measured_unverified(artifacts, tiny_data, tmp_path):
+    """e.g. optimum's ORTQuantizer output as a baseline: config.json + one *.onnx, no manifest."""
+    foreign = tmp_path / "optimum-int8"
+    shutil.copytree(artifacts["onnx-int8"], foreign)
+    (foreign / "manifest.json").unlink()
+    (foreign / "model.onnx").rename(foreign / "model_quantized.onnx")
+    target = load_target(write_target(tmp_path, measurement={"min_iterations": 10, "min_seconds": 0.05}))
+    report = bench([foreign], target, data=tiny_data["eval"])
+    entry = report["artifacts"][0]
+    assert entry["status"] == "measured", entry.get("reason")
+    assert (entry["format"], entry["precision"], entry["runtime"]) == ("onnx", "int8", "onnxruntime")
+    assert entry["manifest"]["verified"] is False and "model_quantized.onnx" in entry["files_sha256"]
+    assert entry["accuracy"]["accuracy"] > 0.5
 
 
 def test_a_failing_measuring_process_becomes_a_clear_error(artifacts, tmp_path):
