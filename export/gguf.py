@@ -14,8 +14,12 @@ file, so they follow llama.cpp's per-tensor rules exactly. Tensors that cannot t
 type (a row length that is not a multiple of the block size) fall back to another type; every
 fallback is listed in the result, never hidden.
 
-Entry points: `write_gguf`, `run_gguf`, `gguf_tokenize`, `gguf_parity`, `GGUFRunner`, and
-`GGUFPlugin` (the ``gguf`` format of ``edgedistill export``).
+Which GGML type each tensor gets is decided in one place, `plan_tensors`: the writer follows it,
+and so does GGUF quantization-aware training (`edgedistill.compress.gguf_quant`), so a student
+trained through fake quantization is exported to exactly the weights it was trained with.
+
+Entry points: `write_gguf`, `plan_tensors`, `run_gguf`, `gguf_tokenize`, `gguf_parity`,
+`GGUFRunner`, and `GGUFPlugin` (the ``gguf`` format of ``edgedistill export``).
 
 ``gguf`` and ``llama_cpp`` are imported only inside functions: ``pip install 'edgedistill[gguf]'``.
 """
@@ -29,7 +33,7 @@ import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,35 +230,35 @@ def _permute_for_rope(weight: np.ndarray, n_head: int) -> np.ndarray:
     )
 
 
-def _hf_tensors_for_arch(
-    arch: GGUFArch, config: dict[str, Any], tensors: dict[str, np.ndarray]
-) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
-    """(HF name, array) pairs to convert, after arch-specific fixes, and the names skipped on purpose."""
-    keep: list[tuple[str, np.ndarray]] = []
-    skipped: list[str] = []
-    n_head = int(config["num_attention_heads"]) if arch.model_type != "bert" else 0
-    n_head_kv = int(config.get("num_key_value_heads") or n_head) if n_head else 0
-    for name, array in tensors.items():
-        if arch.model_type == "bert":
-            name = name.removeprefix("bert.")
-            # position_ids is a buffer; pooler/cls heads are not part of the embedding model.
-            if name == "embeddings.position_ids" or name.startswith(("pooler.", "cls.", "classifier.")):
-                skipped.append(name)
-                continue
-        else:
-            if name.endswith("rotary_emb.inv_freq"):
-                skipped.append(name)
-                continue
-            if name == "lm_head.weight" and config.get("tie_word_embeddings"):
-                skipped.append(name)  # llama.cpp reuses token_embd when output.weight is absent
-                continue
-            if arch.model_type == "llama":
-                if name.endswith(("q_proj.weight", "q_proj.bias")):
-                    array = _permute_for_rope(array, n_head)
-                elif name.endswith(("k_proj.weight", "k_proj.bias")):
-                    array = _permute_for_rope(array, n_head_kv)
-        keep.append((name, array))
-    return keep, skipped
+def _converted_name(arch: GGUFArch, config: dict[str, Any], name: str) -> tuple[str, bool]:
+    """(name the tensor is converted under, whether it is converted): BERT drops its ``bert.`` prefix;
+    buffers, BERT's pooler/heads and a tied ``lm_head`` are skipped on purpose."""
+    if arch.model_type == "bert":
+        name = name.removeprefix("bert.")
+        # position_ids is a buffer; pooler/cls heads are not part of the embedding model.
+        skip = name == "embeddings.position_ids" or name.startswith(("pooler.", "cls.", "classifier."))
+        return name, not skip
+    if name.endswith("rotary_emb.inv_freq"):
+        return name, False
+    if name == "lm_head.weight" and config.get("tie_word_embeddings"):
+        return name, False  # llama.cpp reuses token_embd when output.weight is absent
+    return name, True
+
+
+def _arch_array(arch: GGUFArch, config: dict[str, Any], name: str, array: np.ndarray) -> np.ndarray:
+    """Arch-specific data fixes: Llama's q/k rows move to llama.cpp's RoPE layout.
+
+    Only rows are reordered, so the quantization blocks (along each row) are the ones of the
+    HF tensor: a fake-quantized HF weight and the GGUF weight hold the same blocks.
+    """
+    if arch.model_type != "llama":
+        return array
+    n_head = int(config["num_attention_heads"])
+    if name.endswith(("q_proj.weight", "q_proj.bias")):
+        return _permute_for_rope(array, n_head)
+    if name.endswith(("k_proj.weight", "k_proj.bias")):
+        return _permute_for_rope(array, int(config.get("num_key_value_heads") or n_head))
+    return array
 
 
 # --------------------------------------------------------------------------- hyper-parameters
@@ -487,33 +491,158 @@ def _write_tokenizer(writer, gguf, arch: GGUFArch, model_dir: Path, config: dict
 
 
 # --------------------------------------------------------------------------- tensor types
+#
+# One rule decides how every tensor is stored, and both the writer (`_write_file`) and GGUF
+# quantization-aware training (`edgedistill.compress.gguf_quant`) read it from `plan_tensors`,
+# so a fake-quantized student and its exported file cannot disagree on a tensor's type.
+
+# Architectures whose tensor rule is known (llama.cpp's names, via gguf's tensor-name maps) but
+# that `write_gguf` does not export yet: QAT can target them, export refuses them clearly.
+RULE_ONLY_ARCHITECTURES = {
+    "gemma": GGUFArch("gemma", "GEMMA", "causal-lm", "GemmaForCausalLM"),
+    "gemma2": GGUFArch("gemma2", "GEMMA2", "causal-lm", "Gemma2ForCausalLM"),
+    "gemma3_text": GGUFArch("gemma3_text", "GEMMA3", "causal-lm", "Gemma3ForCausalLM"),
+}
 
 
-def _float_only(gguf, kind, gguf_name: str, array: np.ndarray) -> bool:
+@dataclass(frozen=True)
+class TensorRule:
+    """How one checkpoint tensor is stored in the GGUF file."""
+
+    source: str  # key in the checkpoint (safetensors / named_parameters)
+    name: str  # key after arch renames (BERT drops "bert."), the one mapped to a GGUF name
+    gguf_name: str
+    kind: str  # gguf.MODEL_TENSOR member name
+    shape: tuple[int, ...]
+    float_only: bool  # llama.cpp keeps it F32: 1-D, norms, biases, position/token-type tables
+    wanted: str  # GGML type the rule asks for (F32, the precision's type, Q8_0 for a 4-bit output)
+    ggml_type: str  # GGML type written: `wanted`, or F16 when rows do not fill its blocks
+    override: str | None = None  # why `wanted` is not the precision's type (other than float_only)
+    fallback: str | None = None  # why `ggml_type` is not `wanted`
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    """Every converted tensor of one checkpoint at one precision, in file order."""
+
+    precision: str
+    architecture: str  # gguf.MODEL_ARCH member name
+    tensors: tuple[TensorRule, ...]
+    skipped: tuple[str, ...]  # checkpoint keys left out on purpose
+    output_tensor: str  # GGUF name of the output projection (token_embd when there is no output.weight)
+
+    def by_source(self) -> dict[str, TensorRule]:
+        return {rule.source: rule for rule in self.tensors}
+
+    def fallbacks(self) -> list[dict[str, str]]:
+        return [
+            {"tensor": r.gguf_name, "wanted": r.wanted, "got": r.ggml_type, "reason": r.fallback}
+            for r in self.tensors
+            if r.fallback
+        ]
+
+    def overrides(self) -> list[dict[str, str]]:
+        return [
+            {"tensor": r.gguf_name, "type": r.wanted, "reason": r.override}
+            for r in self.tensors
+            if r.override
+        ]
+
+
+def _rule_arch(config: dict[str, Any]) -> GGUFArch:
+    model_type = str(config.get("model_type"))
+    arch = ARCHITECTURES.get(model_type) or RULE_ONLY_ARCHITECTURES.get(model_type)
+    if arch is None:
+        known = ", ".join([*ARCHITECTURES, *RULE_ONLY_ARCHITECTURES])
+        raise UnsupportedModelError(
+            f"no GGUF tensor rule for model_type {model_type!r}; known: {known}. Export this model to "
+            f"ONNX or OpenVINO instead."
+        )
+    return arch
+
+
+def _float_only(gguf, kind, gguf_name: str, shape: Sequence[int]) -> bool:
     """llama.cpp's rule: 1-D tensors, norms, biases and a few tables are stored as F32."""
-    if array.ndim <= 1 or gguf_name.endswith("_norm.weight") or not gguf_name.endswith(".weight"):
+    if len(shape) <= 1 or gguf_name.endswith("_norm.weight") or not gguf_name.endswith(".weight"):
         return True
     return kind in (gguf.MODEL_TENSOR.POS_EMBD, gguf.MODEL_TENSOR.TOKEN_TYPES, gguf.MODEL_TENSOR.FFN_GATE_INP)
 
 
-def _python_type(gguf, precision: str, is_output: bool):
-    Q = gguf.GGMLQuantizationType
+def _wanted_type(precision: str, is_output: bool) -> str:
     if is_output and precision not in ("f32", "f16", "q8_0"):
         # llama.cpp keeps the output projection (token_embd when there is no output.weight) at a
         # higher precision (Q6_K there); gguf has no Python Q6_K quantizer, so Q8_0 here.
-        return Q.Q8_0
-    return Q[precision.upper()]
+        return "Q8_0"
+    return precision.upper()
 
 
-def _quantize(gguf, array: np.ndarray, qtype) -> tuple[np.ndarray, Any, str | None]:
-    """Quantize one tensor; on a block-size mismatch fall back to F16 and say why."""
-    try:
-        return gguf.quants.quantize(array, qtype), qtype, None
-    except gguf.QuantError:
-        block = gguf.GGML_QUANT_SIZES[qtype][0]
-        reason = f"row length {array.shape[-1]} is not a multiple of the {qtype.name} block size {block}"
-        F16 = gguf.GGMLQuantizationType.F16
-        return gguf.quants.quantize(array, F16), F16, reason
+def plan_tensors(
+    config: dict[str, Any],
+    shapes: Mapping[str, Sequence[int]],
+    precision: str,
+    *,
+    source: str = "the checkpoint",
+) -> TensorPlan:
+    """The GGUF type of every tensor of a checkpoint at a Python-quantizable precision.
+
+    ``config`` is the model's config.json as a dict, ``shapes`` maps checkpoint keys to shapes
+    (HF layout: the last dimension is the row that blocks of 32 are cut from). Needs ``gguf``
+    (numpy only), never torch. k-quants are chosen by llama.cpp's quantizer and are not planned here.
+    """
+    gguf = _import_gguf()
+    precision = normalize_precision(precision)
+    if precision not in PYTHON_PRECISIONS:
+        raise UnsupportedModelError(
+            f"GGUF {precision} is quantized by llama.cpp's own k-quant code, whose per-tensor choices "
+            f"are not planned here; plan one of {', '.join(PYTHON_PRECISIONS)}"
+        )
+    arch = _rule_arch(config)
+    n_layers = int(config["num_hidden_layers"])
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.gguf_arch], n_layers)
+
+    mapped: list[tuple[str, str, str, Any, tuple[int, ...]]] = []
+    skipped: list[str] = []
+    unmapped: list[str] = []
+    for key, shape in shapes.items():
+        name, converted = _converted_name(arch, config, key)
+        if not converted:
+            skipped.append(name)
+            continue
+        found = name_map.get_type_and_name(name, try_suffixes=(".weight", ".bias"))
+        if found is None:
+            unmapped.append(name)
+        else:
+            kind, gguf_name = found
+            mapped.append((key, name, gguf_name, kind, tuple(int(n) for n in shape)))
+    if unmapped:
+        raise ExportError(
+            f"{len(unmapped)} tensor(s) of {source} have no llama.cpp {arch.gguf_arch} name: "
+            f"{', '.join(unmapped[:8])}. The checkpoint does not match a plain {arch.hf_class}."
+        )
+    names = {m[2] for m in mapped}
+    token_embd = next((m[2] for m in mapped if m[3] == gguf.MODEL_TENSOR.TOKEN_EMBD), None)
+    if token_embd is None:
+        raise ExportError(f"{source} has no token embedding table")
+    output_name = "output.weight" if "output.weight" in names else token_embd
+
+    rules = []
+    for key, name, gguf_name, kind, shape in mapped:
+        float_only = _float_only(gguf, kind, gguf_name, shape)
+        wanted = "F32" if float_only else _wanted_type(precision, gguf_name == output_name)
+        override = None
+        if not float_only and wanted.lower() != precision:
+            override = "output projection kept at 8 bits"
+        ggml_type, fallback = wanted, None
+        block = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[wanted]][0]
+        if shape[-1] % block:
+            ggml_type = "F16"
+            fallback = f"row length {shape[-1]} is not a multiple of the {wanted} block size {block}"
+        rules.append(
+            TensorRule(
+                key, name, gguf_name, kind.name, shape, float_only, wanted, ggml_type, override, fallback
+            )
+        )
+    return TensorPlan(precision, arch.gguf_arch, tuple(rules), tuple(skipped), output_name)
 
 
 # --------------------------------------------------------------------------- writing
@@ -530,30 +659,9 @@ def _write_file(
     gguf, model_dir: Path, out_file: Path, precision: str, arch: GGUFArch, config: dict[str, Any]
 ) -> dict[str, Any]:
     """Write ``out_file`` at a Python-quantizable precision; return fallbacks/overrides/skips."""
-    hf_tensors, skipped = _hf_tensors_for_arch(arch, config, read_weights(model_dir))
-    n_layers = int(config["num_hidden_layers"])
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.gguf_arch], n_layers)
-
-    mapped: list[tuple[str, Any, np.ndarray]] = []
-    unmapped = []
-    for hf_name, array in hf_tensors:
-        found = name_map.get_type_and_name(hf_name, try_suffixes=(".weight", ".bias"))
-        if found is None:
-            unmapped.append(hf_name)
-        else:
-            kind, gguf_name = found
-            mapped.append((gguf_name, kind, array))
-    if unmapped:
-        raise ExportError(
-            f"{len(unmapped)} tensor(s) of {model_dir} have no llama.cpp {arch.gguf_arch} name: "
-            f"{', '.join(unmapped[:8])}. The checkpoint does not match a plain {arch.hf_class}."
-        )
-    names = {name for name, _, _ in mapped}
-    token_embd = next((n for n, k, _ in mapped if k == gguf.MODEL_TENSOR.TOKEN_EMBD), None)
-    if token_embd is None:
-        raise ExportError(f"{model_dir} has no token embedding table")
-    n_vocab = next(a.shape[0] for n, _, a in mapped if n == token_embd)
-    output_name = "output.weight" if "output.weight" in names else token_embd
+    tensors = read_weights(model_dir)
+    plan = plan_tensors(config, {k: a.shape for k, a in tensors.items()}, precision, source=str(model_dir))
+    n_vocab = next(r.shape[0] for r in plan.tensors if r.kind == "TOKEN_EMBD")
 
     writer = gguf.GGUFWriter(path=None, arch=gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[arch.gguf_arch]])
     writer.add_type(gguf.GGUFType.MODEL)
@@ -563,34 +671,27 @@ def _write_file(
     _write_hparams(writer, gguf, arch, config, n_vocab)
     tokenizer_info = _write_tokenizer(writer, gguf, arch, Path(model_dir), config, n_vocab)
 
-    fallbacks, overrides, quantizable = [], [], []
-    for gguf_name, kind, array in mapped:
-        if _float_only(gguf, kind, gguf_name, array):
-            qtype = gguf.GGMLQuantizationType.F32
-        else:
-            quantizable.append(gguf_name)
-            qtype = _python_type(gguf, precision, gguf_name == output_name)
-            if qtype.name.lower() != precision:
-                overrides.append(
-                    {"tensor": gguf_name, "type": qtype.name, "reason": "output projection kept at 8 bits"}
-                )
-        data, got, reason = _quantize(gguf, np.ascontiguousarray(array, dtype=np.float32), qtype)
-        if reason:
-            fallbacks.append({"tensor": gguf_name, "wanted": qtype.name, "got": got.name, "reason": reason})
-        writer.add_tensor(gguf_name, data, raw_dtype=got)
+    for rule in plan.tensors:
+        array = _arch_array(arch, config, rule.name, tensors[rule.source])
+        qtype = gguf.GGMLQuantizationType[rule.ggml_type]
+        try:
+            data = gguf.quants.quantize(np.ascontiguousarray(array, dtype=np.float32), qtype)
+        except gguf.QuantError as exc:  # the plan checked the block size: this is a bug, not a fallback
+            raise ExportError(f"gguf refused to store {rule.gguf_name} as {rule.ggml_type}: {exc}") from exc
+        writer.add_tensor(rule.gguf_name, data, raw_dtype=qtype)
 
     writer.write_header_to_file(path=out_file)
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
     return {
-        "fallbacks": fallbacks,
-        "overrides": overrides,
-        "skipped_tensors": skipped,
+        "fallbacks": plan.fallbacks(),
+        "overrides": plan.overrides(),
+        "skipped_tensors": list(plan.skipped),
         "tokenizer": tokenizer_info,
-        "expected_tensors": sorted(names),
-        "quantizable_tensors": quantizable,
-        "output_tensor": output_name,
+        "expected_tensors": sorted({r.gguf_name for r in plan.tensors}),
+        "quantizable_tensors": [r.gguf_name for r in plan.tensors if not r.float_only],
+        "output_tensor": plan.output_tensor,
     }
 
 
