@@ -15,7 +15,16 @@ from edgedistill.config import StrictModel
 
 RECIPE_VERSION = 1
 
-Task = Literal["sequence-classification", "feature-extraction"]
+Task = Literal["sequence-classification", "feature-extraction", "causal-lm"]
+
+# Losses per task: class logits, sentence embeddings, next-token distributions. Layer-wise losses
+# (hidden states, attention maps) apply to every task.
+LAYER_LOSSES = frozenset({"hidden_mse", "attention_kl"})
+TASK_LOSSES = {
+    "sequence-classification": frozenset({"soft_kl", "hard_ce"}) | LAYER_LOSSES,
+    "feature-extraction": frozenset({"embedding_cosine", "embedding_mse"}) | LAYER_LOSSES,
+    "causal-lm": frozenset({"token_kd", "next_token_ce"}) | LAYER_LOSSES,
+}
 
 
 class ModelSource(StrictModel):
@@ -45,10 +54,14 @@ class StudentConfig(StrictModel):
         None, gt=0, description="Narrower hidden size: the student is freshly initialised."
     )
     intermediate_size: int | None = Field(
-        None, gt=0, description="Feed-forward size (default 4 x hidden_size when narrower)."
+        None,
+        gt=0,
+        description="Feed-forward size (default: the teacher's intermediate/hidden ratio x hidden_size).",
     )
     num_attention_heads: int | None = Field(
-        None, gt=0, description="Heads (default keeps the teacher's head size)."
+        None,
+        gt=0,
+        description="Heads (default keeps the teacher's head size); key/value heads follow the teacher's grouping.",
     )
     trust_remote_code: bool = False
     allow_pickle: bool = False
@@ -81,9 +94,24 @@ class DataConfig(StrictModel):
         None, description="TSV/CSV/JSONL/Parquet file, a datasets folder, or a hub dataset id (id[:split])."
     )
     eval: str | None = Field(None, description="Held-out split, same forms as `train`.")
-    text_column: str = "sentence"
+    text_column: str = Field(
+        "sentence", description="The text; for causal-lm plain text every token of it is a target."
+    )
     text_pair_column: str | None = Field(
         None, description="Second text of a sentence pair (e.g. NLI, retrieval pairs)."
+    )
+    prompt_column: str | None = Field(
+        None,
+        description="causal-lm prompt/response data: the prompt (its tokens are context, masked from the loss). "
+        "The store written by `edgedistill generate` has columns `prompt` and `response`.",
+    )
+    response_column: str | None = Field(
+        None, description="causal-lm prompt/response data: the response (its tokens are the targets)."
+    )
+    append_eos: bool = Field(
+        True,
+        description="causal-lm: end each text/response with the tokenizer's EOS token (when it fits in "
+        "max_length), so the student learns where outputs stop.",
     )
     label_column: str | None = Field(
         "label", description="Integer class labels; ignored by feature-extraction distillation."
@@ -98,6 +126,14 @@ class DataConfig(StrictModel):
         None,
         description="Where tokenized data is cached (default $EDGEDISTILL_CACHE or ~/.cache/edgedistill; data goes under tokenized/).",
     )
+
+    @model_validator(mode="after")
+    def _prompt_response_together(self) -> DataConfig:
+        if (self.prompt_column is None) != (self.response_column is None):
+            raise ValueError(
+                "set both `prompt_column` and `response_column` (prompt/response data), or neither"
+            )
+        return self
 
 
 class ConstantSchedule(StrictModel):
@@ -116,15 +152,56 @@ class RampSchedule(StrictModel):
 Schedule = Annotated[ConstantSchedule | RampSchedule, Field(discriminator="kind")]
 
 
+Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
+
+
 class LossSpec(StrictModel):
     """One registered loss component with its weight and options."""
 
-    name: Literal["soft_kl", "hard_ce", "hidden_mse", "attention_kl", "embedding_cosine", "embedding_mse"]
+    name: Literal[
+        "soft_kl",
+        "hard_ce",
+        "hidden_mse",
+        "attention_kl",
+        "embedding_cosine",
+        "embedding_mse",
+        "token_kd",
+        "next_token_ce",
+    ]
     weight: float = Field(1.0, ge=0)
     layer_map: dict[int, int] | None = Field(
         None,
         description="student layer -> teacher layer (1-based; 0 is the embedding output). Default: derived.",
     )
+    divergence: Divergence | None = Field(
+        None,
+        description="token_kd: forward_kl KL(teacher||student) (default, mode-covering), reverse_kl "
+        "KL(student||teacher) (mode-seeking), or jsd, the generalized Jensen-Shannon divergence of GKD with `beta`.",
+    )
+    beta: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="token_kd with divergence jsd: teacher weight of the mixture m = beta*teacher + "
+        "(1-beta)*student (default 0.5); near 0 it behaves like forward KL, near 1 like reverse KL.",
+    )
+    top_k: int | None = Field(
+        None,
+        gt=0,
+        description="token_kd: compare on the teacher's k most likely tokens plus one tail bucket holding the "
+        "rest of each distribution's mass (default: the full vocabulary). Needed for top-k teacher caches.",
+    )
+
+    @model_validator(mode="after")
+    def _token_options(self) -> LossSpec:
+        given = [key for key in ("divergence", "beta", "top_k") if getattr(self, key) is not None]
+        if given and self.name != "token_kd":
+            raise ValueError(f"{', '.join(given)}: option(s) of token_kd only, not of {self.name}")
+        if self.beta is not None and self.divergence != "jsd":
+            raise ValueError(
+                "beta is the mixture weight of divergence: jsd; set divergence: jsd or drop beta"
+            )
+        return self
 
 
 class TrainingConfig(StrictModel):
@@ -152,9 +229,17 @@ class TrainingConfig(StrictModel):
 
 
 class QATConfig(StrictModel):
-    """Quantization-aware phase: NNCF int8 fake-quant inserted after `start_fraction` of training."""
+    """Quantization-aware phase: NNCF int8 fake-quant inserted after `start_fraction` of training.
 
-    mode: Literal["int8", "none"] = "none"
+    `mode` names the fake-quant scheme; each mode has one branch in ``distill._insert_fake_quant``.
+    """
+
+    mode: Literal["int8", "gguf_q8_0", "gguf_q4_0", "none"] = Field(
+        "none",
+        description="int8: NNCF fake-quant (ONNX/OpenVINO int8 export). gguf_q8_0 / gguf_q4_0 (causal-lm): "
+        "the exact GGUF block quantization of the weights and llama.cpp's Q8_0 activations, so the GGUF "
+        "export at that precision holds the trained weights.",
+    )
     start_fraction: float = Field(
         0.5, ge=0, lt=1, description="Fraction of optimiser steps trained in float first."
     )
@@ -169,7 +254,20 @@ class QATConfig(StrictModel):
 def default_losses(task: str) -> list[LossSpec]:
     if task == "feature-extraction":
         return [LossSpec(name="embedding_cosine", weight=1.0), LossSpec(name="hidden_mse", weight=1.0)]
+    if task == "causal-lm":
+        return [LossSpec(name="token_kd", weight=1.0), LossSpec(name="next_token_ce", weight=1.0)]
     return [LossSpec(name="soft_kl", weight=1.0), LossSpec(name="hard_ce", weight=1.0)]
+
+
+def check_task_data(task: str, data: DataConfig) -> None:
+    """Data options that only one task understands (raises ValueError)."""
+    if task == "causal-lm" and data.text_pair_column:
+        raise ValueError(
+            "causal-lm reads plain text (data.text_column) or prompt/response pairs "
+            "(data.prompt_column + data.response_column), not data.text_pair_column"
+        )
+    if task != "causal-lm" and data.prompt_column:
+        raise ValueError("data.prompt_column/response_column are for task causal-lm")
 
 
 class DistillRecipe(StrictModel):
@@ -184,7 +282,10 @@ class DistillRecipe(StrictModel):
         None,
         description="Default: soft_kl + hard_ce (classification), embedding_cosine + hidden_mse (embeddings).",
     )
-    temperature: Schedule = ConstantSchedule(value=4.0)
+    temperature: Schedule = Field(
+        ConstantSchedule(value=4.0),
+        description="Softmax temperature of the distillation terms (default 4; 1 for causal-lm, as in MiniLLM/GKD).",
+    )
     alpha: Schedule = Field(
         ConstantSchedule(value=0.7),
         description="Weight of the distillation terms; supervised terms get 1 - alpha.",
@@ -196,12 +297,29 @@ class DistillRecipe(StrictModel):
     def _check(self) -> DistillRecipe:
         if self.losses is None:
             object.__setattr__(self, "losses", default_losses(self.task))
-        if self.task == "feature-extraction":
-            bad = [spec.name for spec in self.losses if spec.name in ("soft_kl", "hard_ce")]
-            if bad:
+        if self.task == "causal-lm" and "temperature" not in self.model_fields_set:
+            object.__setattr__(self, "temperature", ConstantSchedule(value=1.0))
+        bad = [spec.name for spec in self.losses if spec.name not in TASK_LOSSES[self.task]]
+        if bad:
+            if self.task == "feature-extraction" and set(bad) & {"soft_kl", "hard_ce"}:
                 raise ValueError(
                     f"losses {bad} need class logits; feature-extraction students use embedding_*/hidden_mse/attention_kl"
                 )
+            raise ValueError(
+                f"losses {bad} do not apply to task {self.task}; it takes {sorted(TASK_LOSSES[self.task])}"
+            )
+        check_task_data(self.task, self.data)
+        if self.task == "causal-lm" and self.training.cache_teacher_outputs:
+            raise ValueError(
+                "training.cache_teacher_outputs stores whole teacher outputs per example; per-token logits of a "
+                "language model are far too large for it. Turn it off for causal-lm (a top-k teacher logit "
+                "cache is the way to reuse teacher outputs there)."
+            )
+        if self.qat.mode.startswith("gguf_") and self.task != "causal-lm":
+            raise ValueError(
+                f"qat.mode {self.qat.mode} simulates llama.cpp's GGUF decoders: use it with task causal-lm "
+                "(int8 is the mode for encoders exported to ONNX/OpenVINO)"
+            )
         if self.student.path is None and self.student.layers is None and self.student.hidden_size is None:
             raise ValueError("student: give `layers` (K or a list), `hidden_size`, or `path`")
         return self
@@ -218,3 +336,8 @@ class FinetuneRecipe(StrictModel):
     )
     data: DataConfig = DataConfig()
     training: TrainingConfig = TrainingConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> FinetuneRecipe:
+        check_task_data(self.task, self.data)
+        return self

@@ -11,6 +11,12 @@ The path from a recipe's `data:` section to training batches:
    tokenizer and every option that changes the output, so a second run skips the work.
 3. `PadCollator` pads each batch to its longest row and returns int64 tensors.
 
+Causal language models (`causal_lm=True`) read plain text (`data.text_column`: every token is a
+target) or prompt/response pairs (`data.prompt_column` + `data.response_column`, e.g. the JSONL
+store of `edgedistill generate`: prompt tokens are context only). Their rows carry `labels`: the
+input ids with -100 wherever there is no target (transformers' convention; the losses shift them
+for next-token prediction), and the collator pads labels with -100.
+
 The cache holds JSON and `.npy` arrays only (no pickle), written atomically.
 """
 
@@ -32,6 +38,7 @@ import numpy as np
 import torch
 
 from edgedistill.compress.config import DataConfig
+from edgedistill.compress.losses.base import IGNORE_INDEX
 from edgedistill.errors import DataError
 from edgedistill.io import atomic_dir, sha256_file
 
@@ -411,18 +418,36 @@ class _Columns:
     text: str
     text_pair: str | None
     label: str | None  # None when labels are not needed
+    # Recipe keys naming the two text columns: prompt/response data reuses the text/pair slots.
+    text_key: str = "data.text_column"
+    text_pair_key: str = "data.text_pair_column"
 
     def wanted(self) -> list[tuple[str, str]]:
         """(column, recipe key) pairs to check."""
-        pairs = [(self.text, "data.text_column")]
+        pairs = [(self.text, self.text_key)]
         if self.text_pair:
-            pairs.append((self.text_pair, "data.text_pair_column"))
+            pairs.append((self.text_pair, self.text_pair_key))
         if self.label:
             pairs.append((self.label, "data.label_column"))
         return pairs
 
+    def what(self, key: str) -> str:
+        """How a bad-row detail names a column: text, text pair, prompt, response."""
+        names = {"data.text_column": "text", "data.text_pair_column": "text pair"}
+        return names.get(key, key.removeprefix("data.").removesuffix("_column"))
 
-def _columns_for(cfg: DataConfig, needs_labels: bool) -> _Columns:
+
+def _columns_for(cfg: DataConfig, needs_labels: bool, causal_lm: bool = False) -> _Columns:
+    if causal_lm:
+        if cfg.prompt_column and cfg.response_column:
+            return _Columns(
+                cfg.prompt_column,
+                cfg.response_column,
+                None,
+                text_key="data.prompt_column",
+                text_pair_key="data.response_column",
+            )
+        return _Columns(cfg.text_column, None, None)
     if needs_labels and not cfg.label_column:
         raise DataError(
             "this task needs labels, but data.label_column is not set; set it to the label column's name."
@@ -476,13 +501,13 @@ def _parse_label(value: Any, num_labels: int | None) -> int | tuple[str, str]:
 def _to_example(
     fields: dict[str, Any], columns: _Columns, num_labels: int | None
 ) -> Example | tuple[str, str]:
-    problem = _text_problem(fields.get(columns.text), "text")
+    problem = _text_problem(fields.get(columns.text), columns.what(columns.text_key))
     if problem:
         return problem
     text_pair = None
     if columns.text_pair:
         text_pair = fields.get(columns.text_pair)
-        problem = _text_problem(text_pair, "text pair")
+        problem = _text_problem(text_pair, columns.what(columns.text_pair_key))
         if problem:
             return problem
     label = None
@@ -501,14 +526,16 @@ def read_examples(
     needs_labels: bool,
     num_labels: int | None,
     max_samples: int | None = None,
+    causal_lm: bool = False,
 ) -> tuple[list[Example], DataReport]:
     """Read `source` into examples, skipping (or, under cfg.strict, refusing) bad rows.
 
     `max_samples` keeps the first N good rows and stops reading there; callers pass
-    cfg.max_train_samples or cfg.max_eval_samples as fits the split.
+    cfg.max_train_samples or cfg.max_eval_samples as fits the split. With `causal_lm`,
+    prompt/response data becomes examples with text = prompt and text_pair = response.
     """
     src = _resolve_source(source)
-    columns = _columns_for(cfg, needs_labels)
+    columns = _columns_for(cfg, needs_labels, causal_lm)
     opened = _open_records(src)
     if opened.columns is not None:
         _check_columns(src.name, opened.columns, columns)
@@ -666,6 +693,72 @@ def _tokenize_texts(
     return {name: _Ragged.from_lists(rows) for name, rows in columns.items()}
 
 
+def _tokenize_causal(
+    examples: list[Example], tokenizer: Any, max_length: int, append_eos: bool
+) -> dict[str, _Ragged]:
+    """input_ids, attention_mask and labels (-100 on prompt tokens) for next-token training.
+
+    Prompt and response are tokenized apart and joined as ids, so the prompt's tokens are
+    exactly its own (no merge across the boundary) and the targets start at the response.
+    A text that already starts with the BOS token (a chat template was applied, as in the
+    `edgedistill generate` store) gets no second one. EOS ends a text/response unless it is
+    already there, and only when the whole row fits in ``max_length``.
+    """
+    eos = tokenizer.eos_token_id if append_eos else None
+    paired = examples[0].text_pair is not None
+    ids_rows: list[list[int]] = []
+    label_rows: list[list[int]] = []
+    no_target = 0
+    for start in range(0, len(examples), _TOKENIZE_CHUNK_ROWS):
+        chunk = examples[start : start + _TOKENIZE_CHUNK_ROWS]
+        first = _token_ids(tokenizer, [ex.text for ex in chunk], special_tokens=True)
+        second = (
+            _token_ids(tokenizer, [ex.text_pair for ex in chunk], special_tokens=False) if paired else None
+        )
+        for i, ids in enumerate(first):
+            prompt, target = (ids, list(second[i])) if paired else ([], list(ids))
+            if eos is not None and (not target or target[-1] != eos):
+                target.append(eos)
+            row = (prompt + target)[:max_length]
+            labels = ([IGNORE_INDEX] * len(prompt) + target)[:max_length]
+            # Position 0 is never predicted (nothing precedes it), so a row needs a target after it.
+            if all(label == IGNORE_INDEX for label in labels[1:]):
+                no_target += 1
+            ids_rows.append(row)
+            label_rows.append(labels)
+    if no_target:
+        logger.warning(
+            "%d of %d rows have no target token left within data.max_length=%d (a prompt that long, or an empty "
+            "text): they add nothing to the loss. Raise data.max_length or shorten the prompts.",
+            no_target,
+            len(examples),
+            max_length,
+        )
+    return {
+        "input_ids": _Ragged.from_lists(ids_rows),
+        "attention_mask": _Ragged.from_lists([[1] * len(row) for row in ids_rows]),
+        "labels": _Ragged.from_lists(label_rows),
+    }
+
+
+def _token_ids(tokenizer: Any, texts: list[str], *, special_tokens: bool) -> list[list[int]]:
+    """Untruncated token ids; with ``special_tokens``, the tokenizer's own (BOS...) except for texts
+    that already begin with the BOS token."""
+    options = dict(truncation=False, padding=False, return_attention_mask=False, return_token_type_ids=False)
+    bos = getattr(tokenizer, "bos_token", None)
+    templated = [bool(special_tokens and bos and text.startswith(bos)) for text in texts]
+    rows: list[list[int] | None] = [None] * len(texts)
+    for has_bos in (False, True):
+        picked = [i for i, flag in enumerate(templated) if flag == has_bos]
+        if picked:
+            encoded = tokenizer(
+                [texts[i] for i in picked], add_special_tokens=special_tokens and not has_bos, **options
+            )["input_ids"]
+            for i, ids in zip(picked, encoded, strict=True):
+                rows[i] = list(ids)
+    return rows  # type: ignore[return-value]
+
+
 # --------------------------------------------------------------------------- cache
 
 
@@ -715,8 +808,9 @@ def _cache_key(
     pair_mode: str,
     max_samples: int | None,
     num_labels: int | None,
+    causal_lm: bool = False,
 ) -> str:
-    material = {
+    material: dict[str, Any] = {
         "format": CACHE_FORMAT_VERSION,
         "source": _source_fingerprint(src),
         "tokenizer": tokenizer_fingerprint(tokenizer),
@@ -727,6 +821,9 @@ def _cache_key(
         "strict": cfg.strict,
         "num_labels": num_labels,
     }
+    if causal_lm:  # only here, so existing cache entries of the other tasks keep their keys
+        eos = tokenizer.eos_token_id if cfg.append_eos else None
+        material["causal_lm"] = {"eos": eos, "columns": [columns.text_key, columns.text_pair_key]}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -789,20 +886,31 @@ def load_split(
     num_labels: int | None,
     max_samples: int | None = None,
     pair_mode: PairMode = "joint",
+    causal_lm: bool = False,
 ) -> TokenizedDataset:
     """Read and tokenize one split, reusing the tokenization cache when nothing that matters changed.
 
     pair_mode "joint" encodes text and text pair as one sequence (cross-encoder); "separate"
     encodes them independently into input_ids and pair_input_ids (bi-encoder). It is ignored
     when data.text_pair_column is not set.
+
+    ``causal_lm`` makes next-token training rows instead (see the module docstring): items carry
+    input_ids, attention_mask and per-token labels; labels of the task are not read.
     """
     if pair_mode not in ("joint", "separate"):
         raise ValueError(f"pair_mode must be 'joint' or 'separate', not {pair_mode!r}")
     src = _resolve_source(source)
-    columns = _columns_for(cfg, needs_labels)
-    effective_mode = pair_mode if columns.text_pair else "none"
+    columns = _columns_for(cfg, needs_labels, causal_lm)
+    effective_mode = "causal-lm" if causal_lm else pair_mode if columns.text_pair else "none"
     key = _cache_key(
-        src, tokenizer, cfg, columns, pair_mode=effective_mode, max_samples=max_samples, num_labels=num_labels
+        src,
+        tokenizer,
+        cfg,
+        columns,
+        pair_mode=effective_mode,
+        max_samples=max_samples,
+        num_labels=num_labels,
+        causal_lm=causal_lm,
     )
     path = _cache_root(cfg) / key
     cached = _load_cache(path, src)
@@ -811,9 +919,17 @@ def load_split(
         return cached
 
     examples, report = read_examples(
-        source, cfg, needs_labels=needs_labels, num_labels=num_labels, max_samples=max_samples
+        source,
+        cfg,
+        needs_labels=needs_labels,
+        num_labels=num_labels,
+        max_samples=max_samples,
+        causal_lm=causal_lm,
     )
-    features = _tokenize(examples, tokenizer, cfg.max_length, effective_mode)
+    if causal_lm:
+        features = _tokenize_causal(examples, tokenizer, cfg.max_length, cfg.append_eos)
+    else:
+        features = _tokenize(examples, tokenizer, cfg.max_length, effective_mode)
     dataset = TokenizedDataset(examples, report, features, cache_path=path)
     try:
         _save_cache(path, dataset)
@@ -836,16 +952,23 @@ _SEQUENCE_GROUPS = (
 
 
 class PadCollator:
-    """Pads each batch to its longest sequence (per group: text, and pair in separate mode); int64 tensors out."""
+    """Pads each batch to its longest sequence (per group: text, and pair in separate mode); int64 tensors out.
 
-    def __init__(self, tokenizer: Any):
-        if tokenizer.pad_token_id is None:
+    Per-token ``labels`` (causal-lm rows) are padded with -100 to the width of ``input_ids``.
+    ``pad_token_id`` and ``padding_side`` override the tokenizer's: causal-lm training pads on the
+    right (positions then count from each row's first token) and may pad with any id, since
+    padded positions are masked everywhere.
+    """
+
+    def __init__(self, tokenizer: Any, *, pad_token_id: int | None = None, padding_side: str | None = None):
+        pad_token_id = tokenizer.pad_token_id if pad_token_id is None else pad_token_id
+        if pad_token_id is None:
             raise DataError(
                 f"the tokenizer ({type(tokenizer).__name__}) has no pad token, so batches cannot be padded. "
                 "Set one before training, e.g. tokenizer.pad_token = tokenizer.eos_token."
             )
-        self.pad_token_id = int(tokenizer.pad_token_id)
-        self.pad_left = getattr(tokenizer, "padding_side", "right") == "left"
+        self.pad_token_id = int(pad_token_id)
+        self.pad_left = (padding_side or getattr(tokenizer, "padding_side", "right")) == "left"
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         if not items:
@@ -855,9 +978,12 @@ class PadCollator:
             if ids_key not in items[0]:
                 continue
             width = max(len(item[ids_key]) for item in items)
-            for key in (ids_key, *other_keys):
+            keys = [ids_key, *other_keys]
+            if ids_key == "input_ids" and isinstance(items[0].get("labels"), list):
+                keys.append("labels")
+            for key in keys:
                 if key in items[0]:
-                    pad_value = self.pad_token_id if key == ids_key else 0
+                    pad_value = {ids_key: self.pad_token_id, "labels": IGNORE_INDEX}.get(key, 0)
                     batch[key] = self._pad([item[key] for item in items], width, pad_value)
         for key in items[0]:
             if key not in batch:
@@ -874,3 +1000,12 @@ class PadCollator:
                 else:
                     out[i, : len(row)] = values
         return out
+
+
+def collator_for(tokenizer: Any, task: str) -> PadCollator:
+    """The batch collator of a task. Causal LMs pad on the right, with the EOS id when the
+    tokenizer has no pad token (common for decoders): padded positions are masked anyway."""
+    if task != "causal-lm":
+        return PadCollator(tokenizer)
+    pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+    return PadCollator(tokenizer, pad_token_id=pad_id, padding_side="right")

@@ -5,10 +5,14 @@ Reads top to bottom like the job it does:
 1. load the teacher (frozen) and its tokenizer, read and tokenize the data;
 2. build the student (teacher layers, narrower fresh model, or a given folder) and the losses;
 3. phase "float": distill for ``(1 - qat.start_fraction)`` ... i.e. until the QAT start step;
-4. phase "qat": insert NNCF int8 fake-quant calibrated on training batches, keep distilling;
+4. phase "qat": insert fake-quant (NNCF int8, calibrated on training batches), keep distilling;
 5. evaluate teacher and student, save ``student/`` atomically, write the report and curves.
 
 Every phase checkpoints through Trainer; running the same command again resumes where it stopped.
+
+Tasks: sequence-classification, feature-extraction (sentence embeddings) and causal-lm
+(decoder language models: token-level KD on next-token distributions, perplexity and top-1
+agreement with the teacher in the report).
 """
 
 from __future__ import annotations
@@ -26,8 +30,13 @@ from transformers import PrinterCallback
 from edgedistill import __version__
 from edgedistill.compress import models
 from edgedistill.compress.config import DistillRecipe
-from edgedistill.compress.data import PadCollator, load_split
-from edgedistill.compress.evaluate import classification_metrics, collect_outputs, embedding_metrics
+from edgedistill.compress.data import collator_for, load_split
+from edgedistill.compress.evaluate import (
+    causal_lm_metrics,
+    classification_metrics,
+    collect_outputs,
+    embedding_metrics,
+)
 from edgedistill.compress.losses import LossContext, build_loss
 from edgedistill.compress.report import plot_curves
 from edgedistill.compress.trainer import (
@@ -44,6 +53,7 @@ from edgedistill.compress.training import (
     training_arguments,
     world_size,
 )
+from edgedistill.errors import EdgeDistillError
 from edgedistill.io import atomic_dir, atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -51,7 +61,7 @@ log = logging.getLogger(__name__)
 STUDENT_META = "edgedistill.json"
 
 
-def _loss_context(teacher, student, selected: list[int] | None) -> LossContext:
+def _loss_context(teacher, student, selected: list[int] | None, vocab_size: int | None) -> LossContext:
     t, s = teacher.config, student.config
     return LossContext(
         student_layers=s.num_hidden_layers,
@@ -61,6 +71,7 @@ def _loss_context(teacher, student, selected: list[int] | None) -> LossContext:
         student_heads=s.num_attention_heads,
         teacher_heads=t.num_attention_heads,
         selected_layers=selected,
+        vocab_size=vocab_size,
     )
 
 
@@ -71,10 +82,14 @@ def _attn_implementation(recipe: DistillRecipe) -> str:
     return "eager" if needs_eager else "sdpa"
 
 
-def _evaluate(recipe, teacher, module, eval_ds, collator, teacher_eval=None) -> tuple[dict, dict]:
+def _evaluate(
+    recipe, teacher, module, eval_ds, collator, teacher_eval=None, vocab_size: int | None = None
+) -> tuple[dict, dict]:
     task = recipe.task
-    teacher_eval = teacher_eval or collect_outputs(teacher, eval_ds, collator, task)
-    student_eval = collect_outputs(module.student, eval_ds, collator, task)
+    teacher_eval = teacher_eval or collect_outputs(teacher, eval_ds, collator, task, vocab_size=vocab_size)
+    student_eval = collect_outputs(module.student, eval_ds, collator, task, vocab_size=vocab_size)
+    if task == "causal-lm":
+        return causal_lm_metrics(teacher_eval), causal_lm_metrics(student_eval, teacher_eval)
     if task == "feature-extraction":
         projection = next(
             (loss.projection for loss in module.losses if getattr(loss, "projection", None) is not None), None
@@ -106,13 +121,83 @@ def _calibration_batches(train_ds, collator, recipe: DistillRecipe, device) -> l
     return batches
 
 
+def _insert_fake_quant(recipe: DistillRecipe, student, train_ds, collator, init_dir: Path):
+    """The student with the fake-quant of ``recipe.qat.mode`` inserted: one branch per mode.
+
+    The inserted quantizers are saved in ``init_dir`` once and rebuilt from there on resume, so
+    an interrupted phase continues with exactly the quantizers it started with. GGUF-aware
+    modes (``compress.gguf_quant.attach_gguf_fake_quant(model, precision)``) slot in here as
+    further branches, with their own entries in ``_qat_info`` and ``_save_student``.
+    """
+    if recipe.qat.mode == "int8":
+        from edgedistill.compress import qat as qat_lib
+
+        qat_lib.ensure_nncf_extensions()
+        if (init_dir / "nncf_config.json").is_file():
+            return qat_lib.load_qat_model(student, init_dir)
+        device = next(student.parameters()).device
+        calibration = _calibration_batches(train_ds, collator, recipe, device)
+        student = qat_lib.insert_fake_quant(student, calibration)
+        if world_size() == 1 or torch.distributed.get_rank() == 0:
+            qat_lib.save_qat_state(student, init_dir)
+        return student
+    if recipe.qat.mode.startswith("gguf_"):
+        from edgedistill.compress.gguf_quant import attach_gguf_fake_quant
+
+        # nothing learned to initialise: the block scales follow the weights, so resume needs no state
+        student._edgedistill_gguf = attach_gguf_fake_quant(student, recipe.qat.mode.removeprefix("gguf_"))
+        return student
+    raise EdgeDistillError(f"qat.mode {recipe.qat.mode!r} has no fake-quant implementation in distill")
+
+
+def _qat_info(recipe: DistillRecipe, student, qat_start: int) -> dict:
+    """What the quantization-aware phase did, for the report and the student's edgedistill.json."""
+    if recipe.qat.mode.startswith("gguf_"):
+        report = student._edgedistill_gguf.report()
+        return {
+            "mode": recipe.qat.mode,
+            "scheme": "gguf",
+            "precision": report["precision"],
+            "start_step": qat_start,
+            "activations": report["activations"],
+            "tensor_types": report["tensor_types"],
+            "fallbacks": report["fallbacks"],
+            "overrides": report["overrides"],
+        }
+    from edgedistill.compress import qat as qat_lib
+
+    return {
+        "mode": recipe.qat.mode,
+        "start_step": qat_start,
+        "nncf_config": "qat/nncf_config.json",
+        "state": "qat/qat_state.safetensors",
+        "summary": qat_lib.qat_summary(student),
+    }
+
+
+def _evaluated_with(qat_info: dict | None) -> str:
+    if qat_info is None:
+        return "float32 in torch"
+    if qat_info.get("scheme") == "gguf":
+        return (
+            f"GGUF {qat_info['precision']} fake-quant (weights and llama.cpp's activation rounding) in torch"
+        )
+    return "int8 fake-quant (NNCF) in torch"
+
+
 def _save_student(
     out: Path, module, tokenizer, recipe, selected, qat_info: dict | None, metrics: dict
 ) -> Path:
     target = out / "student"
     with atomic_dir(target) as tmp:
         student = module.student
-        if qat_info is not None:
+        if recipe.task == "causal-lm":
+            student.config.use_cache = True  # off while training; generation wants its key/value cache
+        if qat_info is not None and qat_info.get("scheme") == "gguf":
+            # the latent float weights: the GGUF exporter quantizes them to exactly what was trained
+            student._edgedistill_gguf.remove()
+            student.save_pretrained(tmp)
+        elif qat_info is not None:
             from edgedistill.compress import qat as qat_lib
 
             # The float weights learned through fake-quant, saved as a plain transformers model;
@@ -160,6 +245,16 @@ def distill(
     # 1. teacher, tokenizer, data ------------------------------------------------------------
     teacher = models.freeze(models.load_model(recipe.teacher, task, "teacher", attn_implementation=attn))
     tokenizer = models.load_tokenizer(recipe.teacher.path, recipe.teacher.trust_remote_code)
+    if recipe.student.path:  # before any data work: a student reading other token ids cannot be distilled
+        student_tokenizer = models.load_tokenizer(recipe.student.path, recipe.student.trust_remote_code)
+        models.check_same_vocab(tokenizer, student_tokenizer, recipe.student.path, recipe.teacher.path)
+    causal_lm = task == "causal-lm"
+    # Language models compare logits token id by token id: only the tokenizer's ids count, and
+    # rows beyond them (padded embedding tables) are dropped before every softmax.
+    vocab_size = len(tokenizer) if causal_lm else None
+    if causal_lm:
+        models.check_vocab_rows(teacher, vocab_size, "teacher", recipe.teacher.path)
+        teacher.config.use_cache = False
     num_labels = teacher.config.num_labels if task == "sequence-classification" else None
     needs_labels = task == "sequence-classification"
     train_ds = load_split(
@@ -169,6 +264,7 @@ def distill(
         needs_labels=needs_labels,
         num_labels=num_labels,
         max_samples=recipe.data.max_train_samples,
+        causal_lm=causal_lm,
     )
     eval_ds = load_split(
         recipe.data.eval,
@@ -177,21 +273,23 @@ def distill(
         needs_labels=needs_labels,
         num_labels=num_labels,
         max_samples=recipe.data.max_eval_samples,
+        causal_lm=causal_lm,
     )
-    collator = PadCollator(tokenizer)
+    collator = collator_for(tokenizer, task)
     log.info("%s; %s", train_ds.report.summary(), eval_ds.report.summary())
 
     # 2. student and losses -------------------------------------------------------------------
     student, selected = models.build_student(teacher, recipe.student, task, attn_implementation=attn)
-    if recipe.student.path:
-        models.check_same_vocab(tokenizer, models.load_tokenizer(recipe.student.path), recipe.student.path)
-    ctx = _loss_context(teacher, student, selected)
+    if causal_lm:
+        models.check_vocab_rows(student, vocab_size, "student", recipe.student.path or "(derived)")
+        student.config.use_cache = False  # NNCF calibration and tracing call model(**batch)
+    ctx = _loss_context(teacher, student, selected, vocab_size)
     losses = [build_loss(spec, ctx) for spec in recipe.losses]
     module = DistillationModule(student, recipe.losses, losses, task)
     teacher_needs = set().union(*(loss.needs for loss in losses))
 
-    teacher_eval = collect_outputs(teacher, eval_ds, collator, task)
-    _, student_before = _evaluate(recipe, teacher, module, eval_ds, collator, teacher_eval)
+    teacher_eval = collect_outputs(teacher, eval_ds, collator, task, vocab_size=vocab_size)
+    _, student_before = _evaluate(recipe, teacher, module, eval_ds, collator, teacher_eval, vocab_size)
 
     total_steps = total_optimizer_steps(len(train_ds), recipe.training)
     qat_on = recipe.qat.mode != "none"
@@ -250,18 +348,8 @@ def distill(
     # 4. quantization-aware phase ----------------------------------------------------------------
     qat_info = None
     if qat_on and total_steps - qat_start > 0:
-        from edgedistill.compress import qat as qat_lib
-
-        qat_lib.ensure_nncf_extensions()
         init_dir = out / "checkpoints" / "qat" / "nncf_init"
-        if (init_dir / "nncf_config.json").is_file():
-            module.student = qat_lib.load_qat_model(module.student, init_dir)
-        else:
-            device = next(module.parameters()).device
-            calibration = _calibration_batches(train_ds, collator, recipe, device)
-            module.student = qat_lib.insert_fake_quant(module.student, calibration)
-            if world_size() == 1 or torch.distributed.get_rank() == 0:
-                qat_lib.save_qat_state(module.student, init_dir)
+        module.student = _insert_fake_quant(recipe, module.student, train_ds, collator, init_dir)
         run_phase(
             "qat",
             total_steps - qat_start,
@@ -269,19 +357,15 @@ def distill(
             recipe.training.lr * recipe.qat.lr_scale,
             recipe.training.seed + 1,
         )
-        qat_info = {
-            "mode": recipe.qat.mode,
-            "start_step": qat_start,
-            "nncf_config": "qat/nncf_config.json",
-            "state": "qat/qat_state.safetensors",
-            "summary": qat_lib.qat_summary(module.student),
-        }
+        qat_info = _qat_info(recipe, module.student, qat_start)
 
     # 5. evaluate, save, report ---------------------------------------------------------------
     if world_size() > 1 and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         torch.distributed.barrier()
         return {}
-    teacher_metrics, student_metrics = _evaluate(recipe, teacher, module, eval_ds, collator, teacher_eval)
+    teacher_metrics, student_metrics = _evaluate(
+        recipe, teacher, module, eval_ds, collator, teacher_eval, vocab_size
+    )
     student_dir = _save_student(out, module, tokenizer, recipe, selected, qat_info, student_metrics)
     steps_done = total_steps
     samples = steps_done * recipe.training.batch_size * recipe.training.grad_accum * world_size()
@@ -303,7 +387,7 @@ def distill(
             "selected_teacher_layers": selected,
             "metrics": student_metrics,
             "metrics_before_training": student_before,
-            "evaluated_with": "int8 fake-quant (NNCF) in torch" if qat_info else "float32 in torch",
+            "evaluated_with": _evaluated_with(qat_info),
         },
         "qat": qat_info,
         "data": {"train": train_ds.report.to_dict(), "eval": eval_ds.report.to_dict()},

@@ -4,6 +4,9 @@ Classification: accuracy (and, for a student, KL to the teacher and top-1 agreem
 Embeddings: cosine to the teacher's embedding and recall@10 of the teacher's neighbours
 (how many of each sentence's 10 nearest eval sentences under the teacher are also among its
 10 nearest under the student): retrieval agreement, the property an embedding user relies on.
+Causal LMs: perplexity on the held-out text (token-weighted over target positions only) and,
+for a student, how often its next-token top-1 equals the teacher's. Per-token logits are
+reduced batch by batch (a [tokens, vocab] matrix of a real LM does not fit in memory).
 """
 
 from __future__ import annotations
@@ -13,15 +16,26 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from edgedistill.compress.losses import mean_pool
+from edgedistill.compress.losses.token import next_token_positions
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Per-token logits are [batch, length, vocab]: small eval batches for language models.
+CAUSAL_LM_EVAL_BATCH = 8
 
 
 @torch.no_grad()
 def collect_outputs(
-    model, dataset, collator, task: str, batch_size: int = 64, device=None
+    model, dataset, collator, task: str, batch_size: int = 64, device=None, vocab_size: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """Run ``model`` over ``dataset``; returns logits (classification) or mean-pooled embeddings, plus labels."""
+    """Run ``model`` over ``dataset``; returns logits (classification) or mean-pooled embeddings, plus labels.
+
+    For causal-lm: the summed next-token negative log-likelihood, the number of target tokens
+    and the top-1 prediction at every target position (logit rows beyond ``vocab_size`` dropped).
+    """
+    if task == "causal-lm":
+        return _collect_causal_lm(
+            model, dataset, collator, min(batch_size, CAUSAL_LM_EVAL_BATCH), device, vocab_size
+        )
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -44,6 +58,49 @@ def collect_outputs(
     if labels:
         result["labels"] = torch.cat(labels)
     return result
+
+
+def _collect_causal_lm(model, dataset, collator, batch_size: int, device, vocab_size: int | None) -> dict:
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    nll_sum = torch.zeros((), dtype=torch.float64)
+    tokens = 0
+    predictions = []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator):
+        inputs = {k: batch[k].to(device) for k in MODEL_INPUTS if k in batch}
+        out = model(**inputs, use_cache=False, return_dict=True)
+        logits, targets, _ = next_token_positions(out.logits, batch["labels"].to(device), vocab_size)
+        nll_sum += F.cross_entropy(logits.float(), targets, reduction="sum").double().cpu()
+        tokens += int(targets.numel())
+        predictions.append(logits.argmax(-1).cpu())
+    model.train(was_training)
+    return {
+        "nll_sum": nll_sum,
+        "tokens": torch.tensor(tokens),
+        "predictions": torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.long),
+    }
+
+
+def causal_lm_metrics(
+    outputs: dict[str, torch.Tensor], reference: dict[str, torch.Tensor] | None = None
+) -> dict:
+    """Perplexity exp(mean NLL per target token) and, against a reference (the teacher), top-1 agreement."""
+    tokens = int(outputs["tokens"])
+    nll = float(outputs["nll_sum"]) / max(1, tokens)
+    metrics: dict[str, float | int] = {
+        "perplexity": float(torch.exp(torch.tensor(nll, dtype=torch.float64))),
+        "nll_per_token": nll,
+    }
+    if reference is not None:
+        preds, ref = outputs["predictions"], reference["predictions"]
+        if preds.shape != ref.shape:
+            raise ValueError(f"top-1 agreement needs the same eval positions ({preds.shape} vs {ref.shape})")
+        metrics["top1_agreement_with_teacher"] = (
+            float((preds == ref).float().mean()) if tokens else float("nan")
+        )
+    metrics["eval_tokens"] = tokens
+    return metrics
 
 
 def classification_metrics(

@@ -5,7 +5,9 @@ SST-2), and training the *no-KD baseline* of a student (``layers=K`` keeps K of 
 layers first), so distillation can be compared with what the same student learns alone.
 
 Feature-extraction fine-tuning needs sentence pairs (anchor, positive) and uses in-batch
-negatives (the MultipleNegativesRanking objective of sentence-transformers).
+negatives (the MultipleNegativesRanking objective of sentence-transformers). Causal-lm
+fine-tuning is next-token cross-entropy on plain text or on the responses of prompt/response
+pairs, and reports perplexity on the eval split.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from transformers import PrinterCallback, Trainer
 from edgedistill import __version__
 from edgedistill.compress import models
 from edgedistill.compress.config import FinetuneRecipe
-from edgedistill.compress.data import PadCollator, load_split, read_examples
-from edgedistill.compress.evaluate import classification_metrics, collect_outputs
-from edgedistill.compress.losses import mean_pool
+from edgedistill.compress.data import collator_for, load_split, read_examples
+from edgedistill.compress.evaluate import causal_lm_metrics, classification_metrics, collect_outputs
+from edgedistill.compress.losses import mean_pool, next_token_cross_entropy
 from edgedistill.compress.trainer import RichProgressCallback, model_inputs
 from edgedistill.compress.training import (
     last_checkpoint,
@@ -38,14 +40,23 @@ from edgedistill.io import atomic_dir, atomic_write_json
 
 
 class SupervisedTrainer(Trainer):
-    """Cross-entropy through the model's own head, or in-batch-negatives for embedding pairs."""
+    """Cross-entropy through the model's own head (class labels, or next tokens), or
+    in-batch-negatives for embedding pairs."""
 
-    def __init__(self, *args, task: str, scale: float = 20.0, **kwargs):
+    def __init__(self, *args, task: str, scale: float = 20.0, vocab_size: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.task = task
         self.scale = scale
+        self.vocab_size = vocab_size
+        # compute_loss returns a per-batch mean, so Trainer must divide by the accumulation steps
+        # itself; it skips that for models whose forward takes loss kwargs (decoders do).
+        self.model_accepts_loss_kwargs = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.task == "causal-lm":
+            out = model(**model_inputs(inputs), use_cache=False, return_dict=True)
+            loss = next_token_cross_entropy(out.logits, inputs["labels"], self.vocab_size)
+            return (loss, out) if return_outputs else loss
         if self.task == "sequence-classification":
             out = model(**model_inputs(inputs), return_dict=True)
             loss = F.cross_entropy(out.logits.float(), inputs["labels"])
@@ -106,6 +117,10 @@ def finetune(
     selected = None
     if recipe.layers is not None:
         model, selected = models.derive_from_layers(model, recipe.layers)
+    causal_lm = task == "causal-lm"
+    vocab_size = len(tokenizer) if causal_lm else None
+    if causal_lm:
+        models.check_vocab_rows(model, vocab_size, "model", recipe.model.path)
 
     needs_labels = task == "sequence-classification"
     if task == "feature-extraction" and not recipe.data.text_pair_column:
@@ -122,6 +137,7 @@ def finetune(
         num_labels=num_labels,
         max_samples=recipe.data.max_train_samples,
         pair_mode="separate",
+        causal_lm=causal_lm,
     )
     eval_ds = load_split(
         recipe.data.eval,
@@ -131,8 +147,9 @@ def finetune(
         num_labels=num_labels,
         max_samples=recipe.data.max_eval_samples,
         pair_mode="separate",
+        causal_lm=causal_lm,
     )
-    collator = PadCollator(tokenizer)
+    collator = collator_for(tokenizer, task)
 
     total_steps = total_optimizer_steps(len(train_ds), recipe.training)
     args = training_arguments(
@@ -149,6 +166,7 @@ def finetune(
         train_dataset=train_ds,
         data_collator=collator,
         task=task,
+        vocab_size=vocab_size,
         callbacks=([RichProgressCallback("finetune")] if progress else []) + list(callbacks),
     )
     trainer.remove_callback(PrinterCallback)
@@ -161,6 +179,8 @@ def finetune(
     metrics: dict = {}
     if task == "sequence-classification":
         metrics = classification_metrics(collect_outputs(model, eval_ds, collator, task))
+    elif causal_lm:
+        metrics = causal_lm_metrics(collect_outputs(model, eval_ds, collator, task, vocab_size=vocab_size))
     with atomic_dir(out / "model") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

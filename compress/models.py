@@ -3,6 +3,11 @@
 Safety defaults: safetensors only (pickle weights can execute code), remote code off. A
 student is either K of the teacher's layers copied DistilBERT-style, a narrower freshly
 initialised model of the teacher's architecture, or any HF folder the user already has.
+
+Decoders (llama, qwen2, gemma, ... as ``AutoModelForCausalLM``) work the same way: the layer copy
+takes the selected decoder layers plus embeddings, final norm and lm_head (one tensor when the
+embeddings are tied); the narrower student keeps the teacher's head size and a valid
+key/value-head grouping.
 """
 
 from __future__ import annotations
@@ -160,21 +165,34 @@ def derive_from_layers(teacher, layers: int | list[int]):
     return student, selected
 
 
+def _key_value_heads(heads: int, teacher_heads: int, teacher_kv_heads: int) -> int:
+    """Key/value heads for a student with ``heads`` query heads: the teacher's grouping
+    (query heads per key/value head) when it divides, else the largest divisor of ``heads``
+    not above the teacher's count, so every key/value head serves the same number of queries."""
+    group = max(1, teacher_heads // max(1, teacher_kv_heads))
+    if heads % group == 0:
+        return heads // group
+    return max(d for d in range(1, min(heads, teacher_kv_heads) + 1) if heads % d == 0)
+
+
 def derive_narrower(teacher, cfg: StudentConfig):
     """A freshly initialised student of the teacher's architecture with a smaller width."""
     config = copy.deepcopy(teacher.config)
-    head_dim = config.hidden_size // config.num_attention_heads
+    teacher_heads = config.num_attention_heads
+    # Decoders may state head_dim apart from hidden/heads (gemma, qwen3); attention uses that value.
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // teacher_heads
     hidden = cfg.hidden_size or config.hidden_size
     heads = cfg.num_attention_heads or max(1, hidden // head_dim)
     if hidden % heads:
         raise ModelLoadError(f"student.hidden_size={hidden} is not divisible by num_attention_heads={heads}")
+    ratio = (getattr(config, "intermediate_size", None) or 4 * config.hidden_size) / config.hidden_size
     config.hidden_size = hidden
     config.num_attention_heads = heads
-    if hasattr(config, "num_key_value_heads"):
-        config.num_key_value_heads = min(config.num_key_value_heads or heads, heads)
+    if getattr(config, "num_key_value_heads", None) is not None:
+        config.num_key_value_heads = _key_value_heads(heads, teacher_heads, config.num_key_value_heads)
     if hasattr(config, "head_dim"):
         config.head_dim = hidden // heads
-    config.intermediate_size = cfg.intermediate_size or 4 * hidden
+    config.intermediate_size = cfg.intermediate_size or max(1, round(ratio * hidden))
     if isinstance(cfg.layers, int):
         config.num_hidden_layers = cfg.layers
     elif isinstance(cfg.layers, list):
@@ -215,12 +233,54 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def check_same_vocab(teacher_tokenizer, student_tokenizer, student_path: str) -> None:
-    if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
+def _vocab_difference(teacher_vocab: dict[str, int], student_vocab: dict[str, int]) -> str:
+    if len(teacher_vocab) != len(student_vocab):
+        return f"{len(teacher_vocab)} vs {len(student_vocab)} tokens"
+    differing = sorted(
+        (
+            token
+            for token in teacher_vocab.keys() | student_vocab.keys()
+            if teacher_vocab.get(token) != student_vocab.get(token)
+        ),
+        key=lambda token: teacher_vocab.get(token, student_vocab.get(token, 0)),
+    )
+    first = differing[0]
+    return (
+        f"{len(differing)} tokens differ, e.g. {first!r} is id {teacher_vocab.get(first)} for the teacher and "
+        f"{student_vocab.get(first)} for the student"
+    )
+
+
+def check_same_vocab(
+    teacher_tokenizer, student_tokenizer, student_path: str, teacher_path: str | None = None
+) -> None:
+    """Refuse a student whose tokenizer maps tokens to other ids than the teacher's.
+
+    Distillation compares the two models' outputs position by position (and, for language models,
+    token id by token id), so both must read and predict the same ids.
+    """
+    teacher_vocab, student_vocab = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
+    if teacher_vocab == student_vocab:
+        return
+    teacher = f"the teacher ({teacher_path})" if teacher_path else "the teacher"
+    raise ModelLoadError(
+        f"the student at {student_path} uses a different tokenizer than {teacher} "
+        f"({_vocab_difference(teacher_vocab, student_vocab)}); both models read the same token ids during "
+        f"distillation, and a language-model student must predict the teacher's token ids. Use a student "
+        f"trained with the teacher's tokenizer (same vocabulary), or derive one from the teacher with "
+        f"student.layers / student.hidden_size instead of student.path."
+    )
+
+
+def check_vocab_rows(model, vocab_size: int, role: str, path: str) -> None:
+    """A language model must have an output row for every token of the tokenizer (more rows are padding)."""
+    embeddings = model.get_output_embeddings()
+    rows = embeddings.weight.shape[0] if embeddings is not None else model.config.vocab_size
+    if rows < vocab_size:
         raise ModelLoadError(
-            f"the student at {student_path} uses a different tokenizer than the teacher; both models read the same "
-            f"token ids during distillation. Use a student with the teacher's tokenizer (or derive one with "
-            f"student.layers)."
+            f"the {role} at {path} has {rows} output rows but its tokenizer has {vocab_size} tokens: tokens beyond "
+            f"row {rows} cannot be predicted. Resize it (model.resize_token_embeddings(len(tokenizer))) or use the "
+            f"tokenizer it was trained with."
         )
 
 

@@ -9,6 +9,12 @@ gradient accumulation, `accelerate launch` for DDP/FSDP) comes from Trainer. Wha
   evaluates the T and alpha schedules at the *global* step, and logs every loss component;
 - the learning-rate schedule is one warmup + linear decay over the whole run, so the float
   phase and the quantization-aware phase continue the same curve.
+
+Causal language models run through the same path: the batch carries input_ids, attention_mask
+and per-token labels (-100 where there is no target), and the teacher is run on exactly the
+token ids the batch carries. That is the seam for on-policy distillation (GKD): a fraction of
+batches whose responses were sampled from the student would be made in ``prepare_batch`` and
+need nothing else here.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ class DistillationModule(nn.Module):
             any("hidden_states" in loss.student_needs for loss in losses) or task == "feature-extraction"
         )
         self.need_attentions = any("attentions" in loss.student_needs for loss in losses)
+        # A decoder's key/value cache is for generation; training forwards never reuse it.
+        self.forward_options = {"use_cache": False} if task == "causal-lm" else {}
         roles = {loss.role for loss in losses}
         # alpha mixes the distillation and supervised groups only when both are present.
         self.mix_with_alpha = roles == {"distill", "supervised"}
@@ -55,6 +63,7 @@ class DistillationModule(nn.Module):
     def student_forward(self, inputs: dict[str, torch.Tensor]) -> StudentOutputs:
         out = self.student(
             **inputs,
+            **self.forward_options,
             output_hidden_states=self.need_hidden,
             output_attentions=self.need_attentions,
             return_dict=True,
@@ -153,11 +162,18 @@ class DistillTrainer(Trainer):
     def teacher_outputs(
         self, inputs: dict[str, torch.Tensor], example_index: torch.Tensor | None
     ) -> TeacherOutputs:
+        """The teacher's outputs for the token ids in ``inputs`` (or its cached outputs for these examples).
+
+        Live teacher outputs depend only on the ids the batch carries, never on where they came
+        from (the data, or samples of the student for on-policy distillation).
+        """
         if self.teacher_cache is not None:
             return self.teacher_cache.lookup(example_index, device=inputs["input_ids"].device)
         self.teacher.eval()
+        extra = {"use_cache": False} if self.recipe.task == "causal-lm" else {}
         out = self.teacher(
             **inputs,
+            **extra,
             output_hidden_states="hidden_states" in self.teacher_needs,
             output_attentions="attentions" in self.teacher_needs,
             return_dict=True,
@@ -173,7 +189,16 @@ class DistillTrainer(Trainer):
         )
 
     # --- loss ----------------------------------------------------------------------------
+    def prepare_batch(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch the student and teacher see. Off-policy (today): the data's tokens as they are.
+
+        An on-policy mode would replace, for a fraction of batches, each response by one the
+        student samples from the prompt (labels -100 on the prompt, the sampled ids after it).
+        """
+        return inputs
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = self.prepare_batch(inputs)
         labels = inputs.get("labels")
         example_index = inputs.get("example_index")
         features = model_inputs(inputs)

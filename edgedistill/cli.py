@@ -76,7 +76,9 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", nargs="?", help="recipe YAML (optional: flags alone can describe the run)")
-    p.add_argument("--task", dest="task", choices=["sequence-classification", "feature-extraction"])
+    p.add_argument(
+        "--task", dest="task", choices=["sequence-classification", "feature-extraction", "causal-lm"]
+    )
     p.add_argument("--out", required=True, help="output folder (re-running the same command resumes)")
     p.add_argument("--overwrite", action="store_true", help="delete an earlier run in --out and start again")
     add_set_flag(p, "any recipe key", "qat.calibration_batches=8")
@@ -120,11 +122,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     from edgedistill.compress.config import DistillRecipe, FinetuneRecipe
+    from edgedistill.compress.generate import GenerateConfig
     from edgedistill.config import json_schema
     from edgedistill.export.config import ExportConfig
     from edgedistill.pipeline import RunRecipe
 
     kinds = {"distill": DistillRecipe, "finetune": FinetuneRecipe, "export": ExportConfig, "run": RunRecipe}
+    kinds["generate"] = GenerateConfig
     model = kinds[args.kind]
     text = json.dumps(json_schema(model), indent=2) + "\n"
     if args.out:
@@ -219,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_flags(p)
     p.set_defaults(func=cmd_finetune)
 
+    from edgedistill.compress.generate import add_generate_parser
+
+    add_generate_parser(sub)
     from edgedistill.export.cli import add_export_parser
 
     add_export_parser(sub)
@@ -246,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("schema", help="write the JSON schema of recipes")
-    p.add_argument("--kind", choices=["distill", "finetune", "export", "run"], default="distill")
+    p.add_argument("--kind", choices=["distill", "finetune", "export", "run", "generate"], default="distill")
     p.add_argument("--out", help="file to write (default: stdout)")
     p.set_defaults(func=cmd_schema)
     return parser

@@ -179,6 +179,8 @@ _TASK_AUTO_CLASSES = {
     "feature-extraction": "AutoModel",
     "text-generation": "AutoModelForCausalLM",
 }
+# what `edgedistill distill`/`finetune` call a task -> the export task of the same model
+_TRAINING_TASKS = {"causal-lm": "text-generation"}
 
 
 @dataclass
@@ -203,7 +205,15 @@ class StudentInfo:
 
     @property
     def has_qat(self) -> bool:
-        return self.qat is not None
+        """NNCF quantization-aware state (int8 ranges) beside the weights."""
+        return self.qat is not None and self.qat.get("scheme", "nncf") == "nncf"
+
+    @property
+    def gguf_qat_precision(self) -> str | None:
+        """The GGUF precision the student was trained for (qat.mode gguf_*), if any."""
+        if self.qat is not None and self.qat.get("scheme") == "gguf":
+            return str(self.qat.get("precision"))
+        return None
 
     def load_tokenizer(self):
         from transformers import AutoTokenizer
@@ -467,7 +477,7 @@ def inspect_student(path: str | Path, task: str | None = None) -> StudentInfo:
             folder / STUDENT_META, "edgedistill metadata", "Re-run `edgedistill distill` or delete the file."
         )
     qat = meta.get("qat")
-    if qat:
+    if qat and qat.get("scheme", "nncf") == "nncf":  # GGUF-aware QAT keeps no state beside the weights
         for key, default in (("nncf_config", "qat/nncf_config.json"), ("state", "qat/qat_state.safetensors")):
             if not (folder / str(qat.get(key) or default)).is_file():
                 raise ModelLoadError(
@@ -479,6 +489,7 @@ def inspect_student(path: str | Path, task: str | None = None) -> StudentInfo:
     architectures = config.get("architectures") or []
     architecture = architectures[0] if architectures else None
     resolved = task or meta.get("task") or _guess_task(architecture)
+    resolved = _TRAINING_TASKS.get(resolved, resolved)
     if resolved is None:
         raise UnsupportedModelError(
             f"cannot export {folder}: architecture {architecture or '(none in config.json)'} is not one of the "

@@ -1143,7 +1143,17 @@ class GGUFPlugin(FormatPlugin):
                 f"llama.cpp tokenized {len(tokenizer_check['mismatches'])} of {tokenizer_check['sentences']} "
                 f"parity sentences differently from the HF tokenizer: feed HF token ids to llama.cpp"
             )
-        if student.has_qat:
+        trained_for = student.gguf_qat_precision
+        if trained_for is not None and trained_for.lower() == result["precision"]:
+            notes.append(
+                f"GGUF-aware QAT at {trained_for}: the quantized weights equal the trained fake-quant weights"
+            )
+        elif trained_for is not None:
+            notes.append(
+                f"the student was trained for GGUF {trained_for}, this artifact is {result['precision']}: "
+                "its weights are a post-training quantization"
+            )
+        elif student.has_qat:
             notes.append(
                 "GGUF re-quantizes the float student weights with llama.cpp's block scheme; the QAT "
                 "ranges are not carried over."

@@ -49,6 +49,20 @@ def _fake_batch(student_hidden: int, teacher_hidden: int, heads_s: int = 2, head
     return LossInputs(student, teacher, mask, torch.tensor([0, 1, 1]), temperature=2.0)
 
 
+# Losses on next-token distributions: logits [B, L, vocab] and per-token labels.
+TOKEN_LOSSES = {"token_kd", "next_token_ce"}
+
+
+def _fake_token_batch(batch: LossInputs, vocab: int = 11) -> LossInputs:
+    b, length = batch.attention_mask.shape
+    labels = torch.randint(0, vocab, (b, length))
+    labels[batch.attention_mask == 0] = -100
+    batch.student.logits = torch.randn(b, length, vocab, requires_grad=True)
+    batch.teacher.logits = torch.randn(b, length, vocab)
+    batch.labels = labels
+    return batch
+
+
 @pytest.mark.parametrize("name", sorted(LOSSES))
 @pytest.mark.parametrize("widths", [(8, 8), (6, 8)])
 def test_each_loss_runs_with_gradient(name, widths):
@@ -62,7 +76,8 @@ def test_each_loss_runs_with_gradient(name, widths):
         selected_layers=[0, 3] if widths[0] == widths[1] else None,
     )
     loss = build_loss(LossSpec(name=name), ctx)
-    value = loss(_fake_batch(*widths))
+    batch = _fake_batch(*widths)
+    value = loss(_fake_token_batch(batch) if name in TOKEN_LOSSES else batch)
     assert value.dim() == 0 and torch.isfinite(value) and value.item() >= 0
     value.backward()
 

@@ -15,17 +15,32 @@ from torch import nn
 
 from edgedistill.compress.config import LossSpec
 
-TeacherField = Literal["logits", "hidden_states", "attentions", "embedding"]
+# "topk": the teacher's top-k next-token log-probs suffice (a top-k cache may serve them; a live
+# teacher's logits always do).
+TeacherField = Literal["logits", "hidden_states", "attentions", "embedding", "topk"]
+
+# Label of a position that is not a target (prompt tokens, padding): transformers' convention.
+IGNORE_INDEX = -100
 
 
 @dataclass
 class TeacherOutputs:
-    """What the frozen teacher produced for a batch (live, or read back from the output cache)."""
+    """What the frozen teacher produced for a batch (live, or read back from the output cache).
+
+    Language models may hand over their next-token distributions as top-k instead of full
+    logits (a top-k teacher logit cache): ``topk_indices`` int64 [B, L, k] and ``topk_logprobs``
+    float32 [B, L, k] = ``torch.log_softmax(logits.float() / T, -1).topk(k, -1)`` at the recipe
+    temperature ``topk_temperature``, aligned with the batch's input_ids like ``logits`` (position
+    t holds the distribution of the token at t + 1); see ``losses.token.teacher_topk``.
+    """
 
     logits: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
     embedding: torch.Tensor | None = None  # mean-pooled last hidden state
+    topk_indices: torch.Tensor | None = None
+    topk_logprobs: torch.Tensor | None = None
+    topk_temperature: float | None = None
 
 
 @dataclass
@@ -57,6 +72,8 @@ class LossContext:
     teacher_heads: int
     # Teacher layer (0-based) each student layer was initialised from, when derived from the teacher.
     selected_layers: list[int] | None = None
+    # Size of the shared tokenizer vocabulary (len(tokenizer)); logit rows beyond it are padding.
+    vocab_size: int | None = None
 
     def default_layer_map(self) -> dict[int, int]:
         """student hidden-state index -> teacher hidden-state index (0 = embeddings, l = output of layer l)."""
