@@ -298,24 +298,31 @@ def _has_surrogates(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, tuple[str, str] | None]]:
+    """(line number, object, None) per JSON-lines record, or (line number, None, (reason, message))
+    for a line that is not UTF-8, not JSON, or not a JSON object. Blank lines are skipped."""
+    with open(path, "rb") as fh:
+        for line_number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                yield line_number, None, (UNDECODABLE, f"not UTF-8 at byte {exc.start}")
+                continue
+            except json.JSONDecodeError as exc:
+                yield line_number, None, (MALFORMED_ROW, f"invalid JSON: {exc.msg}")
+                continue
+            if not isinstance(record, dict):
+                yield line_number, None, (MALFORMED_ROW, f"a JSON {type(record).__name__}, not an object")
+                continue
+            yield line_number, record, None
+
+
 def _read_jsonl(src: _Source) -> _Records:
     def records(_wanted: list[str]) -> Iterator[_Raw]:
-        with open(src.path, "rb") as fh:
-            for line_number, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    record = json.loads(raw.decode("utf-8"))
-                except UnicodeDecodeError as exc:
-                    yield _Raw(line_number, None, (UNDECODABLE, f"not UTF-8 at byte {exc.start}"))
-                    continue
-                except json.JSONDecodeError as exc:
-                    yield _Raw(line_number, None, (MALFORMED_ROW, f"invalid JSON: {exc.msg}"))
-                    continue
-                if not isinstance(record, dict):
-                    yield _Raw(line_number, None, (MALFORMED_ROW, "not a JSON object"))
-                    continue
-                yield _Raw(line_number, record)
+        for line_number, record, problem in iter_jsonl(src.path):
+            yield _Raw(line_number, record, problem)
 
     return _Records(None, records)
 

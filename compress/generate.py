@@ -185,31 +185,20 @@ def _starts_with_array(file: Path) -> bool:
 
 
 def _read_jsonl(file: Path, name: str, column: str) -> list[str]:
+    from edgedistill.compress.data import iter_jsonl
+
     prompts: list[str] = []
     problems: list[str] = []
-    with open(file, "rb") as fh:
-        for line_number, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                problems.append(f"line {line_number}: not UTF-8 at byte {exc.start}")
-                continue
-            except json.JSONDecodeError as exc:
-                problems.append(f"line {line_number}: invalid JSON ({exc.msg})")
-                continue
-            if not isinstance(record, dict):
-                problems.append(f"line {line_number}: a JSON {type(record).__name__}, expected an object")
-            elif column not in record:
-                keys = ", ".join(map(str, record)) or "(none)"
-                problems.append(f"line {line_number}: no '{column}' field (fields: {keys})")
-            elif not isinstance(record[column], str) or not record[column].strip():
-                problems.append(
-                    f"line {line_number}: '{column}' is {record[column]!r}, expected non-empty text"
-                )
-            else:
-                prompts.append(record[column])
+    for line_number, record, problem in iter_jsonl(file):
+        if problem is not None:
+            problems.append(f"line {line_number}: {problem[1]}")
+        elif column not in record:
+            keys = ", ".join(map(str, record)) or "(none)"
+            problems.append(f"line {line_number}: no '{column}' field (fields: {keys})")
+        elif not isinstance(record[column], str) or not record[column].strip():
+            problems.append(f"line {line_number}: '{column}' is {record[column]!r}, expected non-empty text")
+        else:
+            prompts.append(record[column])
     if problems:
         shown = "\n".join(f"  - {p}" for p in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
