@@ -310,11 +310,18 @@ class DistillRecipe(StrictModel):
             )
         check_task_data(self.task, self.data)
         if self.task == "causal-lm" and self.training.cache_teacher_outputs:
-            raise ValueError(
-                "training.cache_teacher_outputs stores whole teacher outputs per example; per-token logits of a "
-                "language model are far too large for it. Turn it off for causal-lm (a top-k teacher logit "
-                "cache is the way to reuse teacher outputs there)."
-            )
+            # the cache holds the teacher's top-k log-probs per position at one temperature
+            kd = [spec for spec in self.losses if spec.name == "token_kd"]
+            if not kd or any(spec.top_k is None for spec in kd):
+                raise ValueError(
+                    "training.cache_teacher_outputs for causal-lm caches the teacher's top-k log-probs per "
+                    "position: give every token_kd loss a top_k (e.g. 64), or turn the cache off"
+                )
+            if not isinstance(self.temperature, ConstantSchedule):
+                raise ValueError(
+                    "training.cache_teacher_outputs for causal-lm stores log-probs at one temperature: use a "
+                    "constant temperature, or turn the cache off"
+                )
         if self.qat.mode.startswith("gguf_") and self.task != "causal-lm":
             raise ValueError(
                 f"qat.mode {self.qat.mode} simulates llama.cpp's GGUF decoders: use it with task causal-lm "

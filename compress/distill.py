@@ -295,7 +295,22 @@ def distill(
     qat_on = recipe.qat.mode != "none"
     qat_start = round(recipe.qat.start_fraction * total_steps) if qat_on else total_steps
     teacher_cache = None
-    if recipe.training.cache_teacher_outputs:
+    if recipe.training.cache_teacher_outputs and task == "causal-lm":
+        from edgedistill.compress.logit_cache import TopKTeacherCache, build_logit_cache
+
+        # top-k log-probs per position at the (constant) temperature, built once, reused every epoch
+        teacher_cache = TopKTeacherCache(
+            build_logit_cache(
+                teacher,
+                train_ds,
+                Path(recipe.training.teacher_cache_dir or out / "teacher_cache"),
+                k=max(spec.top_k for spec in recipe.losses if spec.name == "token_kd"),
+                temperature=recipe.temperature.value,
+                vocab_size=vocab_size,
+                progress=progress,
+            )
+        )
+    elif recipe.training.cache_teacher_outputs:
         from edgedistill.compress.teacher_cache import TeacherOutputCache
 
         cache_root = Path(recipe.training.teacher_cache_dir or out / "teacher_cache")

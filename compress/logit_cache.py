@@ -564,3 +564,27 @@ class LogitCache:
         if device is not None:
             out = {name: tensor.to(device) for name, tensor in out.items()}
         return out
+
+
+class TopKTeacherCache:
+    """What `DistillTrainer` reads instead of running the teacher: the cached top-k of a batch's examples.
+
+    Sequence ids are the positions of the training dataset (its ``example_index``); the batch is
+    right-padded by the causal-LM collator, so the cached rows are padded the same way.
+    """
+
+    def __init__(self, cache: LogitCache):
+        self.cache = cache
+        self.temperature = float(cache.meta["temperature"])
+
+    @property
+    def nbytes(self) -> int:
+        return int(cache_size(self.cache.root)["size_bytes"])
+
+    def lookup(self, example_index: Any, device: Any, length: int | None = None):
+        from edgedistill.compress.losses import TeacherOutputs
+
+        batch = self.cache.get_batch(example_index.cpu(), length=length, padding_side="right", device=device)
+        return TeacherOutputs(
+            topk_indices=batch["indices"], topk_logprobs=batch["logprobs"], topk_temperature=self.temperature
+        )

@@ -46,7 +46,10 @@ class TeacherOutputCache:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.arrays.values())
 
-    def lookup(self, example_index: torch.Tensor, device: torch.device) -> TeacherOutputs:
+    def lookup(
+        self, example_index: torch.Tensor, device: torch.device, length: int | None = None
+    ) -> TeacherOutputs:
+        """Cached outputs of these examples (``length``, the batch's padded length, is for per-token caches)."""
         idx = example_index.cpu().numpy()
         values = {
             name: torch.from_numpy(np.ascontiguousarray(arr[idx])).to(device)

@@ -168,7 +168,9 @@ class DistillTrainer(Trainer):
         from (the data, or samples of the student for on-policy distillation).
         """
         if self.teacher_cache is not None:
-            return self.teacher_cache.lookup(example_index, device=inputs["input_ids"].device)
+            return self.teacher_cache.lookup(
+                example_index, device=inputs["input_ids"].device, length=inputs["input_ids"].shape[1]
+            )
         self.teacher.eval()
         extra = {"use_cache": False} if self.recipe.task == "causal-lm" else {}
         out = self.teacher(

@@ -413,6 +413,58 @@ def test_int8_qat_on_a_decoder_student(tmp_path, lm_teacher, lm_data):
     assert AutoModelForCausalLM.from_pretrained(student).config.use_cache
 
 
+def test_top_k_teacher_logit_cache_trains_like_the_live_teacher(tmp_path, lm_teacher, lm_data):
+    """training.cache_teacher_outputs on causal-lm: the teacher's top-k log-probs are cached once
+    (memory-mapped shards) and read instead of running the teacher; the run matches a live-teacher
+    run up to the float16 rounding of the cached log-probs."""
+    from edgedistill.compress.distill import distill
+    from edgedistill.compress.logit_cache import LogitCache
+
+    def run(name: str, cache: bool) -> dict:
+        recipe = DistillRecipe.model_validate(
+            {
+                "task": "causal-lm",
+                "teacher": {"path": str(lm_teacher)},
+                "student": {"layers": 1},
+                "data": {
+                    "train": str(lm_data["train"]),
+                    "eval": str(lm_data["eval"]),
+                    "text_column": "text",
+                    "max_length": 48,
+                    "cache_dir": str(tmp_path / "cache"),
+                },
+                "losses": [{"name": "token_kd", "top_k": 8}, {"name": "next_token_ce"}],
+                "training": {
+                    "max_steps": 4,
+                    "batch_size": 8,
+                    "lr": 1e-3,
+                    "warmup_ratio": 0.0,
+                    "cache_teacher_outputs": cache,
+                },
+            }
+        )
+        return distill(recipe, tmp_path / name, progress=False)
+
+    cached, live = run("cached", True), run("live", False)
+    cache = LogitCache.open(tmp_path / "cached" / "teacher_cache", k=8, temperature=1.0)
+    assert cache.meta["complete"] and cached["training"]["teacher_cache_bytes"] > 0
+    got, want = cached["student"]["metrics"], live["student"]["metrics"]
+    assert got["perplexity"] == pytest.approx(want["perplexity"], rel=0.01)
+    assert got["top1_agreement_with_teacher"] == pytest.approx(want["top1_agreement_with_teacher"], abs=0.02)
+
+    with pytest.raises(ValidationError, match="top_k"):
+        DistillRecipe.model_validate(
+            {
+                "task": "causal-lm",
+                "teacher": {"path": str(lm_teacher)},
+                "student": {"layers": 1},
+                "data": {"train": "x.jsonl", "text_column": "text"},
+                "losses": [{"name": "token_kd"}],
+                "training": {"cache_teacher_outputs": True},
+            }
+        )
+
+
 @pytest.mark.slow
 def test_gguf_q4_0_qat_student_exports_to_the_weights_it_trained_with(tmp_path, lm_teacher, lm_data):
     """qat.mode gguf_q4_0 end to end: distill, save the latent weights, export GGUF q4_0 with the
