@@ -60,9 +60,9 @@ class Artifact:
         }
 
     def describe(self) -> dict[str, Any]:
-        manifest = {"verified": False, "note": "no manifest.json: not written by edgedistill export"}
-        if self.format == _FORMATS_FOR_HF_FOLDER:
-            manifest = None
+        manifest = None  # a torch model folder: nothing to verify
+        if self.manifest is None and self.format != _FORMATS_FOR_HF_FOLDER:
+            manifest = {"verified": False, "note": "no manifest.json: not written by edgedistill export"}
         if self.manifest is not None:
             manifest = {
                 "verified": True,

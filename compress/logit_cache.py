@@ -575,11 +575,11 @@ class TopKTeacherCache:
 
     def __init__(self, cache: LogitCache):
         self.cache = cache
-        self.temperature = float(cache.meta["temperature"])
+        self.temperature = cache.temperature
 
     @property
     def nbytes(self) -> int:
-        return int(cache_size(self.cache.root)["size_bytes"])
+        return int(self.cache.size()["size_bytes"])
 
     def lookup(self, example_index: Any, device: Any, length: int | None = None):
         from edgedistill.compress.losses import TeacherOutputs

@@ -183,6 +183,11 @@ _TASK_AUTO_CLASSES = {
 _TRAINING_TASKS = {"causal-lm": "text-generation"}
 
 
+def _has_nncf_state(qat: dict[str, Any] | None) -> bool:
+    """An edgedistill.json ``qat`` entry of NNCF int8 QAT (GGUF-aware QAT keeps no state beside the weights)."""
+    return bool(qat) and qat.get("scheme", "nncf") == "nncf"
+
+
 @dataclass
 class StudentInfo:
     """A validated student folder: what it is, what it holds, and how to load it for torch."""
@@ -206,7 +211,7 @@ class StudentInfo:
     @property
     def has_qat(self) -> bool:
         """NNCF quantization-aware state (int8 ranges) beside the weights."""
-        return self.qat is not None and self.qat.get("scheme", "nncf") == "nncf"
+        return _has_nncf_state(self.qat)
 
     @property
     def gguf_qat_precision(self) -> str | None:
@@ -477,7 +482,7 @@ def inspect_student(path: str | Path, task: str | None = None) -> StudentInfo:
             folder / STUDENT_META, "edgedistill metadata", "Re-run `edgedistill distill` or delete the file."
         )
     qat = meta.get("qat")
-    if qat and qat.get("scheme", "nncf") == "nncf":  # GGUF-aware QAT keeps no state beside the weights
+    if _has_nncf_state(qat):
         for key, default in (("nncf_config", "qat/nncf_config.json"), ("state", "qat/qat_state.safetensors")):
             if not (folder / str(qat.get(key) or default)).is_file():
                 raise ModelLoadError(

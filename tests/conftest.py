@@ -7,11 +7,13 @@ and models are built from configs with seeded random weights.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
 from pathlib import Path
 
 import pytest
+import tiny_llama
 
 SHARED_SST2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2"
 
@@ -84,6 +86,18 @@ def tiny_bert_config(vocab_size: int, num_labels: int = 2, layers: int = 2, hidd
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a busy 2-core machine: OpenMP spin-waits make every matmul many times slower.
+    Use per module: ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -176,3 +190,34 @@ def minilm_dir() -> Path | None:
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# --------------------------------------------------------------------------- tiny language model
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def lm_teacher(tmp_path_factory) -> Path:
+    return tiny_llama.save_tiny_decoder(tmp_path_factory.mktemp("lm_teacher"), "llama", seed=0)
+
+
+@pytest.fixture(scope="session")
+def lm_data(tmp_path_factory) -> dict[str, Path]:
+    """Plain text (`text`) and prompt/response pairs (the `edgedistill generate` store's columns)."""
+    folder = tmp_path_factory.mktemp("lm_data")
+    texts = [t.strip() for t in tiny_llama.corpus(repeat=1) if t.strip()]
+    pairs = []
+    for text in texts:
+        words = text.split()
+        cut = max(1, len(words) // 2)
+        pairs.append({"prompt": " ".join(words[:cut]), "response": " " + " ".join(words[cut:])})
+    return {
+        "train": _write_jsonl(folder / "train.jsonl", [{"text": t} for t in texts * 2]),
+        "eval": _write_jsonl(folder / "eval.jsonl", [{"text": t} for t in texts[:16]]),
+        "pairs_train": _write_jsonl(folder / "pairs_train.jsonl", pairs * 2),
+        "pairs_eval": _write_jsonl(folder / "pairs_eval.jsonl", pairs[:16]),
+    }

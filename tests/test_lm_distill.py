@@ -7,17 +7,13 @@ tests/tiny_llama.py; nothing is downloaded.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from pydantic import ValidationError
-from tiny_llama import corpus, save_tiny_decoder, train_bytelevel_bpe
+from tiny_llama import save_tiny_decoder, train_bytelevel_bpe
 
 from edgedistill.compress.config import DataConfig, DistillRecipe, LossSpec, StudentConfig
 from edgedistill.compress.losses import (
@@ -65,32 +61,25 @@ def _token_batch(batch: int = 2, length: int = 8, vocab: int = 24, seed: int = 0
     return student, teacher, labels
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="session")
-def lm_teacher(tmp_path_factory) -> Path:
-    return save_tiny_decoder(tmp_path_factory.mktemp("lm_teacher"), "llama", seed=0)
-
-
-@pytest.fixture(scope="session")
-def lm_data(tmp_path_factory) -> dict[str, Path]:
-    """Plain text (`text`) and prompt/response pairs (the `edgedistill generate` store's columns)."""
-    folder = tmp_path_factory.mktemp("lm_data")
-    texts = [t.strip() for t in corpus(repeat=1) if t.strip()]
-    pairs = []
-    for text in texts:
-        words = text.split()
-        cut = max(1, len(words) // 2)
-        pairs.append({"prompt": " ".join(words[:cut]), "response": " " + " ".join(words[cut:])})
-    return {
-        "train": _write_jsonl(folder / "train.jsonl", [{"text": t} for t in texts * 2]),
-        "eval": _write_jsonl(folder / "eval.jsonl", [{"text": t} for t in texts[:16]]),
-        "pairs_train": _write_jsonl(folder / "pairs_train.jsonl", pairs * 2),
-        "pairs_eval": _write_jsonl(folder / "pairs_eval.jsonl", pairs[:16]),
+def _lm_recipe(tmp_path: Path, lm_teacher: Path, lm_data: dict[str, Path], **sections) -> DistillRecipe:
+    """A 4-step causal-lm distillation of a 1-layer student on the plain-text data; ``sections``
+    add to (dict) or replace (anything else) the recipe's sections."""
+    recipe = {
+        "task": "causal-lm",
+        "teacher": {"path": str(lm_teacher)},
+        "student": {"layers": 1},
+        "data": {
+            "train": str(lm_data["train"]),
+            "eval": str(lm_data["eval"]),
+            "text_column": "text",
+            "max_length": 48,
+            "cache_dir": str(tmp_path / "cache"),
+        },
+        "training": {"max_steps": 4, "batch_size": 8, "lr": 1e-3, "warmup_ratio": 0.0},
     }
+    for name, value in sections.items():
+        recipe[name] = {**recipe[name], **value} if isinstance(value, dict) and name in recipe else value
+    return DistillRecipe.model_validate(recipe)
 
 
 # --------------------------------------------------------------------------- losses
@@ -387,21 +376,8 @@ def test_int8_qat_on_a_decoder_student(tmp_path, lm_teacher, lm_data):
 
     from edgedistill.compress.distill import distill
 
-    recipe = DistillRecipe.model_validate(
-        {
-            "task": "causal-lm",
-            "teacher": {"path": str(lm_teacher)},
-            "student": {"layers": 1},
-            "data": {
-                "train": str(lm_data["train"]),
-                "eval": str(lm_data["eval"]),
-                "text_column": "text",
-                "max_length": 48,
-                "cache_dir": str(tmp_path / "cache"),
-            },
-            "training": {"max_steps": 4, "batch_size": 8, "lr": 1e-3, "warmup_ratio": 0.0},
-            "qat": {"mode": "int8", "start_fraction": 0.5, "calibration_batches": 1},
-        }
+    recipe = _lm_recipe(
+        tmp_path, lm_teacher, lm_data, qat={"mode": "int8", "start_fraction": 0.5, "calibration_batches": 1}
     )
     report = distill(recipe, tmp_path / "run", progress=False)
     summary = report["qat"]["summary"]
@@ -421,27 +397,12 @@ def test_top_k_teacher_logit_cache_trains_like_the_live_teacher(tmp_path, lm_tea
     from edgedistill.compress.logit_cache import LogitCache
 
     def run(name: str, cache: bool) -> dict:
-        recipe = DistillRecipe.model_validate(
-            {
-                "task": "causal-lm",
-                "teacher": {"path": str(lm_teacher)},
-                "student": {"layers": 1},
-                "data": {
-                    "train": str(lm_data["train"]),
-                    "eval": str(lm_data["eval"]),
-                    "text_column": "text",
-                    "max_length": 48,
-                    "cache_dir": str(tmp_path / "cache"),
-                },
-                "losses": [{"name": "token_kd", "top_k": 8}, {"name": "next_token_ce"}],
-                "training": {
-                    "max_steps": 4,
-                    "batch_size": 8,
-                    "lr": 1e-3,
-                    "warmup_ratio": 0.0,
-                    "cache_teacher_outputs": cache,
-                },
-            }
+        recipe = _lm_recipe(
+            tmp_path,
+            lm_teacher,
+            lm_data,
+            losses=[{"name": "token_kd", "top_k": 8}, {"name": "next_token_ce"}],
+            training={"cache_teacher_outputs": cache},
         )
         return distill(recipe, tmp_path / name, progress=False)
 
@@ -477,22 +438,7 @@ def test_gguf_q4_0_qat_student_exports_to_the_weights_it_trained_with(tmp_path, 
     from edgedistill.compress.gguf_quant import fake_quant_blocks
     from edgedistill.export import ExportConfig, export
 
-    recipe = DistillRecipe.model_validate(
-        {
-            "task": "causal-lm",
-            "teacher": {"path": str(lm_teacher)},
-            "student": {"layers": 1},
-            "data": {
-                "train": str(lm_data["train"]),
-                "eval": str(lm_data["eval"]),
-                "text_column": "text",
-                "max_length": 48,
-                "cache_dir": str(tmp_path / "cache"),
-            },
-            "training": {"max_steps": 4, "batch_size": 8, "lr": 1e-3, "warmup_ratio": 0.0},
-            "qat": {"mode": "gguf_q4_0", "start_fraction": 0.5},
-        }
-    )
+    recipe = _lm_recipe(tmp_path, lm_teacher, lm_data, qat={"mode": "gguf_q4_0", "start_fraction": 0.5})
     report = distill(recipe, tmp_path / "run", progress=False)
     assert report["qat"]["scheme"] == "gguf" and report["qat"]["precision"] == "q4_0"
     assert report["qat"]["tensor_types"].get("Q4_0", 0) > 0
@@ -531,23 +477,3 @@ def test_cli_finetune_causal_lm(tmp_path, lm_teacher, lm_data):
     report = json.loads((out / "finetune_report.json").read_text())
     assert report["model"]["layers"] == 1 and report["model"]["metrics"]["perplexity"] > 1
     assert AutoModelForCausalLM.from_pretrained(out / "model").config.num_hidden_layers == 1
-
-
-@pytest.mark.slow
-def test_accelerate_launch_two_cpu_processes_causal_lm(tmp_path, lm_teacher, lm_data):
-    accelerate = Path(sys.executable).with_name("accelerate")
-    if not accelerate.exists():
-        accelerate = shutil.which("accelerate")
-    out = tmp_path / "ddp"
-    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
-    cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "edgedistill", "distill"]
-    cmd += ["--task", "causal-lm", "--teacher", str(lm_teacher), "--student-layers", "1"]
-    cmd += ["--train", str(lm_data["train"]), "--eval", str(lm_data["eval"]), "--text-column", "text"]
-    cmd += ["--max-steps", "4", "--batch-size", "4", "--max-length", "48", "--quiet", "--out", str(out)]
-    cmd += ["--set", f"data.cache_dir={tmp_path / 'cache'}", "--overwrite"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_PORT="29519")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    report = json.loads((out / "distill_report.json").read_text())
-    assert report["training"]["world_size"] == 2
-    assert report["student"]["metrics"]["perplexity"] > 1
