@@ -7,7 +7,8 @@ Reads top to bottom like the job it does:
 3. decide, per artifact, whether the target can run here: hardware present, providers and
    devices available, format and precision accepted; otherwise it is ``skipped`` with the reason;
 4. measure latency in fresh processes (``measurement.rounds`` of them, or, with a baseline
-   artifact, ``compare_rounds`` each for candidate and baseline in alternating order);
+   artifact, ``compare_rounds`` each for candidate and baseline in alternating order, extended
+   once up to ``max_compare_rounds`` when that first look is inconclusive);
 5. with ``--data``, run the eval split through the artifact's runtime and through the
    reference (the float student named in the manifest, or ``--reference``) and compare;
 6. write the report atomically (`edgedistill.io.atomic_write_json`).
@@ -90,6 +91,12 @@ class _Progress:
     def advance(self, steps: int = 1) -> None:
         if self._progress is not None:
             self._progress.advance(self._task, steps)
+
+    def grow(self, steps: int) -> None:
+        """More work than planned (an extended comparison)."""
+        self.total += steps
+        if self._progress is not None:
+            self._progress.update(self._task, total=self.total)
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,8 +364,10 @@ def bench(
                     continue
                 try:
                     if baseline is not None:
-                        rounds, base_rounds = _interleaved(plan, artifact, baseline, candidate_overrides, bar)
-                        comparisons.append(_comparison(target, artifact, baseline, rounds, base_rounds))
+                        rounds, comparison = _compare_interleaved(
+                            plan, artifact, baseline, candidate_overrides, bar
+                        )
+                        comparisons.append(comparison)
                     else:
                         rounds = []
                         for r in range(m.rounds):
@@ -430,11 +439,16 @@ def _interleaved(
     baseline: Artifact,
     candidate_overrides: Mapping[str, Any] | None,
     bar: _Progress,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Candidate and baseline in alternating fresh processes: A B, B A, A B ... (drift hits both)."""
-    cand_rounds, base_rounds = [], []
-    n = plan.target.measurement.compare_rounds
-    for r in range(n):
+    rounds: range,
+    cand_rounds: list[dict[str, Any]],
+    base_rounds: list[dict[str, Any]],
+) -> None:
+    """Candidate and baseline in alternating fresh processes: A B, B A, A B ... (drift hits both).
+
+    Runs the round numbers in ``rounds`` and appends to ``cand_rounds`` / ``base_rounds``, so an
+    extension continues the alternation where the first look stopped."""
+    n = rounds.stop
+    for r in rounds:
         order = [("A", candidate), ("B", baseline)] if r % 2 == 0 else [("B", baseline), ("A", candidate)]
         for side, artifact in order:
             bar.step(f"{candidate.name} vs {baseline.name}: round {r + 1}/{n} ({side})")
@@ -443,7 +457,59 @@ def _interleaved(
             else:
                 base_rounds.append(plan.run(plan.job("latency", artifact)))
             bar.advance()
-    return cand_rounds, base_rounds
+
+
+def _compare_interleaved(
+    plan: _Plan,
+    candidate: Artifact,
+    baseline: Artifact,
+    candidate_overrides: Mapping[str, Any] | None,
+    bar: _Progress,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Measure candidate vs baseline, then decide; an inconclusive first look is extended once.
+
+    First look: ``compare_rounds`` processes a side. If that is inconclusive and
+    ``max_compare_rounds`` is larger, the alternation continues up to ``max_compare_rounds`` a
+    side and the verdict is taken again on all processes (a second look). Only an inconclusive
+    look is extended, so clear answers cost no more time. Every look is kept in the comparison
+    (``looks``) so a reader sees what the first look said.
+    """
+    m = plan.target.measurement
+    cand_rounds: list[dict[str, Any]] = []
+    base_rounds: list[dict[str, Any]] = []
+    _interleaved(
+        plan, candidate, baseline, candidate_overrides, bar, range(m.compare_rounds), cand_rounds, base_rounds
+    )
+    comparison = _comparison(plan.target, candidate, baseline, cand_rounds, base_rounds)
+    looks = [_look(comparison)]
+    extend_to = m.max_compare_rounds or m.compare_rounds
+    if comparison["result"]["verdict"] == "inconclusive" and extend_to > m.compare_rounds:
+        bar.grow(2 * (extend_to - m.compare_rounds))
+        _interleaved(
+            plan,
+            candidate,
+            baseline,
+            candidate_overrides,
+            bar,
+            range(m.compare_rounds, extend_to),
+            cand_rounds,
+            base_rounds,
+        )
+        comparison = _comparison(plan.target, candidate, baseline, cand_rounds, base_rounds)
+        looks.append(_look(comparison))
+    comparison["looks"] = looks
+    comparison["extended"] = len(looks) > 1
+    return cand_rounds, comparison
+
+
+def _look(comparison: dict[str, Any]) -> dict[str, Any]:
+    result = comparison["result"]
+    return {
+        "rounds_per_side": comparison["candidate_rounds"],
+        "verdict": result["verdict"],
+        "ratio": result["ratio"],
+        "p_slower": result["p_slower"],
+    }
 
 
 def _comparison(target, candidate: Artifact, baseline: Artifact, rounds, base_rounds) -> dict[str, Any]:

@@ -283,10 +283,15 @@ def _regression_checks(report: dict[str, Any], regression: dict[str, Any]) -> li
             baseline_n=len(comp["baseline_samples_ms"]),
             **regression,
         )
-        checks.append(
-            _verdict_check(
-                comp["candidate"], f"regression_latency vs {comp['baseline']}", result, "measured interleaved"
+        looks = comp.get("looks") or []
+        note = "measured interleaved"
+        if len(looks) > 1:
+            note += (
+                f"; extended to {looks[-1]['rounds_per_side']} processes a side after an inconclusive "
+                f"first look of {looks[0]['rounds_per_side']}"
             )
+        checks.append(
+            _verdict_check(comp["candidate"], f"regression_latency vs {comp['baseline']}", result, note)
         )
     return checks
 

@@ -21,6 +21,14 @@ to decide), and so is any comparison with fewer than ``min_rounds`` processes or
 iterations on a side: a gate must never pass for lack of data. With 5 processes a side the
 smallest possible one-sided p is 1/252, with 10 it is 1/184756; the built-in targets measure
 10 processes a side (``measurement.compare_rounds``) in alternating order (A B, B A, ...).
+
+An inconclusive first look can be extended (``measurement.max_compare_rounds``, 20 in the
+built-in targets; `edgedistill.bench.core`): the alternation continues and this comparison is
+taken again on all processes. That is a second look at the same data, so the p-part's nominal
+false-alarm bound is 2 x ``p_threshold`` (Bonferroni over the two looks), not ``p_threshold``;
+only inconclusive looks are extended (too few processes, or an effect that reached
+``min_effect`` without the evidence), and the A/A rate the gate benchmark measures
+(`docs/benchmarks.md`) is the figure to trust.
 """
 
 from __future__ import annotations

@@ -472,6 +472,9 @@ def one_comparison(onnx_dir: Path, target, slowdown: float | None) -> dict[str, 
         "ratio": comp["ratio"],
         "p_slower": comp["p_slower"],
         "n": [comp["candidate_n"], comp["baseline_n"]],
+        "extended": comparison["extended"],
+        "looks": comparison["looks"],
+        "first_look_flagged": comparison["looks"][0]["verdict"] == "regressed",
         "candidate_round_medians_ms": [round(v, 3) for v in comparison["candidate_round_medians_ms"]],
         "baseline_round_medians_ms": [round(v, 3) for v in comparison["baseline_round_medians_ms"]],
         "message": checks[0].message,
@@ -481,12 +484,17 @@ def one_comparison(onnx_dir: Path, target, slowdown: float | None) -> dict[str, 
     }
 
 
+def _median_or_none(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
 def section_gate(onnx_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     m = {
         "warmup_iterations": args.compare_warmup,
         "min_iterations": args.compare_min_iterations,
         "min_seconds": args.compare_seconds,
         "compare_rounds": args.compare_rounds,
+        "max_compare_rounds": args.max_compare_rounds,
     }
     target = make_target(args, **m)
     runs: list[dict[str, Any]] = []
@@ -496,7 +504,8 @@ def section_gate(onnx_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
             runs.append(run)
             print(
                 f"[gate] {i + 1}/{args.comparisons} {run['kind']:>8}: {run['status']:<12} ratio {run['ratio']:.4f} "
-                f"p={run['p_slower']:.2g} wall {run['wall_s']:.1f} s other-cpu {run['other_cpu_share']:.0%}",
+                f"p={run['p_slower']:.2g}{' (extended)' if run['extended'] else ''} wall {run['wall_s']:.1f} s "
+                f"other-cpu {run['other_cpu_share']:.0%}",
                 flush=True,
             )
     aa = [r for r in runs if r["kind"] == "A/A"]
@@ -511,6 +520,14 @@ def section_gate(onnx_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     false_alarms = sum(1 for r in aa if r["status"] == "failed")
     detected = sum(1 for r in slow if r["status"] == "failed")
+
+    def first_look(rs: list[dict[str, Any]]) -> dict[str, Any]:
+        """What the gate would have said without the extension (same processes, first look only)."""
+        return {
+            "flagged": sum(1 for r in rs if r["first_look_flagged"]),
+            "extended": sum(1 for r in rs if r["extended"]),
+        }
+
     return {
         "measurement": m,
         "regression": target.regression.model_dump(),
@@ -526,6 +543,7 @@ def section_gate(onnx_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
             "ratio_max": max(r["ratio"] for r in aa),
             "bar": "false_alarm_rate <= 0.02",
             "passed": (false_alarms / len(aa)) <= 0.02,
+            "first_look": first_look(aa),
         },
         "slowdown": {
             "factor": SLOWDOWN,
@@ -538,13 +556,16 @@ def section_gate(onnx_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
             "ratio_max": max(r["ratio"] for r in slow),
             "bar": "detection_rate >= 0.95",
             "passed": (detected / len(slow)) >= 0.95,
+            "first_look": first_look(slow),
         },
         "comparison_wall_s": {
             "median": statistics.median(walls),
             "min": walls[0],
             "max": walls[-1],
-            "what": "one bench(candidate, baseline_artifact=...) with 2 x compare_rounds fresh processes, "
-            "plus gate(report, target)",
+            "what": "one bench(candidate, baseline_artifact=...) with 2 x compare_rounds fresh processes "
+            "(2 x max_compare_rounds when extended), plus gate(report, target)",
+            "not_extended_median": _median_or_none([r["wall_s"] for r in runs if not r["extended"]]),
+            "extended_median": _median_or_none([r["wall_s"] for r in runs if r["extended"]]),
         },
         "other_cpu_share_median": statistics.median(r["other_cpu_share"] for r in runs),
         "other_cpu_share_max": max(r["other_cpu_share"] for r in runs),
@@ -608,7 +629,12 @@ def markdown(summary: dict[str, Any]) -> str:
             f"{sl['detection_rate']:.1%} | >= 95% ({_ok(sl['passed'])}) | {_verdicts(sl['verdicts'])} | "
             f"{sl['ratio_median']:.4f} ({sl['ratio_min']:.3f}-{sl['ratio_max']:.3f}) |",
             f"| 3c. wall time of one comparison | {w['median']:.1f} s median | {w['min']:.1f}-{w['max']:.1f} s | a few s | "
-            f"{g['measurement']['compare_rounds']} processes per side | |",
+            f"{g['measurement']['compare_rounds']} processes per side, up to {g['measurement']['max_compare_rounds']} "
+            "when the first look is inconclusive | |",
+            "",
+            f"First look only ({g['measurement']['compare_rounds']} a side, same processes): A/A flagged "
+            f"{aa['first_look']['flagged']}, slowdown flagged {sl['first_look']['flagged']} of {sl['comparisons']}; "
+            f"extended: {aa['first_look']['extended']} A/A and {sl['first_look']['extended']} slowdown comparisons.",
             "",
             f"Gate settings: {g['measurement']}; regression {g['regression']}. Other processes used a median "
             f"{g['other_cpu_share_median']:.0%} (max {g['other_cpu_share_max']:.0%}) of the machine's CPU during comparisons.",
@@ -679,19 +705,35 @@ def main() -> int:
         default=None,
         help="processes per side per comparison (default: the cpu target's measurement.compare_rounds)",
     )
+    ap.add_argument(
+        "--max-compare-rounds",
+        type=int,
+        default=None,
+        help="extend an inconclusive comparison up to this many processes a side "
+        "(default: the cpu target's measurement.max_compare_rounds)",
+    )
     ap.add_argument("--compare-seconds", type=float, default=None, help="timed seconds per process (0.5)")
     ap.add_argument("--compare-min-iterations", type=int, default=20)
     ap.add_argument("--compare-warmup", type=int, default=10)
     args = ap.parse_args()
     defaults = (
-        {"pairs": 2, "seconds": 1.0, "comparisons": 3, "compare_rounds": 5, "compare_seconds": 0.3}
+        {
+            "pairs": 2,
+            "seconds": 1.0,
+            "comparisons": 3,
+            "compare_rounds": 5,
+            "max_compare_rounds": 7,
+            "compare_seconds": 0.3,
+        }
         if args.smoke
         else {"pairs": 5, "seconds": 10.0, "comparisons": 50, "compare_seconds": 0.5}
     )
-    if args.compare_rounds is None and not args.smoke:
+    if not args.smoke:
         from edgedistill.targets import load_target
 
-        defaults["compare_rounds"] = load_target("cpu").measurement.compare_rounds
+        cpu = load_target("cpu").measurement
+        defaults["compare_rounds"] = cpu.compare_rounds
+        defaults["max_compare_rounds"] = cpu.max_compare_rounds
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)

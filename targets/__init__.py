@@ -171,10 +171,26 @@ class Measurement(StrictModel):
         ge=1,
         description="With --baseline-artifact: processes per side, candidate and baseline alternating.",
     )
+    max_compare_rounds: int | None = Field(
+        None,
+        ge=1,
+        description="With --baseline-artifact: when the first look (compare_rounds a side) is inconclusive, "
+        "keep alternating up to this many processes a side and decide again on all of them. "
+        "Unset: no extension.",
+    )
     rss_poll_interval_ms: float = Field(
         10.0, gt=0, description="How often the parent samples the child's RSS."
     )
     timeout_s: float = Field(900.0, gt=0, description="A measuring process running longer is killed.")
+
+    @model_validator(mode="after")
+    def _extension(self) -> Measurement:
+        if self.max_compare_rounds is not None and self.max_compare_rounds < self.compare_rounds:
+            raise ValueError(
+                f"max_compare_rounds ({self.max_compare_rounds}) is below compare_rounds "
+                f"({self.compare_rounds}): set it >= compare_rounds, or remove it for no extension"
+            )
+        return self
 
 
 class Regression(StrictModel):

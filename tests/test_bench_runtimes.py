@@ -128,6 +128,7 @@ def test_aa_comparison_of_one_artifact_passes_and_an_injected_slowdown_is_flagge
     comparison = same["comparisons"][0]
     assert comparison["interleaved"] and comparison["candidate_rounds"] == comparison["baseline_rounds"] == 6
     assert comparison["result"]["verdict"] == "unchanged", comparison["result"]
+    assert not comparison["extended"] and len(comparison["looks"]) == 1  # no max_compare_rounds here
     assert [a["role"] for a in same["artifacts"]] == ["candidate", "baseline"]
     assert gate(same, target).exit_code == 0
 
@@ -141,6 +142,30 @@ def test_aa_comparison_of_one_artifact_passes_and_an_injected_slowdown_is_flagge
     verdict = gate(slow, target)
     assert verdict.exit_code == 1
     assert [c.status for c in verdict.checks if c.budget.startswith("regression")] == ["failed"]
+
+
+def test_an_inconclusive_first_look_is_extended_and_decided_on_all_processes(artifacts, tmp_path):
+    # a p threshold no 2-process look can reach makes the first look inconclusive by construction;
+    # the extension then alternates on (round 3 is A B again) up to max_compare_rounds a side
+    target = load_target(
+        write_target(
+            tmp_path,
+            measurement={"min_seconds": 0.1, "compare_rounds": 2, "max_compare_rounds": 4},
+            regression={"min_rounds": 2, "p_threshold": 0.1},
+        )
+    )
+    art = artifacts["onnx-int8"]
+    report = bench([art], target, baseline_artifact=art, candidate_overrides={"debug_slowdown_factor": 1.5})
+    comparison = report["comparisons"][0]
+    first, second = comparison["looks"]
+    assert first["rounds_per_side"] == 2 and first["verdict"] == "inconclusive"
+    assert first["p_slower"] == pytest.approx(1 / 6)  # the smallest one-sided p with 2 a side
+    assert comparison["extended"] and second["rounds_per_side"] == comparison["candidate_rounds"] == 4
+    assert comparison["baseline_rounds"] == 4 and second["p_slower"] < 0.1
+    assert second["verdict"] == comparison["result"]["verdict"] == "regressed"
+    verdict = gate(report, target)
+    [check] = [c for c in verdict.checks if c.budget.startswith("regression")]
+    assert check.status == "failed" and "extended to 4 processes a side" in check.message
 
 
 def test_gpu_target_is_skipped_here_never_passed_or_failed(artifacts, tmp_path):

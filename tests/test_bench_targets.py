@@ -86,6 +86,15 @@ def test_malformed_target_lists_every_error_with_its_key_path(tmp_path):
     assert f"{len(info.value.problems)} problem(s)" in message and "unknown key" in message
 
 
+def test_extension_below_the_first_look_is_refused_with_both_numbers(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("version: 1\nname: t\nmeasurement: {compare_rounds: 10, max_compare_rounds: 6}\n")
+    with pytest.raises(ConfigError) as info:
+        load_target(path)
+    assert "max_compare_rounds (6) is below compare_rounds (10)" in str(info.value)
+    assert load_target("cpu").measurement.max_compare_rounds == 20
+
+
 def test_unknown_target_name_lists_the_builtins():
     with pytest.raises(ConfigError, match="mobile-class"):
         load_target("no-such-target")
