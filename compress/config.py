@@ -229,26 +229,48 @@ class TrainingConfig(StrictModel):
 
 
 class QATConfig(StrictModel):
-    """Quantization-aware phase: NNCF int8 fake-quant inserted after `start_fraction` of training.
+    """Quantization-aware phase: fake-quant inserted after `start_fraction` of training.
 
     `mode` names the fake-quant scheme; each mode has one branch in ``distill._insert_fake_quant``.
     """
 
-    mode: Literal["int8", "gguf_q8_0", "gguf_q4_0", "none"] = Field(
+    mode: Literal["int8", "gguf_q8_0", "gguf_q4_0", "ov_int8_wo", "ov_int4_wo", "none"] = Field(
         "none",
         description="int8: NNCF fake-quant (ONNX/OpenVINO int8 export). gguf_q8_0 / gguf_q4_0 (causal-lm): "
         "the exact GGUF block quantization of the weights and llama.cpp's Q8_0 activations, so the GGUF "
-        "export at that precision holds the trained weights.",
+        "export at that precision holds the trained weights. ov_int8_wo / ov_int4_wo (causal-lm): NNCF "
+        "weight-only int8 / int4 fake-quant with absorbable LoRA adapters (FQ_LORA), so the OpenVINO "
+        "export at int8 / int4 holds the trained compressed weights; activations stay float.",
     )
     start_fraction: float = Field(
         0.5, ge=0, lt=1, description="Fraction of optimiser steps trained in float first."
     )
     calibration_batches: int = Field(
-        16, gt=0, description="Training batches used to initialise the int8 ranges."
+        16, gt=0, description="Training batches used to initialise the int8 ranges (int8 mode)."
     )
     lr_scale: float = Field(
         1.0, gt=0, description="Multiplies the learning rate during the quantization-aware phase."
     )
+    group_size: int = Field(
+        128,
+        description="ov_int4_wo: input channels sharing one int4 scale and zero point (-1: one per output "
+        "channel). Rows it does not divide take the largest power of two >= 32 that does (NNCF's ADJUST), "
+        "else int8; the report lists the group sizes used.",
+    )
+    lora_rank: int = Field(
+        256,
+        gt=0,
+        description="ov_*_wo: rank of the LoRA adapters absorbed into each quantized weight (NNCF's "
+        "default 256), lowered to the smallest dimension of any quantized weight when that is smaller.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> QATConfig:
+        if self.group_size != -1 and self.group_size < 1:
+            raise ValueError(
+                f"qat.group_size must be -1 (per channel) or a positive size, not {self.group_size}"
+            )
+        return self
 
 
 def default_losses(task: str) -> list[LossSpec]:
@@ -326,6 +348,11 @@ class DistillRecipe(StrictModel):
             raise ValueError(
                 f"qat.mode {self.qat.mode} simulates llama.cpp's GGUF decoders: use it with task causal-lm "
                 "(int8 is the mode for encoders exported to ONNX/OpenVINO)"
+            )
+        if self.qat.mode.startswith("ov_") and self.task != "causal-lm":
+            raise ValueError(
+                f"qat.mode {self.qat.mode} is NNCF weight-only quantization for OpenVINO decoders: use it with "
+                "task causal-lm (int8 is the mode for encoders exported to ONNX/OpenVINO)"
             )
         if self.student.path is None and self.student.layers is None and self.student.hidden_size is None:
             raise ValueError("student: give `layers` (K or a list), `hidden_size`, or `path`")

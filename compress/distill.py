@@ -5,7 +5,8 @@ Reads top to bottom like the job it does:
 1. load the teacher (frozen) and its tokenizer, read and tokenize the data;
 2. build the student (teacher layers, narrower fresh model, or a given folder) and the losses;
 3. phase "float": distill for ``(1 - qat.start_fraction)`` ... i.e. until the QAT start step;
-4. phase "qat": insert fake-quant (NNCF int8, calibrated on training batches), keep distilling;
+4. phase "qat": insert fake-quant (NNCF int8 calibrated on training batches, GGUF blocks, or NNCF
+   weight-only int8/int4 with LoRA adapters), keep distilling;
 5. evaluate teacher and student, save ``student/`` atomically, write the report and curves.
 
 Every phase checkpoints through Trainer; running the same command again resumes where it stopped.
@@ -126,8 +127,9 @@ def _insert_fake_quant(recipe: DistillRecipe, student, train_ds, collator, init_
 
     The inserted quantizers are saved in ``init_dir`` once and rebuilt from there on resume, so
     an interrupted phase continues with exactly the quantizers it started with. GGUF-aware
-    modes (``compress.gguf_quant.attach_gguf_fake_quant(model, precision)``) slot in here as
-    further branches, with their own entries in ``_qat_info`` and ``_save_student``.
+    modes (``compress.gguf_quant.attach_gguf_fake_quant(model, precision)``) and the OpenVINO
+    weight-only modes (``qat.insert_weight_only_fake_quant``: NNCF FQ_LORA) are further
+    branches, with their own entries in ``_qat_info`` and ``_save_student``.
     """
     if recipe.qat.mode == "int8":
         from edgedistill.compress import qat as qat_lib
@@ -141,6 +143,28 @@ def _insert_fake_quant(recipe: DistillRecipe, student, train_ds, collator, init_
         if world_size() == 1 or torch.distributed.get_rank() == 0:
             qat_lib.save_qat_state(student, init_dir)
         return student
+    if recipe.qat.mode.startswith("ov_"):
+        from edgedistill.compress import qat as qat_lib
+
+        # NNCF weight-only fake-quant with absorbable LoRA (FQ_LORA): RTN ranges to start from,
+        # adapters initialised at random (NNCF), so the start is saved and reused on resume
+        qat_lib.ensure_nncf_extensions()
+        if (init_dir / "nncf_config.json").is_file():
+            student = qat_lib.load_qat_model(student, init_dir)
+            qat_lib.train_weight_only(student)
+            return student.train()
+        device = next(student.parameters()).device
+        example = _calibration_batches(train_ds, collator, recipe, device)[0]  # traced once, data-free ranges
+        student = qat_lib.insert_weight_only_fake_quant(
+            student,
+            example,
+            bits=_weight_only_bits(recipe),
+            group_size=recipe.qat.group_size,
+            lora_rank=recipe.qat.lora_rank,
+        )
+        if world_size() == 1 or torch.distributed.get_rank() == 0:
+            qat_lib.save_qat_state(student, init_dir)
+        return student
     if recipe.qat.mode.startswith("gguf_"):
         from edgedistill.compress.gguf_quant import attach_gguf_fake_quant
 
@@ -150,8 +174,26 @@ def _insert_fake_quant(recipe: DistillRecipe, student, train_ds, collator, init_
     raise EdgeDistillError(f"qat.mode {recipe.qat.mode!r} has no fake-quant implementation in distill")
 
 
+def _weight_only_bits(recipe: DistillRecipe) -> str:
+    """ov_int4_wo -> int4, ov_int8_wo -> int8: the OpenVINO export precision the student trains for."""
+    return recipe.qat.mode.removeprefix("ov_").removesuffix("_wo")
+
+
 def _qat_info(recipe: DistillRecipe, student, qat_start: int) -> dict:
     """What the quantization-aware phase did, for the report and the student's edgedistill.json."""
+    if recipe.qat.mode.startswith("ov_"):
+        from edgedistill.compress import qat as qat_lib
+
+        return {
+            "mode": recipe.qat.mode,
+            "scheme": qat_lib.WEIGHT_ONLY_SCHEME,
+            "precision": _weight_only_bits(recipe),
+            "weights": f"{_weight_only_bits(recipe)} asymmetric, weight-only (activations float)",
+            "start_step": qat_start,
+            "nncf_config": "qat/nncf_config.json",
+            "state": "qat/qat_state.safetensors",
+            "summary": qat_lib.weight_only_summary(student),
+        }
     if recipe.qat.mode.startswith("gguf_"):
         report = student._edgedistill_gguf.report()
         return {
@@ -182,6 +224,8 @@ def _evaluated_with(qat_info: dict | None) -> str:
         return (
             f"GGUF {qat_info['precision']} fake-quant (weights and llama.cpp's activation rounding) in torch"
         )
+    if qat_info.get("scheme") == "nncf_weight_only":
+        return f"{qat_info['precision']} weight-only fake-quant with LoRA adapters (NNCF FQ_LORA) in torch"
     return "int8 fake-quant (NNCF) in torch"
 
 
@@ -197,6 +241,15 @@ def _save_student(
             # the latent float weights: the GGUF exporter quantizes them to exactly what was trained
             student._edgedistill_gguf.remove()
             student.save_pretrained(tmp)
+        elif qat_info is not None and qat_info.get("scheme") == "nncf_weight_only":
+            from edgedistill.compress import qat as qat_lib
+
+            # The latent float weights (W + B @ A, what the quantizers see) as a plain transformers
+            # model, for float exports; qat/ holds W, adapters and ranges for the OpenVINO export.
+            float_model = type(student)(student.config)
+            float_model.load_state_dict(qat_lib.merged_float_state_dict(student))
+            float_model.save_pretrained(tmp)
+            qat_lib.save_qat_state(student, tmp / "qat")
         elif qat_info is not None:
             from edgedistill.compress import qat as qat_lib
 

@@ -93,8 +93,10 @@ def teacher_fingerprint(model: Any) -> str:
             flat = tensor.detach().reshape(-1)
             digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
             digest.update(flat[:1024].float().cpu().numpy().tobytes())
-            total = flat.sum(dtype=torch.float64) if flat.is_floating_point() else flat.double().sum()
-            digest.update(repr(float(total)).encode())
+            # Sum the raw bits as small integers: exact, so the same whatever the thread count or
+            # device (a float sum's last bits follow the reduction order, which follows the threads).
+            bits = flat.contiguous().view(torch.int8 if flat.element_size() == 1 else torch.int16)
+            digest.update(str(int(bits.sum(dtype=torch.int64))).encode())
     return digest.hexdigest()[:20]
 
 

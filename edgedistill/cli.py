@@ -175,6 +175,10 @@ def _print_summary(what: str, metrics: dict, report_path: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from typing import get_args
+
+    from edgedistill.compress.config import QATConfig  # pydantic only: no torch at parse time
+
     parser = argparse.ArgumentParser(prog="edgedistill", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"edgedistill {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
@@ -201,7 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--losses", dest="losses", type=_losses, help="e.g. soft_kl:1,hard_ce:1,hidden_mse:0.5")
     g.add_argument("--temperature", dest="temperature", type=_schedule, help="4, or linear:8:2, cosine:8:2")
     g.add_argument("--alpha", dest="alpha", type=_schedule, help="0.7, or linear:0.9:0.5")
-    g.add_argument("--qat", dest="qat.mode", choices=["int8", "none"])
+    g.add_argument(
+        "--qat",
+        dest="qat.mode",
+        choices=list(get_args(QATConfig.model_fields["mode"].annotation)),
+        help="fake-quant scheme (see qat.mode in the recipe)",
+    )
     g.add_argument(
         "--qat-start", dest="qat.start_fraction", type=float, help="fraction of steps before fake-quant"
     )

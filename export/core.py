@@ -188,6 +188,11 @@ def _has_nncf_state(qat: dict[str, Any] | None) -> bool:
     return bool(qat) and qat.get("scheme", "nncf") == "nncf"
 
 
+def _has_weight_only_state(qat: dict[str, Any] | None) -> bool:
+    """An edgedistill.json ``qat`` entry of NNCF weight-only int8/int4 QAT with LoRA (qat.mode ov_*_wo)."""
+    return bool(qat) and qat.get("scheme") == "nncf_weight_only"
+
+
 @dataclass
 class StudentInfo:
     """A validated student folder: what it is, what it holds, and how to load it for torch."""
@@ -212,6 +217,13 @@ class StudentInfo:
     def has_qat(self) -> bool:
         """NNCF quantization-aware state (int8 ranges) beside the weights."""
         return _has_nncf_state(self.qat)
+
+    @property
+    def weight_only_qat_precision(self) -> str | None:
+        """The OpenVINO weight-only precision (int8 / int4) the student was trained for (qat.mode ov_*_wo)."""
+        if _has_weight_only_state(self.qat):
+            return str(self.qat.get("precision"))
+        return None
 
     @property
     def gguf_qat_precision(self) -> str | None:
@@ -252,9 +264,11 @@ class StudentInfo:
         return model.eval()
 
     def load_qat_model(self):
-        """The NNCF fake-quant student with the ranges learned during quantization-aware training."""
-        if not self.has_qat:
-            raise ExportError(f"{self.path} holds no QAT state (edgedistill.json has no 'qat' entry)")
+        """The NNCF fake-quant student with the ranges (and, weight-only, LoRA adapters) learned in QAT."""
+        if not (self.has_qat or self.weight_only_qat_precision):
+            raise ExportError(
+                f"{self.path} holds no NNCF QAT state (edgedistill.json has no NNCF 'qat' entry)"
+            )
         from edgedistill.compress import qat as qat_lib
 
         ensure = getattr(qat_lib, "ensure_nncf_extensions", None)
@@ -342,6 +356,27 @@ def task_output_names(task: str) -> list[str]:
     return ["last_hidden_state"] if task == "feature-extraction" else ["logits"]
 
 
+def causal_additive_mask(input_ids, attention_mask=None):
+    """The 4-D float mask (0 = attend, dtype minimum = masked) decoders build from a 2-D padding mask.
+
+    transformers builds it with ``torch.vmap`` (torch >= 2.6), which ``torch.jit.trace`` cannot
+    record (``unordered_map::at``), and its fallback bakes the traced sequence length into the
+    graph. This one is plain tensor ops on the input's own shape, so the traced graph takes any
+    length; a 4-D mask is used by the model as given. Same values as transformers' eager mask:
+    key ``k`` is visible from query ``q`` when ``k <= q`` and ``k`` is not padding.
+    """
+    import torch
+
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    visible = (positions[None, :] <= positions[:, None])[None, None]  # [1, 1, q, k]
+    if attention_mask is not None:
+        visible = visible & attention_mask[:, None, None, :].bool()
+    dtype = torch.float32
+    return torch.zeros(visible.shape, dtype=dtype, device=input_ids.device).masked_fill(
+        ~visible, torch.finfo(dtype).min
+    )
+
+
 def traceable(model, task: str, input_names: list[str]):
     """Wrap an HF model so tracing sees positional tensor inputs and one named tensor output."""
     import torch
@@ -354,8 +389,14 @@ def traceable(model, task: str, input_names: list[str]):
             self.inner = inner
 
         def forward(self, *tensors):
-            extra = {"use_cache": False} if task == "text-generation" else {}  # full-sequence logits, no KV
-            out = self.inner(**dict(zip(input_names, tensors, strict=True)), return_dict=True, **extra)
+            inputs = dict(zip(input_names, tensors, strict=True))
+            extra = {}
+            if task == "text-generation":
+                extra["use_cache"] = False  # full-sequence logits, no KV
+                inputs["attention_mask"] = causal_additive_mask(
+                    inputs["input_ids"], inputs.get("attention_mask")
+                )
+            out = self.inner(**inputs, return_dict=True, **extra)
             return getattr(out, output_name)
 
     return TaskOutput(model).eval()
@@ -482,7 +523,7 @@ def inspect_student(path: str | Path, task: str | None = None) -> StudentInfo:
             folder / STUDENT_META, "edgedistill metadata", "Re-run `edgedistill distill` or delete the file."
         )
     qat = meta.get("qat")
-    if _has_nncf_state(qat):
+    if _has_nncf_state(qat) or _has_weight_only_state(qat):
         for key, default in (("nncf_config", "qat/nncf_config.json"), ("state", "qat/qat_state.safetensors")):
             if not (folder / str(qat.get(key) or default)).is_file():
                 raise ModelLoadError(

@@ -7,6 +7,12 @@
   calibration sentences (``--calib-data``, else a built-in list), or weight-only
   ``nncf.compress_weights`` with ``int8_method=dynamic``.
 - int4: weight-only ``nncf.compress_weights`` (INT4_SYM, group size 128 where rows allow).
+- int8 / int4 from a weight-only QAT student (``qat.mode ov_int8_wo`` / ``ov_int4_wo``, NNCF
+  FQ_LORA): the LoRA adapters are absorbed and the trained integer codes stored as u8/u4
+  constants with float32 scales and zero points, so the IR computes what the fake-quant student
+  computed (``compress.qat.compressed_weight_model``); parity is against that fake-quant model.
+- decoders (text-generation) are traced with a 4-D causal mask computed in the graph
+  (``core.causal_additive_mask``): transformers' own mask builder cannot be traced here.
 
 Parity runs the IR in ``openvino.Core`` compiled for CPU with ``INFERENCE_PRECISION_HINT=f32``,
 so the check measures the file, not a bf16 kernel choice of the machine that runs the check.
@@ -130,7 +136,11 @@ class OpenVINOPlugin(FormatPlugin):
         notes: list[str] = []
         quantization: dict[str, Any] = {"method": "none"}
         compress_to_fp16 = precision == "fp16"
-        if precision == "int8":
+        trained_for = student.weight_only_qat_precision
+        if trained_for is not None and precision == trained_for:
+            ov_model, quantization = self._weight_only_qat(student)
+            reference = "qat"
+        elif precision == "int8":
             # decoders: weight-only int8 by default (activations of LLMs have outliers PTQ clips)
             method = int8_method(
                 student, cfg, default_without_qat="dynamic" if student.task == "text-generation" else "static"
@@ -172,7 +182,18 @@ class OpenVINOPlugin(FormatPlugin):
                 )
         else:
             ov_model = float_model(student)
-        quantization["dtype_on_disk"] = "float16" if compress_to_fp16 else "float32 (int8 where quantized)"
+        if trained_for is not None and precision != trained_for and precision in ("int8", "int4"):
+            notes.append(
+                f"the student was trained for OpenVINO {trained_for} weight-only, this artifact is {precision}: "
+                "a post-training compression of its latent float weights (W + LoRA)"
+            )
+        quantization["dtype_on_disk"] = (
+            "float16"
+            if compress_to_fp16
+            else "float32 (int4 where quantized, int8 for weights kept at 8 bits)"
+            if precision == "int4"
+            else "float32 (int8 where quantized)"
+        )
         quantization["fake_quantize_ops"] = _count_ops(ov_model, ("FakeQuantize",)).get("FakeQuantize", 0)
         quantization["low_bit_weight_constants"] = _low_bit_constants(ov_model)
         ov.save_model(ov_model, tmp_dir / XML_FILE, compress_to_fp16=compress_to_fp16)
@@ -184,6 +205,29 @@ class OpenVINOPlugin(FormatPlugin):
             quantization=quantization,
             notes=notes,
         )
+
+    def _weight_only_qat(self, student: StudentInfo):
+        """The weight-only QAT student (NNCF FQ_LORA) as an IR holding exactly its trained int4/int8 weights."""
+        from edgedistill.compress import qat as qat_lib
+
+        qmodel = student.load_qat_model()
+        summary = qat_lib.weight_only_summary(qmodel)
+        compressed, converted = qat_lib.compressed_weight_model(qmodel, student.load_model())
+        ov_model = convert(compressed, student)
+        precision = student.weight_only_qat_precision
+        return ov_model, {
+            "method": "qat",
+            "scheme": "weight-only",
+            "weights": f"{precision} asymmetric (per-weight bits: {converted['weights']})",
+            "activations": "float32",
+            "description": (
+                f"NNCF weight-only {precision} QAT with absorbable LoRA adapters (FQ_LORA): adapters absorbed, "
+                "weights stored as the trained integer codes with float32 scales and zero points (no recalibration)"
+            ),
+            "group_sizes": summary["group_sizes"],
+            "lora_rank": summary["lora_rank"],
+            "scale_dtype": converted["scale_dtype"],
+        }
 
     def _post_training_int8(self, ov_model, method: str, student: StudentInfo, cfg: ExportConfig):
         import nncf
