@@ -4,7 +4,8 @@
 2. `export_sst2.py`   -- the 3-layer QAT student through ONNX / OpenVINO vs optimum's ORTQuantizer;
 3. `profile_int8.py`  -- where ONNX int8 time goes (ORT profiler) and ours vs optimum in fresh processes;
 4. `bench_sst2.py`    -- teacher vs student artifacts on the `cpu` and `mobile-class` targets, gated;
-5. `bench_harness.py` -- harness overhead, OpenVINO vs benchmark_app, gate false alarms/detection.
+5. `bench_harness.py` -- harness overhead, OpenVINO vs benchmark_app, gate false alarms/detection;
+6. `lm_sst2.py`       -- LM distillation on SST-2 sentences: no KD / token KD / sequence KD, Q4_0 PTQ vs QAT, llama.cpp.
 
 Results land in `bench-results/<name>/summary.{json,md}`; `docs/benchmarks.md` quotes them with
 the command that produced each table. Finished training runs are skipped, so an interrupted
@@ -30,6 +31,7 @@ BENCHMARKS = {
     "profile_int8": True,
     "bench_sst2": True,
     "bench_harness": False,
+    "lm_sst2": True,
 }
 
 
