@@ -82,9 +82,9 @@ class LogitCacheMismatchError(LogitCacheError):
 
 
 def teacher_fingerprint(model: Any) -> str:
-    """Cheap identity of a model's weights, after teacher_cache.py: every tensor's name, shape and
-    dtype, its first values and its sum. Reading the first 1024 values (not a full float copy)
-    keeps it fast on multi-GB teachers."""
+    """Cheap identity of a model's weights (shared by both teacher caches and `generate`): every
+    tensor's name, shape and dtype, its first values and the integer sum of its raw bits.
+    Reading the first 1024 values (not a full float copy) keeps it fast on multi-GB teachers."""
     import torch
 
     digest = hashlib.sha256(type(model).__name__.encode())

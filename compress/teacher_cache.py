@@ -24,11 +24,10 @@ CACHEABLE = {"logits", "embedding"}
 
 
 def _fingerprint(teacher: torch.nn.Module, dataset, fields: list[str]) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(teacher.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])
-        digest.update(str(float(tensor.float().sum())).encode())
+    from edgedistill.compress.logit_cache import teacher_fingerprint
+
+    # the weights' identity is exact whatever the thread count (a float sum's last bits are not)
+    digest = hashlib.sha256(teacher_fingerprint(teacher).encode())
     for i in range(len(dataset)):
         digest.update(json.dumps(dataset[i]["input_ids"]).encode())
     digest.update(json.dumps(fields).encode())

@@ -113,6 +113,15 @@ def global_linear_schedule(total_steps: int, warmup_steps: int, offset: int):
     return factor
 
 
+def _tied_keys(module: nn.Module) -> set[str]:
+    """State-dict keys of ``module`` that share their storage with another key (tied weights)."""
+    by_storage: dict[tuple, list[str]] = defaultdict(list)
+    for name, tensor in module.state_dict().items():
+        if tensor.device.type != "meta" and tensor.numel():
+            by_storage[(tensor.untyped_storage().data_ptr(), tensor.device)].append(name)
+    return {name for names in by_storage.values() if len(names) > 1 for name in names}
+
+
 class DistillTrainer(Trainer):
     """Trainer whose model is a ``DistillationModule`` and whose teacher stays frozen outside it."""
 
@@ -156,6 +165,43 @@ class DistillTrainer(Trainer):
             )
             self._created_lr_scheduler = True
         return self.lr_scheduler
+
+    # --- checkpoints ---------------------------------------------------------------------
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        """Checkpoint weights that may share memory (a student with tied embeddings).
+
+        The module is not a ``PreTrainedModel``, so HF's Trainer writes its state dict with
+        ``safetensors.save_file``, which refuses tensors sharing storage (a tied
+        ``embed_tokens``/``lm_head``). ``safetensors.torch.save_model`` writes each shared tensor
+        once; on resume HF loads the file non-strictly and the tied twin is the same parameter,
+        so it comes back with it.
+        """
+        if state_dict is not None or not _tied_keys(self.model):
+            return super()._save(output_dir, state_dict)
+        import os
+
+        from safetensors.torch import save_model
+        from transformers.trainer import SAFE_WEIGHTS_NAME, TRAINING_ARGS_NAME
+
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        save_model(self.model, os.path.join(output_dir, SAFE_WEIGHTS_NAME), metadata={"format": "pt"})
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _issue_warnings_after_load(self, load_result):
+        """A tied twin that `_save` wrote once is loaded through the other name; warn about the rest
+        (HF's own check reads ``_keys_to_ignore_on_save``, which only a PreTrainedModel has)."""
+        from transformers.utils import logging as hf_logging
+
+        missing = sorted(set(load_result.missing_keys) - _tied_keys(self.model))
+        if missing:
+            hf_logging.get_logger("transformers.trainer").warning(
+                f"There were missing keys in the checkpoint model loaded: {missing}."
+            )
+        if load_result.unexpected_keys:
+            hf_logging.get_logger("transformers.trainer").warning(
+                f"There were unexpected keys in the checkpoint model loaded: {load_result.unexpected_keys}."
+            )
 
     # --- teacher -------------------------------------------------------------------------
     @torch.no_grad()

@@ -389,6 +389,32 @@ def test_int8_qat_on_a_decoder_student(tmp_path, lm_teacher, lm_data):
     assert AutoModelForCausalLM.from_pretrained(student).config.use_cache
 
 
+def test_tied_embedding_student_checkpoints_and_resumes(tmp_path, lm_teacher, lm_data):
+    """A Qwen2 teacher with tied embeddings gives a tied student: its mid-run checkpoint holds
+    embed_tokens/lm_head once (HF's Trainer refused to write the shared tensor), and an
+    interrupted run resumes to the weights of an uninterrupted one."""
+    from safetensors.torch import load_file
+    from test_distill import InterruptAt
+    from transformers import AutoConfig
+
+    from edgedistill.compress.distill import distill
+
+    teacher = save_tiny_decoder(tmp_path / "qwen2", "qwen2", train_steps=0, tokenizer_dir=lm_teacher)
+    recipe = _lm_recipe(tmp_path, teacher, lm_data, training={"save_steps": 2})
+    distill(recipe, tmp_path / "straight", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        distill(recipe, tmp_path / "resumed", progress=False, callbacks=[InterruptAt("float", 2)])
+    report = distill(recipe, tmp_path / "resumed", progress=False)
+    assert report["training"]["resumed"] is True
+    student = tmp_path / "resumed" / "student"
+    assert AutoConfig.from_pretrained(student).tie_word_embeddings
+    a = load_file(tmp_path / "straight" / "student" / "model.safetensors")
+    b = load_file(student / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
 def test_top_k_teacher_logit_cache_trains_like_the_live_teacher(tmp_path, lm_teacher, lm_data):
     """training.cache_teacher_outputs on causal-lm: the teacher's top-k log-probs are cached once
     (memory-mapped shards) and read instead of running the teacher; the run matches a live-teacher

@@ -207,3 +207,27 @@ def test_batches_are_padded_to_one_length(teacher, sequences, tmp_path):
     # DataLoader workers get the cache pickled: paths travel, not the mapped arrays
     assert len(pickle.dumps(cache)) < 10_000
     assert torch.equal(pickle.loads(pickle.dumps(cache))[11][0], cache[11][0])
+
+
+def test_teacher_fingerprint_is_the_same_at_any_thread_count():
+    """A float sum's last bits follow the reduction order, which follows the thread count: the
+    same teacher fingerprinted at 1 and 2 threads looked like two teachers, and `generate`
+    refused to resume its own store. The fingerprint sums raw bits as integers instead."""
+    import torch
+
+    from edgedistill.compress.teacher_cache import _fingerprint
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2048, 2048), torch.nn.Linear(2048, 8))
+    threads = torch.get_num_threads()
+    prints = {}
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            prints[n] = (teacher_fingerprint(model), _fingerprint(model, [{"input_ids": [1, 2]}], ["logits"]))
+    finally:
+        torch.set_num_threads(threads)
+    assert prints[1] == prints[2]
+    with torch.no_grad():
+        model[1].weight[3, 5] = torch.nextafter(model[1].weight[3, 5], torch.tensor(1.0))
+    assert teacher_fingerprint(model) != prints[1][0]  # one ulp in one weight is another teacher
