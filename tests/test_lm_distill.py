@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 from pydantic import ValidationError
-from tiny_llama import save_tiny_decoder, train_bytelevel_bpe
+from tiny_llama import lm_recipe, save_tiny_decoder, train_bytelevel_bpe
 
 from edgedistill.compress.config import DataConfig, DistillRecipe, LossSpec, StudentConfig
 from edgedistill.compress.losses import (
@@ -59,27 +59,6 @@ def _token_batch(batch: int = 2, length: int = 8, vocab: int = 24, seed: int = 0
     student = torch.randn(batch, length, vocab, generator=generator)
     teacher = 3 * torch.randn(batch, length, vocab, generator=generator)
     return student, teacher, labels
-
-
-def _lm_recipe(tmp_path: Path, lm_teacher: Path, lm_data: dict[str, Path], **sections) -> DistillRecipe:
-    """A 4-step causal-lm distillation of a 1-layer student on the plain-text data; ``sections``
-    add to (dict) or replace (anything else) the recipe's sections."""
-    recipe = {
-        "task": "causal-lm",
-        "teacher": {"path": str(lm_teacher)},
-        "student": {"layers": 1},
-        "data": {
-            "train": str(lm_data["train"]),
-            "eval": str(lm_data["eval"]),
-            "text_column": "text",
-            "max_length": 48,
-            "cache_dir": str(tmp_path / "cache"),
-        },
-        "training": {"max_steps": 4, "batch_size": 8, "lr": 1e-3, "warmup_ratio": 0.0},
-    }
-    for name, value in sections.items():
-        recipe[name] = {**recipe[name], **value} if isinstance(value, dict) and name in recipe else value
-    return DistillRecipe.model_validate(recipe)
 
 
 # --------------------------------------------------------------------------- losses
@@ -376,7 +355,7 @@ def test_int8_qat_on_a_decoder_student(tmp_path, lm_teacher, lm_data):
 
     from edgedistill.compress.distill import distill
 
-    recipe = _lm_recipe(
+    recipe = lm_recipe(
         tmp_path, lm_teacher, lm_data, qat={"mode": "int8", "start_fraction": 0.5, "calibration_batches": 1}
     )
     report = distill(recipe, tmp_path / "run", progress=False)
@@ -400,7 +379,7 @@ def test_tied_embedding_student_checkpoints_and_resumes(tmp_path, lm_teacher, lm
     from edgedistill.compress.distill import distill
 
     teacher = save_tiny_decoder(tmp_path / "qwen2", "qwen2", train_steps=0, tokenizer_dir=lm_teacher)
-    recipe = _lm_recipe(tmp_path, teacher, lm_data, training={"save_steps": 2})
+    recipe = lm_recipe(tmp_path, teacher, lm_data, training={"save_steps": 2})
     distill(recipe, tmp_path / "straight", progress=False)
     with pytest.raises(KeyboardInterrupt):
         distill(recipe, tmp_path / "resumed", progress=False, callbacks=[InterruptAt("float", 2)])
@@ -423,7 +402,7 @@ def test_top_k_teacher_logit_cache_trains_like_the_live_teacher(tmp_path, lm_tea
     from edgedistill.compress.logit_cache import LogitCache
 
     def run(name: str, cache: bool) -> dict:
-        recipe = _lm_recipe(
+        recipe = lm_recipe(
             tmp_path,
             lm_teacher,
             lm_data,
@@ -464,7 +443,7 @@ def test_gguf_q4_0_qat_student_exports_to_the_weights_it_trained_with(tmp_path, 
     from edgedistill.compress.gguf_quant import fake_quant_blocks
     from edgedistill.export import ExportConfig, export
 
-    recipe = _lm_recipe(tmp_path, lm_teacher, lm_data, qat={"mode": "gguf_q4_0", "start_fraction": 0.5})
+    recipe = lm_recipe(tmp_path, lm_teacher, lm_data, qat={"mode": "gguf_q4_0", "start_fraction": 0.5})
     report = distill(recipe, tmp_path / "run", progress=False)
     assert report["qat"]["scheme"] == "gguf" and report["qat"]["precision"] == "q4_0"
     assert report["qat"]["tensor_types"].get("Q4_0", 0) > 0

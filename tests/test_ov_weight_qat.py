@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
-from tiny_llama import SAMPLE_SENTENCES, save_tiny_decoder
+from tiny_llama import SAMPLE_SENTENCES, lm_recipe, save_tiny_decoder
 
 from edgedistill.compress.config import DistillRecipe
 
@@ -27,27 +27,13 @@ EVAL_TEXTS = SAMPLE_SENTENCES[:8]
 
 
 def _recipe(tmp_path: Path, lm_teacher: Path, lm_data: dict[str, Path], mode: str) -> DistillRecipe:
-    return DistillRecipe.model_validate(
-        {
-            "task": "causal-lm",
-            "teacher": {"path": str(lm_teacher)},
-            "student": {"layers": 2},
-            "data": {
-                "train": str(lm_data["train"]),
-                "eval": str(lm_data["eval"]),
-                "text_column": "text",
-                "max_length": 48,
-                "cache_dir": str(tmp_path / "cache"),
-            },
-            "training": {
-                "max_steps": 10,
-                "batch_size": 8,
-                "lr": 3e-3,
-                "warmup_ratio": 0.0,
-                "logging_steps": 1,
-            },
-            "qat": {"mode": mode, "start_fraction": 0.2, "lora_rank": 8},
-        }
+    return lm_recipe(
+        tmp_path,
+        lm_teacher,
+        lm_data,
+        student={"layers": 2},
+        training={"max_steps": 10, "lr": 3e-3, "logging_steps": 1},
+        qat={"mode": mode, "start_fraction": 0.2, "lora_rank": 8},
     )
 
 

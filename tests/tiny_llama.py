@@ -195,3 +195,26 @@ def save_tiny_bert(folder: Path, tokenizer_dir: Path, seed: int = 2) -> Path:
     BertModel(config).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def lm_recipe(tmp_path: Path, lm_teacher: Path, lm_data: dict[str, Path], **sections):
+    """A 4-step causal-lm distillation of a 1-layer student on the plain-text data; ``sections``
+    add to (dict) or replace (anything else) the recipe's sections."""
+    from edgedistill.compress.config import DistillRecipe
+
+    recipe = {
+        "task": "causal-lm",
+        "teacher": {"path": str(lm_teacher)},
+        "student": {"layers": 1},
+        "data": {
+            "train": str(lm_data["train"]),
+            "eval": str(lm_data["eval"]),
+            "text_column": "text",
+            "max_length": 48,
+            "cache_dir": str(tmp_path / "cache"),
+        },
+        "training": {"max_steps": 4, "batch_size": 8, "lr": 1e-3, "warmup_ratio": 0.0},
+    }
+    for name, value in sections.items():
+        recipe[name] = {**recipe[name], **value} if isinstance(value, dict) and name in recipe else value
+    return DistillRecipe.model_validate(recipe)
