@@ -1,9 +1,11 @@
 """Benchmark of the bench stage on SST-2 (issue: bench, item 4): the teacher vs its students.
 
-The fine-tuned teacher (fp32 ONNX, the artifact a team would ship without edgedistill) and the
-3-layer QAT student's artifacts (from `benchmarks/export_sst2.py`) are measured with
+The fine-tuned teacher (fp32 ONNX, the artifact a team would ship without edgedistill), the
+3-layer QAT student's artifacts (from `benchmarks/export_sst2.py`) and a second 3-layer QAT student
+whose layers are pruned to half their heads and feed-forward neurons (trained here with the same
+recipe on the same rows, `distill --student-heads 6 --student-ffn 768`) are measured with
 `edgedistill bench` on the `cpu` and `mobile-class` targets, with SST-2 dev through each runtime,
-then judged with `edgedistill gate`. The bar: the 3-layer int8 student is >= 3x faster (p50) and
+then judged with `edgedistill gate`. The bar: a 3-layer int8 student is >= 3x faster (p50) and
 >= 5x smaller than the fp32 teacher on the same target. `mobile-class` runs quantized artifacts
 only, so the teacher appears there as its post-training dynamic int8 ONNX.
 
@@ -18,7 +20,33 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compress_sst2 import DEFAULT_DATA, ROOT  # noqa: E402
+from compress_sst2 import DEFAULT_DATA, ROOT, run  # noqa: E402
+
+# The pruned student: the same 3 teacher layers as export_sst2.py's student, with half the heads
+# (6 of 12) and half the feed-forward neurons (768 of 1536) kept by activation importance, then the
+# same KD + QAT int8 recipe on the same rows.
+PRUNED_HEADS, PRUNED_FFN = 6, 768
+
+
+def build_pruned_student(data: Path, teacher: Path, out: Path, train_samples: int) -> Path:
+    """3 teacher layers pruned to PRUNED_HEADS heads and PRUNED_FFN neurons, KD + QAT int8."""
+    run_dir = out / f"3L-h{PRUNED_HEADS}-f{PRUNED_FFN}-KD-QAT"
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable, "-m", "edgedistill", "distill", "--teacher", str(teacher),
+        "--student-layers", "3", "--student-heads", str(PRUNED_HEADS), "--student-ffn", str(PRUNED_FFN),
+        "--epochs", "1", "--lr", "1e-4", "--qat", "int8", "--qat-start", "0.5",
+        "--losses", "soft_kl:1,hard_ce:1", "--temperature", "4", "--alpha", "0.7", "--out", str(run_dir),
+        "--train", str(data / "train.tsv"), "--eval", str(data / "dev.tsv"), "--max-length", "66",
+        "--task", "sequence-classification", "--batch-size", "32", "--quiet",
+        "--max-train-samples", str(train_samples),
+    ]  # fmt: skip
+    run(
+        cmd,
+        run_dir / "distill_report.json",
+        out / "commands.log",
+    )
+    return run_dir / "student"
 
 
 def main() -> int:
@@ -27,6 +55,7 @@ def main() -> int:
     ap.add_argument("--teacher", type=Path, help="teacher folder (default: the one export_sst2.py trained)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "bench_sst2")
+    ap.add_argument("--train-samples", type=int, default=8000, help="SST-2 rows for the pruned student")
     args = ap.parse_args()
     ours = args.export_results / "ours"
     teacher = args.teacher or args.export_results / "teacher" / "model"
@@ -50,12 +79,24 @@ def main() -> int:
             teacher_art,
             ExportConfig(formats=["onnx"], precisions=["int8"], int8_method="dynamic", **calib),
         )
+    pruned_student = build_pruned_student(args.data, teacher, out, args.train_samples)
+    pruned = out / "pruned-export"
+    if not (pruned / "openvino-int8" / "manifest.json").is_file():
+        export(
+            pruned_student,
+            pruned,
+            ExportConfig(formats=["onnx", "openvino"], precisions=["fp32", "int8"], **calib),
+        )
+    pruned_name = f"student 3L-h{PRUNED_HEADS}-f{PRUNED_FFN}"
     artifacts = [
         teacher_art / "onnx-fp32",
         teacher_art / "onnx-int8",
         ours / "onnx-fp32",
         ours / "onnx-int8",
         ours / "openvino-int8",
+        pruned / "onnx-fp32",
+        pruned / "onnx-int8",
+        pruned / "openvino-int8",
     ]
     labels = {
         str(teacher_art / "onnx-fp32"): "teacher 6L ONNX fp32",
@@ -63,6 +104,9 @@ def main() -> int:
         str(ours / "onnx-fp32"): "student 3L ONNX fp32",
         str(ours / "onnx-int8"): "student 3L ONNX int8 (QAT)",
         str(ours / "openvino-int8"): "student 3L OpenVINO int8 (QAT)",
+        str(pruned / "onnx-fp32"): f"{pruned_name} ONNX fp32",
+        str(pruned / "onnx-int8"): f"{pruned_name} ONNX int8 (QAT)",
+        str(pruned / "openvino-int8"): f"{pruned_name} OpenVINO int8 (QAT)",
     }
     rows, verdicts = [], {}
     for target in ("cpu", "mobile-class"):
@@ -90,21 +134,34 @@ def main() -> int:
                 }
             )
     host = report["host"]["cpu"]
-    ratios = {}
+    ratios = []
     for target in ("cpu", "mobile-class"):
         by = {r["model"]: r for r in rows if r["target"] == target and r["status"] == "measured"}
         base = by.get("teacher 6L ONNX fp32") or by.get("teacher 6L ONNX int8 (ORT dynamic)")
-        student = by.get("student 3L ONNX int8 (QAT)")
-        if base and student:
-            ratios[target] = {
-                "baseline": next(k for k, v in by.items() if v is base),
-                "speedup_p50": round(base["p50_ms"] / student["p50_ms"], 2),
-                "smaller": round(base["size_mb"] / student["size_mb"], 2),
-            }
+        for name in ("student 3L ONNX int8 (QAT)", f"{pruned_name} ONNX int8 (QAT)"):
+            student = by.get(name)
+            if base and student:
+                ratios.append(
+                    {
+                        "target": target,
+                        "student": name,
+                        "baseline": next(k for k, v in by.items() if v is base),
+                        "speedup_p50": round(base["p50_ms"] / student["p50_ms"], 2),
+                        "smaller": round(base["size_mb"] / student["size_mb"], 2),
+                    }
+                )
+    pruned_report = json.loads((pruned_student.parent / "distill_report.json").read_text())
     summary = {
         "cpu": {k: host.get(k) for k in ("model", "logical_cores", "isa")},
         "rows": rows,
         "ratios": ratios,
+        "pruned_student": {
+            "command": pruned_report.get("command"),
+            "pruning": pruned_report["student"]["pruning"],
+            "parameters": pruned_report["student"]["parameters"],
+            "torch_dev_accuracy_fake_quant": pruned_report["student"]["metrics"].get("accuracy"),
+            "train_wall_time_s": pruned_report["training"]["train_wall_time_s"],
+        },
         "gate": verdicts,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -132,10 +189,17 @@ def markdown(summary: dict) -> str:
             f"| {f(r['peak_rss_mb'], 0)} | {acc} |"
         )
     lines.append("")
-    for target, r in summary["ratios"].items():
+    for r in summary["ratios"]:
         lines.append(
-            f"- {target}: student 3L int8 (QAT) vs {r['baseline']}: {r['speedup_p50']}x faster (p50), {r['smaller']}x smaller"
+            f"- {r['target']}: {r['student']} vs {r['baseline']}: {r['speedup_p50']}x faster (p50), "
+            f"{r['smaller']}x smaller"
         )
+    p = summary["pruned_student"]["pruning"]
+    lines.append(
+        f"- pruned student: {p['heads_per_layer']}/{p['teacher_heads_per_layer']} heads and "
+        f"{p['intermediate_size']}/{p['teacher_intermediate_size']} feed-forward neurons per layer "
+        f"({p['importance']} importance), {p['parameters_before']:,} -> {p['parameters_after']:,} parameters"
+    )
     for target, g in summary["gate"].items():
         failed = "; ".join(f"{c['artifact']} {c['budget']}" for c in g["failed"]) or "none"
         lines.append(f"- gate on {target}: {g['verdict']} (failed budgets: {failed})")

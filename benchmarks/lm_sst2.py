@@ -8,7 +8,12 @@ fresh initialisation and trained for the same number of steps, side by side:
 (b) token-level KD: token_kd (forward KL, T=1, teacher top-k log-probs cached once) + next_token_ce;
 (c) sequence-level KD: next_token_ce on teacher samples (`edgedistill generate`) continuing the
     first 1-3 words of train sentences (prompt + response trained as plain text);
-(d) (b) exported post-training to GGUF Q4_0 vs (b) trained with `qat.mode: gguf_q4_0`.
+(d) (b) exported post-training to GGUF Q4_0 vs (b) trained with `qat.mode: gguf_q4_0`;
+(e) the equal-compute fine-tune comparison: (b)'s trained student continued for `cont_steps` more
+    steps with (b)'s losses and teacher cache at `cont_lr` (short warmup), (e0) in float, then
+    exported post-training to GGUF F16 and Q4_0, vs (e1) with `qat.mode: gguf_q4_0` for all of
+    those steps (`start_fraction: 0`), exported to Q4_0 (the trained codes). Both runs see the
+    same batches in the same order.
 
 Every model is exported with `edgedistill export --format gguf`; perplexity on the SST-2 dev
 sentences is measured in llama.cpp (llama-cpp-python) on the same token ids as torch, decode
@@ -50,6 +55,8 @@ SCALES: dict[str, dict[str, Any]] = {
         "student_batch": 32,
         "student_train_rows": 5120,
         "student_lr": 3e-3,
+        "cont_steps": 160,
+        "cont_lr": 3e-4,
         "kd_top_k": 64,
         "generate_prompts": 2560,
         "generate_max_new_tokens": 24,
@@ -70,6 +77,8 @@ SCALES: dict[str, dict[str, Any]] = {
         "student_batch": 16,
         "student_train_rows": 96,
         "student_lr": 3e-3,
+        "cont_steps": 6,
+        "cont_lr": 3e-4,
         "kd_top_k": 16,
         "generate_prompts": 32,
         "generate_max_new_tokens": 8,
@@ -84,7 +93,12 @@ VARIANTS = {
     "b_tokenKD": "(b) token-level KD: token_kd (forward KL) + next_token_ce",
     "c_seqKD": "(c) sequence-level KD: next_token_ce on teacher samples",
     "d_tokenKD_QAT_q4_0": "(d) (b) with GGUF Q4_0-aware QAT (second half of training)",
+    "e_tokenKD_cont_float": "(e0) (b)'s student continued cont_steps steps in float (then PTQ)",
+    "e_tokenKD_cont_QAT_q4_0": "(e1) (b)'s student continued cont_steps steps with GGUF Q4_0-aware QAT",
 }
+# (e0)/(e1) start from (b)'s trained student; their rows are benchmarked in a separate decode run.
+CONT_VARIANTS = ("e_tokenKD_cont_float", "e_tokenKD_cont_QAT_q4_0")
+KD_VARIANTS = ("b_tokenKD", "d_tokenKD_QAT_q4_0", *CONT_VARIANTS)
 
 
 # --------------------------------------------------------------------------- stage bookkeeping
@@ -286,15 +300,20 @@ def distill_recipe(
     name: str, teacher: Path, train: str, dev: Path, scale: dict[str, Any], cache_root: Path, out: Path
 ) -> dict[str, Any]:
     s = scale["student"]
-    kd = name in ("b_tokenKD", "d_tokenKD_QAT_q4_0")
+    kd = name in KD_VARIANTS
+    cont = name in CONT_VARIANTS
     recipe: dict[str, Any] = {
         "task": "causal-lm",
         "teacher": {"path": str(teacher)},
-        "student": {
-            "hidden_size": s["hidden_size"],
-            "intermediate_size": s["intermediate_size"],
-            "layers": s["layers"],
-        },
+        "student": (
+            {"path": str(out / "b_tokenKD" / "student")}
+            if cont
+            else {
+                "hidden_size": s["hidden_size"],
+                "intermediate_size": s["intermediate_size"],
+                "layers": s["layers"],
+            }
+        ),
         "data": {
             "train": train,
             "eval": str(dev),
@@ -311,11 +330,13 @@ def distill_recipe(
             else [{"name": "next_token_ce"}]
         ),
         "training": {
-            "max_steps": scale["student_steps"],
+            "max_steps": scale["cont_steps"] if cont else scale["student_steps"],
             "batch_size": scale["student_batch"],
-            "lr": scale["student_lr"],
+            "lr": scale["cont_lr"] if cont else scale["student_lr"],
             "warmup_ratio": 0.05,
-            "seed": 0,
+            # distill seeds its QAT phase with seed + 1: (e0)'s float run and (e1)'s QAT-only run
+            # both train with seed 1, i.e. on the same batches in the same order
+            "seed": {"e_tokenKD_cont_float": 1}.get(name, 0),
             "logging_steps": 20,
             "save_steps": 10_000,
             **(
@@ -327,6 +348,8 @@ def distill_recipe(
     }
     if name == "d_tokenKD_QAT_q4_0":
         recipe["qat"] = {"mode": "gguf_q4_0", "start_fraction": 0.5}
+    if name == "e_tokenKD_cont_QAT_q4_0":
+        recipe["qat"] = {"mode": "gguf_q4_0", "start_fraction": 0.0}
     return recipe
 
 
@@ -354,9 +377,11 @@ def main() -> int:
     log = out / "commands.log"
     env = {**os.environ, **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
     cli = [sys.executable, "-m", "edgedistill"]
-    # Finished stages are reused, so a folder must not mix sizes: the first run records them.
+    # Finished stages are reused, so a folder must not mix sizes: the first run records them. Keys
+    # added to SCALES since (the sizes of later stages) are allowed; a changed or dropped key is not.
     scale_file = out / "scale.json"
-    if scale_file.is_file() and json.loads(scale_file.read_text()) != scale:
+    old_scale = json.loads(scale_file.read_text()) if scale_file.is_file() else {}
+    if any(scale.get(key, object()) != value for key, value in old_scale.items()):
         print(
             f"{out} holds a run made with other sizes ({scale_file}); choose another --out or delete it",
             file=sys.stderr,
@@ -419,7 +444,8 @@ def main() -> int:
     seqkd_train = seqkd / "train.jsonl"
     stages.python("seqkd_text", seqkd_train, write_seqkd_text, seqkd / "store", seqkd_train)
 
-    # 3. students (same fresh init, same steps); (b) and (d) share the teacher's top-k cache
+    # 3. students (same fresh init, same steps); (b), (d) and (e) share the teacher's top-k cache;
+    #    (e0) and (e1) continue from (b)'s student, so they run after it
     reports: dict[str, dict[str, Any]] = {}
     for name in VARIANTS:
         train = str(seqkd_train) if name == "c_seqKD" else str(train_tsv)
@@ -438,6 +464,9 @@ def main() -> int:
         "b_tokenKD_PTQ_q4_0": (out / "b_tokenKD" / "student", "q4_0"),
         "c_seqKD_f16": (out / "c_seqKD" / "student", "fp16"),
         "d_tokenKD_QAT_q4_0": (out / "d_tokenKD_QAT_q4_0" / "student", "q4_0"),
+        "e_tokenKD_cont_float_f16": (out / "e_tokenKD_cont_float" / "student", "fp16"),
+        "e_tokenKD_cont_float_PTQ_q4_0": (out / "e_tokenKD_cont_float" / "student", "q4_0"),
+        "e_tokenKD_cont_QAT_q4_0": (out / "e_tokenKD_cont_QAT_q4_0" / "student", "q4_0"),
     }
     # Post-training Q4_0 of a small model is expected to move top-1 a lot: that is what is measured
     # here, so its parity bound is off (the exporter still runs and reports the parity figures).
@@ -453,41 +482,66 @@ def main() -> int:
         cmd += ["--max-length", str(scale["max_length"])] + (loose if precision == "q4_0" else near_ties)
         stages.run(f"export_{row}", cmd, artifacts[row] / "manifest.json", log, env)
 
-    # 5. perplexity of every GGUF in llama.cpp on the dev sentences (the torch eval's token ids)
+    # 5. perplexity of every GGUF in llama.cpp on the dev sentences (the torch eval's token ids);
+    #    a resumed run measures only the rows not in the file yet
     ppl_file = out / "llama_cpp_perplexity.json"
     ppl: dict[str, Any] = json.loads(ppl_file.read_text()) if ppl_file.is_file() else {}
-    if set(ppl) != set(artifacts):
+    missing = [row for row in artifacts if row not in ppl]
+    if missing:
         import numpy as np
 
         started = time.time()
+        first = not ppl
         sequences = dev_token_ids(teacher, dev_tsv, scale["max_length"], scale["dev_rows"])
-        teacher_pred = None
-        for row, art in artifacts.items():
-            gguf_file = next(art.glob("*.gguf"))
+        # the teacher's llama.cpp top-1 predictions, for the agreement column of later rows
+        teacher_pred_file = out / "llama_cpp_teacher_f16_predictions.npy"
+        teacher_pred = np.load(teacher_pred_file) if teacher_pred_file.is_file() else None
+        if teacher_pred is None and "teacher_f16" not in missing:
+            print(f"[{time.strftime('%H:%M:%S')}] llama.cpp teacher_f16 predictions", flush=True)
+            gguf_file = next(artifacts["teacher_f16"].glob("*.gguf"))
+            teacher_pred = llama_cpp_perplexity(gguf_file, sequences)["predictions"]
+            np.save(teacher_pred_file, teacher_pred)
+        for row in missing:
+            gguf_file = next(artifacts[row].glob("*.gguf"))
             print(f"[{time.strftime('%H:%M:%S')}] llama.cpp perplexity: {row}", flush=True)
             result = llama_cpp_perplexity(gguf_file, sequences)
             pred = result.pop("predictions")
             if row == "teacher_f16":
                 teacher_pred = pred
+                np.save(teacher_pred_file, pred)
             elif teacher_pred is not None:
                 result["top1_agreement_with_teacher_f16"] = float(np.mean(pred == teacher_pred))
             result["gguf_file_bytes"] = gguf_file.stat().st_size
             result["gguf_weight_bytes"] = gguf_weight_bytes(gguf_file)
             ppl[row] = result
+        ppl = {row: ppl[row] for row in artifacts}
         ppl_file.write_text(json.dumps(ppl, indent=2) + "\n")
-        stages.record("llama_cpp_perplexity", time.time() - started)
+        if first:
+            stages.record("llama_cpp_perplexity", time.time() - started)
+        else:
+            stages.record("llama_cpp_perplexity_added", time.time() - started, rows=missing)
 
-    # 6. decode tokens/s with the bench harness (llama.cpp runtime, fresh process per artifact)
-    bench_file = out / "bench_cpu.json"
-    bench_cmd = cli + ["bench", *map(str, artifacts.values()), "--target", "cpu", "--out", str(bench_file)]
+    # 6. decode tokens/s with the bench harness (llama.cpp runtime, fresh process per artifact);
+    #    the (e) rows, added later, in their own bench run (bench_cpu_cont.json)
+    bench_settings = []
     for key, value in (
         ("runtime.threads", 1),
         ("measurement.warmup_iterations", 3),
         ("measurement.min_iterations", scale["bench_min_iterations"]),
         ("measurement.min_seconds", scale["bench_min_seconds"]),
     ):
-        bench_cmd += ["--set", f"{key}={value}"]
-    stages.run("bench_decode", bench_cmd + ["--quiet"], bench_file, log, env)
+        bench_settings += ["--set", f"{key}={value}"]
+    bench_groups = {
+        "bench_decode": (out / "bench_cpu.json", [r for r in artifacts if not r.startswith("e_")]),
+        "bench_decode_cont": (out / "bench_cpu_cont.json", [r for r in artifacts if r.startswith("e_")]),
+    }
+    bench: dict[str, Any] = {}
+    for stage, (bench_file, rows_in) in bench_groups.items():
+        bench_cmd = cli + ["bench", *(str(artifacts[r]) for r in rows_in), "--target", "cpu"]
+        bench_cmd += ["--out", str(bench_file), *bench_settings, "--quiet"]
+        stages.run(stage, bench_cmd, bench_file, log, env)
+        part = json.loads(bench_file.read_text())
+        bench = {**part, **bench, "artifacts": bench.get("artifacts", []) + part.get("artifacts", [])}
     memcpy_file = out / "memcpy.json"
     if not memcpy_file.is_file():
         started = time.time()
@@ -501,7 +555,7 @@ def main() -> int:
         json.loads((out / "teacher" / "finetune_report.json").read_text()),
         json.loads(meta.read_text()),
         ppl,
-        json.loads(bench_file.read_text()),
+        bench,
         json.loads(memcpy_file.read_text()),
         artifacts,
         stages.times,
@@ -569,6 +623,9 @@ def summarize(
         "b_tokenKD_PTQ_q4_0": "b_tokenKD",
         "c_seqKD_f16": "c_seqKD",
         "d_tokenKD_QAT_q4_0": "d_tokenKD_QAT_q4_0",
+        "e_tokenKD_cont_float_f16": "e_tokenKD_cont_float",
+        "e_tokenKD_cont_float_PTQ_q4_0": "e_tokenKD_cont_float",
+        "e_tokenKD_cont_QAT_q4_0": "e_tokenKD_cont_QAT_q4_0",
     }
     rows: dict[str, dict[str, Any]] = {}
     for row in artifacts:
@@ -585,7 +642,7 @@ def summarize(
             student = run["student"]
             params = student["parameters"]
             quantized_row = row.endswith("q4_0")
-            qat_row = row.startswith("d_")
+            qat_row = bool(run.get("qat"))
             # the float student's torch figures do not describe its post-training Q4_0 file
             torch_ppl = student["metrics"]["perplexity"] if (qat_row or not quantized_row) else None
             agree = student["metrics"].get("top1_agreement_with_teacher") if torch_ppl else None
@@ -635,6 +692,25 @@ def summarize(
             "qat_ppl_increase": qat_loss,
         },
     }
+    if "e_tokenKD_cont_float_f16" in lp:
+        cont_f16 = lp["e_tokenKD_cont_float_f16"]
+        cont_ptq, cont_qat = lp["e_tokenKD_cont_float_PTQ_q4_0"], lp["e_tokenKD_cont_QAT_q4_0"]
+        bars["qat_finetune_beats_ptq_equal_compute"] = {
+            "met": cont_qat < cont_ptq,
+            "rule": "equal-compute fine-tune of (b)'s student: llama.cpp perplexity of the Q4_0-aware "
+            "continuation (e1) below post-training Q4_0 of the float continuation (e0)",
+            "steps": scale["cont_steps"],
+            "lr": scale["cont_lr"],
+            "b_f16_ppl": lp["b_tokenKD_f16"],
+            "float_cont_f16_ppl": cont_f16,
+            "float_cont_ptq_q4_0_ppl": cont_ptq,
+            "qat_cont_q4_0_ppl": cont_qat,
+            "qat_minus_ptq_ppl": cont_qat - cont_ptq,
+            "ptq_ppl_increase": cont_ptq - cont_f16,
+            "qat_ppl_increase": cont_qat - cont_f16,
+            "ptq_ppl_increase_pct": 100 * (cont_ptq / cont_f16 - 1),
+            "qat_ppl_increase_pct": 100 * (cont_qat / cont_f16 - 1),
+        }
     teacher_cfg = scale["teacher"]
     return {
         "benchmark": "lm_sst2",
@@ -660,6 +736,7 @@ def summarize(
         },
         "student_training": {name: rep.get("training") for name, rep in reports.items()},
         "qat": reports.get("d_tokenKD_QAT_q4_0", {}).get("qat"),
+        "qat_cont": reports.get("e_tokenKD_cont_QAT_q4_0", {}).get("qat"),
         "memcpy": memcpy,
         "bench_settings": {
             "target": "cpu",
@@ -673,8 +750,13 @@ def summarize(
         "stages_wall_s_total": round(sum(v["wall_s"] for v in stage_times.values()), 1),
         "run_wall_s_this_invocation": round(wall_s, 1),
         "notes": [
-            "All students start from the same fresh initialisation (student.hidden_size narrower than the "
-            "teacher) and train the same number of steps with the same batch size.",
+            "All students (a)-(d) start from the same fresh initialisation (student.hidden_size narrower "
+            "than the teacher) and train the same number of steps with the same batch size.",
+            f"(e0) and (e1) start from (b)'s trained student (student.path) and train {scale['cont_steps']} "
+            f"more steps with (b)'s losses, batch size and teacher top-k cache at lr {scale['cont_lr']:g} "
+            "(5% warmup, linear decay), on the same batches in the same order: (e0) in float, (e1) with "
+            "qat.mode gguf_q4_0 from step 0. Their decode rows come from a second bench run "
+            "(bench_cpu_cont.json).",
             "Q4_0 exports run with tolerances.q4_0.min_top1_agreement=0 / min_cosine=-1 so the post-training "
             "file is written whatever its parity; the perplexity columns measure the damage. F16 exports "
             "run with tolerances.fp16.min_top1_agreement=0.99 (near-tied top-1 tokens flip; max_abs_diff "
@@ -727,6 +809,19 @@ def markdown(summary: dict[str, Any]) -> str:
         f"- Bar 2, Q4_0-aware student loses less perplexity than post-training Q4_0: "
         f"**{'met' if q['met'] else 'missed'}** (increase over the F16 KD student: PTQ "
         f"{q['ptq_ppl_increase']:+.2f}, QAT {q['qat_ppl_increase']:+.2f}).",
+    ]
+    e = bars.get("qat_finetune_beats_ptq_equal_compute")
+    if e:
+        lines.append(
+            f"- Bar 2b, equal-compute fine-tune ({e['steps']} more steps of (b)'s student at lr {e['lr']:g}), "
+            f"QAT Q4_0 beats PTQ Q4_0 of the float continuation: **{'met' if e['met'] else 'missed'}** "
+            f"(llama.cpp ppl: float continuation F16 {e['float_cont_f16_ppl']:.2f} (b F16 {e['b_f16_ppl']:.2f}), "
+            f"its PTQ Q4_0 {e['float_cont_ptq_q4_0_ppl']:.2f} ({e['ptq_ppl_increase']:+.2f}, "
+            f"{e['ptq_ppl_increase_pct']:+.2f}%), QAT Q4_0 {e['qat_cont_q4_0_ppl']:.2f} "
+            f"({e['qat_ppl_increase']:+.2f}, {e['qat_ppl_increase_pct']:+.2f}%); QAT - PTQ "
+            f"{e['qat_minus_ptq_ppl']:+.2f})."
+        )
+    lines += [
         f"- memcpy bandwidth {mem['copy_bandwidth_gb_per_s']:.1f} GB/s ({mem['method']}; read + written bytes); "
         "bound tok/s = bandwidth / GGUF weight bytes; ratio = decode tok/s / bound.",
         "- Stage wall times (s): "

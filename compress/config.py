@@ -40,8 +40,22 @@ class ModelSource(StrictModel):
     )
 
 
+class PruneConfig(StrictModel):
+    """How a teacher-initialised student loses heads / feed-forward neurons (compress/pruning.py)."""
+
+    importance: Literal["activation", "magnitude"] = Field(
+        "activation",
+        description="activation: each unit's mean contribution on training batches (Minitron-style); "
+        "magnitude: data-free weight norms.",
+    )
+    calibration_samples: int = Field(
+        256, gt=0, description="Training examples run through the student to score units (activation)."
+    )
+
+
 class StudentConfig(StrictModel):
-    """How the student is made: teacher layers (DistilBERT-style), a narrower fresh model, or any HF folder."""
+    """How the student is made: teacher layers (DistilBERT-style), optionally with fewer heads and
+    feed-forward neurons pruned by importance, a narrower fresh model, or any HF folder."""
 
     path: str | None = Field(
         None, description="Use this HF folder as the student instead of deriving one from the teacher."
@@ -56,12 +70,19 @@ class StudentConfig(StrictModel):
     intermediate_size: int | None = Field(
         None,
         gt=0,
-        description="Feed-forward size (default: the teacher's intermediate/hidden ratio x hidden_size).",
+        description="Feed-forward size. With hidden_size: the fresh model's (default: the teacher's "
+        "intermediate/hidden ratio x hidden_size). Without: the teacher-initialised student keeps this many "
+        "feed-forward neurons per layer, the most important ones (structured pruning, see `prune`).",
     )
     num_attention_heads: int | None = Field(
         None,
         gt=0,
-        description="Heads (default keeps the teacher's head size); key/value heads follow the teacher's grouping.",
+        description="Heads. With hidden_size: the fresh model's (default keeps the teacher's head size). "
+        "Without: the teacher-initialised student keeps this many heads per layer, the most important "
+        "ones (grouped key/value heads are pruned by whole groups).",
+    )
+    prune: PruneConfig = Field(
+        default_factory=PruneConfig, description="How heads/neurons are scored when the student is pruned."
     )
     trust_remote_code: bool = False
     allow_pickle: bool = False
@@ -80,11 +101,22 @@ class StudentConfig(StrictModel):
 
     @model_validator(mode="after")
     def _path_excludes_derivation(self) -> StudentConfig:
-        if self.path and (self.layers is not None or self.hidden_size is not None):
+        derive = (self.layers, self.hidden_size, self.intermediate_size, self.num_attention_heads)
+        if self.path and any(v is not None for v in derive):
             raise ValueError(
-                "give either `path` (an existing student) or `layers`/`hidden_size` (derive one), not both"
+                "give either `path` (an existing student) or `layers`/`hidden_size`/`intermediate_size`/"
+                "`num_attention_heads` (derive one from the teacher), not both"
             )
         return self
+
+    def prunes(self, teacher_hidden: int) -> bool:
+        """True when the student is the teacher's layers with heads/neurons removed (not a fresh model)."""
+        fresh = self.hidden_size is not None and self.hidden_size != teacher_hidden
+        return (
+            not self.path
+            and not fresh
+            and (self.intermediate_size is not None or self.num_attention_heads is not None)
+        )
 
 
 class DataConfig(StrictModel):

@@ -122,6 +122,15 @@ def _calibration_batches(train_ds, collator, recipe: DistillRecipe, device) -> l
     return batches
 
 
+def _pruning_batches(train_ds, collator, recipe: DistillRecipe) -> list[dict[str, torch.Tensor]]:
+    """The first ``student.prune.calibration_samples`` of a seeded shuffle of the training data."""
+    count = min(len(train_ds), recipe.student.prune.calibration_samples)
+    order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(recipe.training.seed + 11))
+    subset = torch.utils.data.Subset(train_ds, order[:count].tolist())
+    loader = DataLoader(subset, batch_size=recipe.training.batch_size, collate_fn=collator)
+    return [model_inputs(batch) for batch in loader]
+
+
 def _insert_fake_quant(recipe: DistillRecipe, student, train_ds, collator, init_dir: Path):
     """The student with the fake-quant of ``recipe.qat.mode`` inserted: one branch per mode.
 
@@ -230,7 +239,14 @@ def _evaluated_with(qat_info: dict | None) -> str:
 
 
 def _save_student(
-    out: Path, module, tokenizer, recipe, selected, qat_info: dict | None, metrics: dict
+    out: Path,
+    module,
+    tokenizer,
+    recipe,
+    selected,
+    qat_info: dict | None,
+    metrics: dict,
+    pruning_info: dict | None = None,
 ) -> Path:
     target = out / "student"
     with atomic_dir(target) as tmp:
@@ -270,6 +286,7 @@ def _save_student(
                 "task": recipe.task,
                 "teacher": recipe.teacher.path,
                 "selected_teacher_layers": selected,
+                "pruning": pruning_info,
                 "qat": qat_info,
                 "eval_metrics": metrics,
             },
@@ -297,6 +314,12 @@ def distill(
 
     # 1. teacher, tokenizer, data ------------------------------------------------------------
     teacher = models.freeze(models.load_model(recipe.teacher, task, "teacher", attn_implementation=attn))
+    if recipe.student.prunes(teacher.config.hidden_size):  # before any data work: fail fast
+        from edgedistill.compress import pruning
+
+        pruning.check_targets(
+            teacher.config, recipe.student.num_attention_heads, recipe.student.intermediate_size
+        )
     tokenizer = models.load_tokenizer(recipe.teacher.path, recipe.teacher.trust_remote_code)
     if recipe.student.path:  # before any data work: a student reading other token ids cannot be distilled
         student_tokenizer = models.load_tokenizer(recipe.student.path, recipe.student.trust_remote_code)
@@ -333,6 +356,17 @@ def distill(
 
     # 2. student and losses -------------------------------------------------------------------
     student, selected = models.build_student(teacher, recipe.student, task, attn_implementation=attn)
+    pruning_info = None
+    if recipe.student.prunes(teacher.config.hidden_size):
+        # Same data and seed on every run, so a resumed run rebuilds the same student shape (its
+        # weights then come from the checkpoint).
+        from edgedistill.compress import pruning
+
+        method = recipe.student.prune.importance
+        batches = _pruning_batches(train_ds, collator, recipe) if method == "activation" else None
+        pruning_info = pruning.prune_student(
+            student, recipe.student.num_attention_heads, recipe.student.intermediate_size, method, batches
+        )
     if causal_lm:
         models.check_vocab_rows(student, vocab_size, "student", recipe.student.path or "(derived)")
         student.config.use_cache = False  # NNCF calibration and tracing call model(**batch)
@@ -434,7 +468,9 @@ def distill(
     teacher_metrics, student_metrics = _evaluate(
         recipe, teacher, module, eval_ds, collator, teacher_eval, vocab_size
     )
-    student_dir = _save_student(out, module, tokenizer, recipe, selected, qat_info, student_metrics)
+    student_dir = _save_student(
+        out, module, tokenizer, recipe, selected, qat_info, student_metrics, pruning_info
+    )
     steps_done = total_steps
     samples = steps_done * recipe.training.batch_size * recipe.training.grad_accum * world_size()
     report = {
@@ -453,6 +489,7 @@ def distill(
             "layers": module.student.config.num_hidden_layers,
             "hidden_size": module.student.config.hidden_size,
             "selected_teacher_layers": selected,
+            "pruning": pruning_info,
             "metrics": student_metrics,
             "metrics_before_training": student_before,
             "evaluated_with": _evaluated_with(qat_info),

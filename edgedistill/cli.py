@@ -201,6 +201,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--student-hidden", dest="student.hidden_size", type=int, help="narrower width (fresh init)"
     )
+    g.add_argument(
+        "--student-heads",
+        dest="student.num_attention_heads",
+        type=int,
+        help="heads per layer; without --student-hidden the least important teacher heads are pruned",
+    )
+    g.add_argument(
+        "--student-ffn",
+        dest="student.intermediate_size",
+        type=int,
+        help="feed-forward neurons per layer; without --student-hidden the least important are pruned",
+    )
+    g.add_argument(
+        "--prune-importance",
+        dest="student.prune.importance",
+        choices=["activation", "magnitude"],
+        help="how pruned heads/neurons are scored (default activation, on training batches)",
+    )
     g = p.add_argument_group("distillation")
     g.add_argument("--losses", dest="losses", type=_losses, help="e.g. soft_kl:1,hard_ce:1,hidden_mse:0.5")
     g.add_argument("--temperature", dest="temperature", type=_schedule, help="4, or linear:8:2, cosine:8:2")

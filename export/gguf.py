@@ -280,6 +280,12 @@ def _write_hparams(writer, gguf, arch: GGUFArch, config: dict[str, Any], n_vocab
             )
         if config.get("hidden_act", "gelu") not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
             problems.append(f"hidden_act={config['hidden_act']!r} (llama.cpp's BERT uses GELU)")
+        if config.get("pruned_heads"):
+            problems.append(
+                "attention heads pruned per layer (config.pruned_heads; llama.cpp's BERT needs all "
+                f"{heads} heads in every layer): export it to ONNX or OpenVINO, or distill without "
+                "student.num_attention_heads"
+            )
         if problems:
             raise ExportError("this BERT cannot run in llama.cpp: " + "; ".join(problems))
         writer.add_layer_norm_eps(float(config.get("layer_norm_eps", 1e-12)))
