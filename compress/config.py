@@ -305,6 +305,23 @@ class QATConfig(StrictModel):
         return self
 
 
+class OnPolicyConfig(StrictModel):
+    """On-policy distillation (GKD) for causal-lm students: see compress/on_policy.py."""
+
+    fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="lambda: the share of training batches whose responses the student samples from the "
+        "prompts (the teacher scores them live; supervised terms are skipped on them). 0 = off-policy only.",
+    )
+    max_new_tokens: int = Field(
+        64, gt=0, description="Longest sampled response (also capped by data.max_length)."
+    )
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the student.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling (1 = the full distribution).")
+
+
 def default_losses(task: str) -> list[LossSpec]:
     if task == "feature-extraction":
         return [LossSpec(name="embedding_cosine", weight=1.0), LossSpec(name="hidden_mse", weight=1.0)]
@@ -346,6 +363,7 @@ class DistillRecipe(StrictModel):
     )
     training: TrainingConfig = TrainingConfig()
     qat: QATConfig = QATConfig()
+    on_policy: OnPolicyConfig = OnPolicyConfig()
 
     @model_validator(mode="after")
     def _check(self) -> DistillRecipe:
@@ -386,8 +404,31 @@ class DistillRecipe(StrictModel):
                 f"qat.mode {self.qat.mode} is NNCF weight-only quantization for OpenVINO decoders: use it with "
                 "task causal-lm (int8 is the mode for encoders exported to ONNX/OpenVINO)"
             )
-        if self.student.path is None and self.student.layers is None and self.student.hidden_size is None:
-            raise ValueError("student: give `layers` (K or a list), `hidden_size`, or `path`")
+        derive = (
+            self.student.layers,
+            self.student.hidden_size,
+            self.student.intermediate_size,
+            self.student.num_attention_heads,
+        )
+        if self.student.path is None and all(v is None for v in derive):
+            raise ValueError(
+                "student: give `layers` (K or a list), `hidden_size`, `num_attention_heads`/`intermediate_size` "
+                "(pruned teacher layers), or `path`"
+            )
+        if self.on_policy.fraction > 0:
+            if self.task != "causal-lm":
+                raise ValueError(
+                    "on_policy.fraction > 0 samples responses from a decoder student: task causal-lm only"
+                )
+            if not self.data.prompt_column:
+                raise ValueError(
+                    "on_policy.fraction > 0 samples a response after each prompt: the data needs "
+                    "data.prompt_column + data.response_column (e.g. the `edgedistill generate` store)"
+                )
+            if not any(spec.name == "token_kd" for spec in self.losses):
+                raise ValueError(
+                    "on_policy.fraction > 0 trains the student on its own samples with token_kd: add it"
+                )
         return self
 
 

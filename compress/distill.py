@@ -403,6 +403,9 @@ def distill(
         cache_root = Path(recipe.training.teacher_cache_dir or out / "teacher_cache")
         teacher_cache = TeacherOutputCache.build(teacher, train_ds, collator, teacher_needs, cache_root)
 
+    # on-policy sampling pads like the collator and stops at the tokenizer's end of sequence
+    pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+    token_ids = {"pad": pad_id, "eos": tokenizer.eos_token_id}
     history: list[dict] = []
     train_seconds = 0.0
 
@@ -421,6 +424,7 @@ def distill(
             total_steps=total_steps,
             step_offset=offset,
             teacher_cache=teacher_cache,
+            token_ids=token_ids,
             callbacks=([RichProgressCallback(f"distill [{name}]")] if progress else []) + list(callbacks),
         )
         trainer.remove_callback(PrinterCallback)  # the rich bar shows progress; logs go to the report

@@ -12,9 +12,9 @@ gradient accumulation, `accelerate launch` for DDP/FSDP) comes from Trainer. Wha
 
 Causal language models run through the same path: the batch carries input_ids, attention_mask
 and per-token labels (-100 where there is no target), and the teacher is run on exactly the
-token ids the batch carries. That is the seam for on-policy distillation (GKD): a fraction of
-batches whose responses were sampled from the student would be made in ``prepare_batch`` and
-need nothing else here.
+token ids the batch carries. On-policy distillation (GKD, ``on_policy.fraction``) replaces the
+responses of a share of batches with the student's own samples in ``prepare_batch``
+(compress/on_policy.py); the teacher then runs live on them and supervised terms are skipped.
 """
 
 from __future__ import annotations
@@ -86,16 +86,20 @@ class DistillationModule(nn.Module):
         labels: torch.Tensor | None,
         temperature: float,
         alpha: float,
+        supervised: bool = True,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``supervised=False`` (batches sampled from the student): distillation terms only, unmixed."""
         student = self.student_forward(inputs)
         loss_inputs = LossInputs(student, teacher, inputs["attention_mask"], labels, temperature)
         total = torch.zeros((), device=inputs["input_ids"].device)
         components = {}
         for loss, weight in zip(self.losses, self.weights, strict=True):
+            if not supervised and loss.role == "supervised":
+                continue
             value = loss(loss_inputs)
             components[loss.name] = value.detach()
             group = 1.0
-            if self.mix_with_alpha:
+            if self.mix_with_alpha and supervised:
                 group = alpha if loss.role == "distill" else 1.0 - alpha
             total = total + weight * group * value
         return total, components
@@ -134,9 +138,12 @@ class DistillTrainer(Trainer):
         total_steps: int,
         step_offset: int = 0,
         teacher_cache=None,
+        token_ids: dict[str, int | None] | None = None,
         **kwargs,
     ):
+        """``token_ids``: the collator's ``pad`` and the tokenizer's ``eos`` id (on-policy sampling)."""
         super().__init__(*args, **kwargs)
+        self.token_ids = token_ids or {}
         self.teacher = teacher.to(self.args.device)
         self.recipe = recipe
         self.teacher_needs = teacher_needs
@@ -144,7 +151,9 @@ class DistillTrainer(Trainer):
         self.step_offset = step_offset
         self.teacher_cache = teacher_cache
         self._component_sums: dict[str, float] = defaultdict(float)
-        self._component_counts = 0
+        self._component_counts: dict[str, int] = defaultdict(int)
+        self._batches = 0
+        self._on_policy_batches = 0
 
     # --- schedules -----------------------------------------------------------------------
     def progress(self) -> float:
@@ -213,7 +222,7 @@ class DistillTrainer(Trainer):
         Live teacher outputs depend only on the ids the batch carries, never on where they came
         from (the data, or samples of the student for on-policy distillation).
         """
-        if self.teacher_cache is not None:
+        if self.teacher_cache is not None and example_index is not None:
             return self.teacher_cache.lookup(
                 example_index, device=inputs["input_ids"].device, length=inputs["input_ids"].shape[1]
             )
@@ -237,36 +246,72 @@ class DistillTrainer(Trainer):
         )
 
     # --- loss ----------------------------------------------------------------------------
-    def prepare_batch(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The batch the student and teacher see. Off-policy (today): the data's tokens as they are.
+    def prepare_batch(
+        self, inputs: dict[str, torch.Tensor], training: bool
+    ) -> tuple[dict[str, torch.Tensor], bool]:
+        """The batch the student and teacher see, and whether it was sampled from the student.
 
-        An on-policy mode would replace, for a fraction of batches, each response by one the
-        student samples from the prompt (labels -100 on the prompt, the sampled ids after it).
+        Off-policy: the data's tokens as they are. With ``on_policy.fraction`` = lambda, that share
+        of training batches gets each response replaced by the student's sample after the same
+        prompt (labels -100 on the prompt); the example index is dropped, so the teacher runs live.
         """
-        return inputs
+        cfg = self.recipe.on_policy
+        if not training or cfg.fraction <= 0:
+            return inputs, False
+        from edgedistill.compress import on_policy
+
+        step = self.step_offset + self.state.global_step
+        seed = on_policy.batch_seed(self.recipe.training.seed, step, inputs["input_ids"])
+        if not on_policy.goes_on_policy(cfg.fraction, seed):
+            return inputs, False
+        student = self.accelerator.unwrap_model(self.model).student
+        sampled = on_policy.sample_responses(
+            student,
+            inputs,
+            seed=seed,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            pad_token_id=self.token_ids.get("pad", 0),
+            eos_token_id=self.token_ids.get("eos"),
+            max_length=self.recipe.data.max_length,
+        )
+        return sampled, True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        inputs = self.prepare_batch(inputs)
+        inputs, sampled = self.prepare_batch(inputs, model.training)
         labels = inputs.get("labels")
         example_index = inputs.get("example_index")
         features = model_inputs(inputs)
         teacher = self.teacher_outputs(features, example_index)
-        total, components = model(features, teacher, labels, self.current_temperature(), self.current_alpha())
+        total, components = model(
+            features,
+            teacher,
+            labels,
+            self.current_temperature(),
+            self.current_alpha(),
+            supervised=not sampled,
+        )
         if model.training:
             for name, value in components.items():
                 self._component_sums[name] += float(value)
-            self._component_counts += 1
+                self._component_counts[name] += 1
+            self._batches += 1
+            self._on_policy_batches += int(sampled)
         return (total, components) if return_outputs else total
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        if "loss" in logs and self._component_counts:
+        if "loss" in logs and self._batches:
             for name, value in self._component_sums.items():
-                logs[f"loss/{name}"] = round(value / self._component_counts, 6)
+                logs[f"loss/{name}"] = round(value / self._component_counts[name], 6)
             logs["temperature"] = round(self.current_temperature(), 6)
             logs["alpha"] = round(self.current_alpha(), 6)
+            if self.recipe.on_policy.fraction > 0:
+                logs["on_policy_batches"] = round(self._on_policy_batches / self._batches, 6)
             logs["global_step"] = self.step_offset + self.state.global_step
             self._component_sums.clear()
-            self._component_counts = 0
+            self._component_counts.clear()
+            self._batches = self._on_policy_batches = 0
         super().log(logs, *args, **kwargs)
 
 
