@@ -13,7 +13,15 @@ fresh initialisation and trained for the same number of steps, side by side:
     steps with (b)'s losses and teacher cache at `cont_lr` (short warmup), (e0) in float, then
     exported post-training to GGUF F16 and Q4_0, vs (e1) with `qat.mode: gguf_q4_0` for all of
     those steps (`start_fraction: 0`), exported to Q4_0 (the trained codes). Both runs see the
-    same batches in the same order.
+    same batches in the same order;
+(f) off- vs on-policy token KD on a prompt/response view of the same first `student_train_rows`
+    train sentences (prompt: the first 1-3 words, response: the rest; one-word sentences have no
+    response and are left out): (b)'s student continued `cont_steps` steps at `cont_lr` with (b)'s
+    losses, float, (f0) off-policy (a top-k teacher cache of its own) vs (f1) with `on_policy`
+    (GKD: on `on_policy_fraction` of the batches the student samples the responses itself, the
+    teacher scores them live, next_token_ce is skipped there). Same seed, so the same batches in the
+    same order; their torch figures are on the dev sentences' responses (the same prompt/response
+    view), their llama.cpp figures on the whole dev sentences like every other row.
 
 Every model is exported with `edgedistill export --format gguf`; perplexity on the SST-2 dev
 sentences is measured in llama.cpp (llama-cpp-python) on the same token ids as torch, decode
@@ -57,6 +65,9 @@ SCALES: dict[str, dict[str, Any]] = {
         "student_lr": 3e-3,
         "cont_steps": 160,
         "cont_lr": 3e-4,
+        "on_policy_fraction": 0.5,
+        "on_policy_max_new_tokens": 24,
+        "on_policy_temperature": 1.0,
         "kd_top_k": 64,
         "generate_prompts": 2560,
         "generate_max_new_tokens": 24,
@@ -79,6 +90,9 @@ SCALES: dict[str, dict[str, Any]] = {
         "student_lr": 3e-3,
         "cont_steps": 6,
         "cont_lr": 3e-4,
+        "on_policy_fraction": 0.5,
+        "on_policy_max_new_tokens": 8,
+        "on_policy_temperature": 1.0,
         "kd_top_k": 16,
         "generate_prompts": 32,
         "generate_max_new_tokens": 8,
@@ -95,10 +109,14 @@ VARIANTS = {
     "d_tokenKD_QAT_q4_0": "(d) (b) with GGUF Q4_0-aware QAT (second half of training)",
     "e_tokenKD_cont_float": "(e0) (b)'s student continued cont_steps steps in float (then PTQ)",
     "e_tokenKD_cont_QAT_q4_0": "(e1) (b)'s student continued cont_steps steps with GGUF Q4_0-aware QAT",
+    "f_tokenKD_pairs_offpolicy": "(f0) (b)'s student continued on prompt/response pairs, off-policy token KD",
+    "f_tokenKD_pairs_onpolicy": "(f1) (f0) with on-policy distillation (GKD) on a share of the batches",
 }
 # (e0)/(e1) start from (b)'s trained student; their rows are benchmarked in a separate decode run.
 CONT_VARIANTS = ("e_tokenKD_cont_float", "e_tokenKD_cont_QAT_q4_0")
-KD_VARIANTS = ("b_tokenKD", "d_tokenKD_QAT_q4_0", *CONT_VARIANTS)
+# (f0)/(f1) too, on the prompt/response view of the train rows (their own teacher cache and decode run).
+PAIRS_VARIANTS = ("f_tokenKD_pairs_offpolicy", "f_tokenKD_pairs_onpolicy")
+KD_VARIANTS = ("b_tokenKD", "d_tokenKD_QAT_q4_0", *CONT_VARIANTS, *PAIRS_VARIANTS)
 
 
 # --------------------------------------------------------------------------- stage bookkeeping
@@ -213,6 +231,38 @@ def write_prompts(path: Path, train_tsv: Path, count: int) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
+def prompt_response(sentence: str, i: int) -> dict[str, str] | None:
+    """The first 1-3 words (cycling with ``i``, as in `write_prompts`) and " " + the rest; None when
+    the sentence is a single word (no response left)."""
+    words = sentence.split()
+    if len(words) < 2:
+        return None
+    k = max(1, min(1 + i % 3, len(words) - 1))
+    return {"prompt": " ".join(words[:k]), "response": " " + " ".join(words[k:])}
+
+
+def write_pairs(folder: Path, train_tsv: Path, dev_tsv: Path, rows: int, dev_rows: int | None) -> None:
+    """Prompt/response views of the first ``rows`` train sentences and of the dev sentences.
+
+    train.jsonl is written last: it marks the stage done. pairs.json counts what was left out.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, Any] = {}
+    for split, tsv, limit in (("dev", dev_tsv, dev_rows), ("train", train_tsv, rows)):
+        sentences = read_sentences(tsv, limit)
+        pairs = [p for p in (prompt_response(s, i) for i, s in enumerate(sentences)) if p]
+        counts[split] = {
+            "sentences": len(sentences),
+            "pairs": len(pairs),
+            "one_word_left_out": len(sentences) - len(pairs),
+        }
+        if split == "train":
+            (folder / "pairs.json").write_text(json.dumps(counts, indent=2) + "\n")
+        tmp = folder / f"{split}.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
+        tmp.rename(folder / f"{split}.jsonl")
+
+
 def write_seqkd_text(store: Path, path: Path) -> None:
     """Teacher samples as plain text (prompt + response): the student learns the opening words too."""
     from edgedistill.compress.generate import read_store
@@ -301,7 +351,8 @@ def distill_recipe(
 ) -> dict[str, Any]:
     s = scale["student"]
     kd = name in KD_VARIANTS
-    cont = name in CONT_VARIANTS
+    pairs = name in PAIRS_VARIANTS
+    cont = name in CONT_VARIANTS or pairs
     recipe: dict[str, Any] = {
         "task": "causal-lm",
         "teacher": {"path": str(teacher)},
@@ -318,11 +369,13 @@ def distill_recipe(
             "train": train,
             "eval": str(dev),
             "text_column": "sentence",
+            **({"prompt_column": "prompt", "response_column": "response"} if pairs else {}),
             "label_column": None,
             "max_length": scale["max_length"],
             "cache_dir": str(cache_root),
             **({"max_eval_samples": scale["dev_rows"]} if scale["dev_rows"] else {}),
-            **({"max_train_samples": scale["student_train_rows"]} if name != "c_seqKD" else {}),
+            # the pairs files hold the first student_train_rows sentences already
+            **({"max_train_samples": scale["student_train_rows"]} if name != "c_seqKD" and not pairs else {}),
         },
         "losses": (
             [{"name": "token_kd", "top_k": scale["kd_top_k"]}, {"name": "next_token_ce"}]
@@ -335,17 +388,29 @@ def distill_recipe(
             "lr": scale["cont_lr"] if cont else scale["student_lr"],
             "warmup_ratio": 0.05,
             # distill seeds its QAT phase with seed + 1: (e0)'s float run and (e1)'s QAT-only run
-            # both train with seed 1, i.e. on the same batches in the same order
-            "seed": {"e_tokenKD_cont_float": 1}.get(name, 0),
+            # both train with seed 1, i.e. on the same batches in the same order; (f0)/(f1) too
+            "seed": 1 if name == "e_tokenKD_cont_float" or pairs else 0,
             "logging_steps": 20,
             "save_steps": 10_000,
             **(
-                {"cache_teacher_outputs": True, "teacher_cache_dir": str(out / "teacher_topk_cache")}
+                {
+                    "cache_teacher_outputs": True,
+                    # the pairs rows are other sequences (one-word sentences left out): own cache
+                    "teacher_cache_dir": str(
+                        out / ("teacher_topk_cache_pairs" if pairs else "teacher_topk_cache")
+                    ),
+                }
                 if kd
                 else {}
             ),
         },
     }
+    if name == "f_tokenKD_pairs_onpolicy":
+        recipe["on_policy"] = {
+            "fraction": scale["on_policy_fraction"],
+            "max_new_tokens": scale["on_policy_max_new_tokens"],
+            "temperature": scale["on_policy_temperature"],
+        }
     if name == "d_tokenKD_QAT_q4_0":
         recipe["qat"] = {"mode": "gguf_q4_0", "start_fraction": 0.5}
     if name == "e_tokenKD_cont_QAT_q4_0":
@@ -444,12 +509,33 @@ def main() -> int:
     seqkd_train = seqkd / "train.jsonl"
     stages.python("seqkd_text", seqkd_train, write_seqkd_text, seqkd / "store", seqkd_train)
 
+    # 2b. prompt/response view of the same train rows (and of the dev sentences) for (f0)/(f1)
+    pairs_dir = out / "pairs"
+    stages.python(
+        "pairs_data",
+        pairs_dir / "train.jsonl",
+        write_pairs,
+        pairs_dir,
+        train_tsv,
+        dev_tsv,
+        scale["student_train_rows"],
+        scale["dev_rows"],
+    )
+
     # 3. students (same fresh init, same steps); (b), (d) and (e) share the teacher's top-k cache;
-    #    (e0) and (e1) continue from (b)'s student, so they run after it
+    #    (e0), (e1), (f0) and (f1) continue from (b)'s student, so they run after it
     reports: dict[str, dict[str, Any]] = {}
     for name in VARIANTS:
-        train = str(seqkd_train) if name == "c_seqKD" else str(train_tsv)
-        recipe = distill_recipe(name, teacher, train, dev_tsv, scale, out / "token_cache", out)
+        pairs = name in PAIRS_VARIANTS
+        train = (
+            str(seqkd_train)
+            if name == "c_seqKD"
+            else str(pairs_dir / "train.jsonl")
+            if pairs
+            else str(train_tsv)
+        )
+        dev = pairs_dir / "dev.jsonl" if pairs else dev_tsv
+        recipe = distill_recipe(name, teacher, train, dev, scale, out / "token_cache", out)
         (recipes / f"{name}.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
         report = out / name / "distill_report.json"
         cmd = cli + ["distill", str(recipes / f"{name}.yaml"), "--out", str(out / name), "--quiet"]
@@ -467,6 +553,8 @@ def main() -> int:
         "e_tokenKD_cont_float_f16": (out / "e_tokenKD_cont_float" / "student", "fp16"),
         "e_tokenKD_cont_float_PTQ_q4_0": (out / "e_tokenKD_cont_float" / "student", "q4_0"),
         "e_tokenKD_cont_QAT_q4_0": (out / "e_tokenKD_cont_QAT_q4_0" / "student", "q4_0"),
+        "f_tokenKD_pairs_offpolicy_f16": (out / "f_tokenKD_pairs_offpolicy" / "student", "fp16"),
+        "f_tokenKD_pairs_onpolicy_f16": (out / "f_tokenKD_pairs_onpolicy" / "student", "fp16"),
     }
     # Post-training Q4_0 of a small model is expected to move top-1 a lot: that is what is measured
     # here, so its parity bound is off (the exporter still runs and reports the parity figures).
@@ -519,10 +607,16 @@ def main() -> int:
         if first:
             stages.record("llama_cpp_perplexity", time.time() - started)
         else:
-            stages.record("llama_cpp_perplexity_added", time.time() - started, rows=missing)
+            # one entry per resumed run that added rows (llama_cpp_perplexity_added, ..._added_2, ...)
+            name, n = "llama_cpp_perplexity_added", 1
+            while name in stages.times:
+                n += 1
+                name = f"llama_cpp_perplexity_added_{n}"
+            stages.record(name, time.time() - started, rows=missing)
 
     # 6. decode tokens/s with the bench harness (llama.cpp runtime, fresh process per artifact);
-    #    the (e) rows, added later, in their own bench run (bench_cpu_cont.json)
+    #    the (e) and (f) rows, added later, in bench runs of their own (bench_cpu_cont.json,
+    #    bench_cpu_pairs.json)
     bench_settings = []
     for key, value in (
         ("runtime.threads", 1),
@@ -532,8 +626,9 @@ def main() -> int:
     ):
         bench_settings += ["--set", f"{key}={value}"]
     bench_groups = {
-        "bench_decode": (out / "bench_cpu.json", [r for r in artifacts if not r.startswith("e_")]),
+        "bench_decode": (out / "bench_cpu.json", [r for r in artifacts if not r.startswith(("e_", "f_"))]),
         "bench_decode_cont": (out / "bench_cpu_cont.json", [r for r in artifacts if r.startswith("e_")]),
+        "bench_decode_pairs": (out / "bench_cpu_pairs.json", [r for r in artifacts if r.startswith("f_")]),
     }
     bench: dict[str, Any] = {}
     for stage, (bench_file, rows_in) in bench_groups.items():
@@ -561,6 +656,7 @@ def main() -> int:
         stages.times,
         time.time() - run_started,
         args.note,
+        json.loads((pairs_dir / "pairs.json").read_text()),
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "summary.md").write_text(markdown(summary), encoding="utf-8")
@@ -613,6 +709,7 @@ def summarize(
     stage_times: dict[str, Any],
     wall_s: float,
     note: str | None = None,
+    pairs_counts: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     bandwidth = memcpy["copy_bandwidth_gb_per_s"] * 1e9
     bench_rows = _bench_entries(bench, artifacts)
@@ -626,6 +723,8 @@ def summarize(
         "e_tokenKD_cont_float_f16": "e_tokenKD_cont_float",
         "e_tokenKD_cont_float_PTQ_q4_0": "e_tokenKD_cont_float",
         "e_tokenKD_cont_QAT_q4_0": "e_tokenKD_cont_QAT_q4_0",
+        "f_tokenKD_pairs_offpolicy_f16": "f_tokenKD_pairs_offpolicy",
+        "f_tokenKD_pairs_onpolicy_f16": "f_tokenKD_pairs_onpolicy",
     }
     rows: dict[str, dict[str, Any]] = {}
     for row in artifacts:
@@ -647,6 +746,9 @@ def summarize(
             torch_ppl = student["metrics"]["perplexity"] if (qat_row or not quantized_row) else None
             agree = student["metrics"].get("top1_agreement_with_teacher") if torch_ppl else None
             evaluated = student.get("evaluated_with", "float32 in torch") if torch_ppl else None
+            if source[row] in PAIRS_VARIANTS:
+                # not comparable with the other rows' torch columns (whole dev sentences)
+                evaluated += "; dev prompt/response view, response tokens only"
         measured = ppl[row]
         decode = _decode(bench_rows.get(row, {}))
         tps = decode["decode_tokens_per_s"]["p50"] if decode else None
@@ -711,6 +813,62 @@ def summarize(
             "ptq_ppl_increase_pct": 100 * (cont_ptq / cont_f16 - 1),
             "qat_ppl_increase_pct": 100 * (cont_qat / cont_f16 - 1),
         }
+    on_policy_comparison = None
+    if all(f"{name}_f16" in rows for name in PAIRS_VARIANTS):
+
+        def pairs_row(name: str) -> dict[str, Any]:
+            row, report = rows[f"{name}_f16"], reports[name]
+            # the logged share covers the batches since the previous log: weight it by those steps
+            covered, on_batches = 0, 0.0
+            for h in report.get("history", []):
+                if "on_policy_batches" in h:
+                    on_batches += h["on_policy_batches"] * (h["global_step"] - covered)
+                    covered = h["global_step"]
+            return {
+                "torch_response_perplexity": row["torch_perplexity"],
+                "torch_response_top1_agreement_with_teacher": row["torch_top1_agreement_with_teacher"],
+                "torch_eval_tokens": report["student"]["metrics"].get("eval_tokens"),
+                "llama_cpp_perplexity": row["llama_cpp_perplexity"],
+                "llama_cpp_top1_agreement_with_teacher_f16": row["llama_cpp_top1_agreement_with_teacher_f16"],
+                "distill_stage_wall_s": stage_times.get(f"distill_{name}", {}).get("wall_s"),
+                "train_wall_s": row["train_wall_s"],
+                # off-policy run (no on_policy section): none by construction
+                "on_policy_batch_share": (on_batches / covered)
+                if covered
+                else (None if report["config"].get("on_policy", {}).get("fraction") else 0.0),
+                "on_policy_batch_share_steps_logged": covered,
+            }
+
+        off, on = (pairs_row(name) for name in PAIRS_VARIANTS)
+        on_policy_comparison = {
+            "rule": "none (reported as measured): (b)'s student continued on prompt/response pairs, "
+            "off-policy token KD (f0) vs on-policy (f1), same seed, steps, lr and losses",
+            "steps": scale["cont_steps"],
+            "lr": scale["cont_lr"],
+            "on_policy": {
+                "fraction": scale["on_policy_fraction"],
+                "max_new_tokens": scale["on_policy_max_new_tokens"],
+                "temperature": scale["on_policy_temperature"],
+                "top_p": 1.0,
+            },
+            "pairs": pairs_counts,
+            "teacher_f16_ppl": lp["teacher_f16"],
+            "teacher_torch_response_perplexity": reports[PAIRS_VARIANTS[0]]["teacher"]["metrics"].get(
+                "perplexity"
+            ),
+            "b_f16_ppl": lp["b_tokenKD_f16"],
+            "e0_float_cont_f16_ppl": lp.get("e_tokenKD_cont_float_f16"),
+            "off_policy": off,
+            "on_policy_run": on,
+            "on_minus_off_llama_cpp_ppl": on["llama_cpp_perplexity"] - off["llama_cpp_perplexity"],
+            "on_minus_off_torch_response_ppl": on["torch_response_perplexity"]
+            - off["torch_response_perplexity"],
+            "on_over_off_distill_wall": (
+                on["distill_stage_wall_s"] / off["distill_stage_wall_s"]
+                if on["distill_stage_wall_s"] and off["distill_stage_wall_s"]
+                else None
+            ),
+        }
     teacher_cfg = scale["teacher"]
     return {
         "benchmark": "lm_sst2",
@@ -746,6 +904,7 @@ def summarize(
         "note": note,
         "rows": rows,
         "bars": bars,
+        "on_policy_comparison": on_policy_comparison,
         "stage_times": stage_times,
         "stages_wall_s_total": round(sum(v["wall_s"] for v in stage_times.values()), 1),
         "run_wall_s_this_invocation": round(wall_s, 1),
@@ -757,6 +916,19 @@ def summarize(
             "(5% warmup, linear decay), on the same batches in the same order: (e0) in float, (e1) with "
             "qat.mode gguf_q4_0 from step 0. Their decode rows come from a second bench run "
             "(bench_cpu_cont.json).",
+            f"(f0) and (f1) start from (b)'s trained student too and train {scale['cont_steps']} more steps "
+            f"at lr {scale['cont_lr']:g} with (b)'s losses on a prompt/response view of the same first "
+            f"{scale['student_train_rows']} train sentences (prompt: the first 1-3 words, cycling; response: "
+            "the rest; one-word sentences have no response and are left out, counts in "
+            "on_policy_comparison.pairs), so token_kd and next_token_ce see only response tokens; their own "
+            "teacher top-k cache (teacher_topk_cache_pairs: other sequences than (b)'s), seed 1 for both "
+            "(same batches in the same order). (f1) adds on_policy (GKD): on "
+            f"{scale['on_policy_fraction']:g} of the batches the student samples each response "
+            f"(max {scale['on_policy_max_new_tokens']} new tokens, temperature "
+            f"{scale['on_policy_temperature']:g}), the teacher scores it live and next_token_ce is "
+            "skipped. Their torch perplexity / top-1 agreement are on the dev sentences' responses (the "
+            "same prompt/response view), not the whole sentences; their llama.cpp columns are on the whole "
+            "dev sentences like every row. Decode rows from a third bench run (bench_cpu_pairs.json).",
             "Q4_0 exports run with tolerances.q4_0.min_top1_agreement=0 / min_cosine=-1 so the post-training "
             "file is written whatever its parity; the perplexity columns measure the damage. F16 exports "
             "run with tolerances.fp16.min_top1_agreement=0.99 (near-tied top-1 tokens flip; max_abs_diff "
@@ -792,9 +964,11 @@ def markdown(summary: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row, r in summary["rows"].items():
+        # (f) rows: torch figures on the dev responses only (marked)
+        mark = " (resp.)" if "response tokens only" in (r["torch_evaluated_with"] or "") else ""
         lines.append(
-            f"| {row} | {r['params'] / 1e6:.2f}M ({100 * r['params_vs_teacher']:.0f}%) | {r['gguf_file_mb']:.2f} | {_f(r['torch_perplexity'], '.2f')} "
-            f"| {r['llama_cpp_perplexity']:.2f} | {_f(r['torch_top1_agreement_with_teacher'], '.3f')} "
+            f"| {row} | {r['params'] / 1e6:.2f}M ({100 * r['params_vs_teacher']:.0f}%) | {r['gguf_file_mb']:.2f} | {_f(r['torch_perplexity'], '.2f')}{mark} "
+            f"| {r['llama_cpp_perplexity']:.2f} | {_f(r['torch_top1_agreement_with_teacher'], '.3f')}{mark} "
             f"| {_f(r['llama_cpp_top1_agreement_with_teacher_f16'], '.3f')} "
             f"| {_f(r['decode_tokens_per_s_p50'], '.0f')} | {r['bound_tokens_per_s']:.0f} "
             f"| {_f(r['achieved_over_bound'], '.3f')} |"
@@ -820,6 +994,26 @@ def markdown(summary: dict[str, Any]) -> str:
             f"{e['ptq_ppl_increase_pct']:+.2f}%), QAT Q4_0 {e['qat_cont_q4_0_ppl']:.2f} "
             f"({e['qat_ppl_increase']:+.2f}, {e['qat_ppl_increase_pct']:+.2f}%); QAT - PTQ "
             f"{e['qat_minus_ptq_ppl']:+.2f})."
+        )
+    f = summary.get("on_policy_comparison")
+    if f:
+        off, on, pol = f["off_policy"], f["on_policy_run"], f["on_policy"]
+        lines.append(
+            f"- (f) off- vs on-policy token KD continuation on prompt/response pairs ({f['steps']} more steps "
+            f"of (b)'s student at lr {f['lr']:g}; on-policy fraction {pol['fraction']:g}, max "
+            f"{pol['max_new_tokens']} new tokens, temperature {pol['temperature']:g}; on-policy share of "
+            f"(f1)'s batches {_f(on['on_policy_batch_share'], '.2f')} over the first "
+            f"{on['on_policy_batch_share_steps_logged']} steps (logged)), no bar: llama.cpp F16 ppl on the dev sentences "
+            f"off-policy {off['llama_cpp_perplexity']:.2f} vs on-policy {on['llama_cpp_perplexity']:.2f} "
+            f"({f['on_minus_off_llama_cpp_ppl']:+.2f}; b {f['b_f16_ppl']:.2f}, e0 "
+            f"{_f(f['e0_float_cont_f16_ppl'], '.2f')}), top-1 agreement with the teacher (llama.cpp) "
+            f"{_f(off['llama_cpp_top1_agreement_with_teacher_f16'], '.3f')} vs "
+            f"{_f(on['llama_cpp_top1_agreement_with_teacher_f16'], '.3f')}; torch on the dev responses: ppl "
+            f"{off['torch_response_perplexity']:.2f} vs {on['torch_response_perplexity']:.2f}, top-1 agreement "
+            f"{off['torch_response_top1_agreement_with_teacher']:.3f} vs "
+            f"{on['torch_response_top1_agreement_with_teacher']:.3f}; distill stage wall time "
+            f"{_f(off['distill_stage_wall_s'], '.0f')} s vs {_f(on['distill_stage_wall_s'], '.0f')} s "
+            f"(train loop {off['train_wall_s']:.0f} s vs {on['train_wall_s']:.0f} s)."
         )
     lines += [
         f"- memcpy bandwidth {mem['copy_bandwidth_gb_per_s']:.1f} GB/s ({mem['method']}; read + written bytes); "

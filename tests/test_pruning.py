@@ -159,6 +159,9 @@ def test_recipe_and_cli_flags_select_pruning():
     assert not StudentConfig(layers=3).prunes(teacher_hidden=384)
     with pytest.raises(ValidationError, match="give either `path`"):
         StudentConfig(path="some/student", num_attention_heads=2)
+    # every teacher layer kept, each pruned
+    recipe = DistillRecipe.model_validate({"teacher": {"path": "t"}, "student": {"num_attention_heads": 6}})
+    assert recipe.student.prunes(teacher_hidden=384)
     args = build_parser().parse_args(
         ["distill", "--teacher", "t", "--student-layers", "3", "--student-heads", "6", "--student-ffn", "768"]
         + ["--prune-importance", "magnitude", "--out", "o"]
