@@ -220,24 +220,28 @@ def build_teacher_init(out_dir: Path, train_tsv: Path, scale: dict[str, Any]) ->
     tmp.rename(out_dir)
 
 
+def opening_words(words: list[str], i: int) -> int:
+    """How many words open sentence ``i`` as a prompt: 1-3 (cycling with ``i``), at least one left over."""
+    return max(1, min(1 + i % 3, len(words) - 1))
+
+
 def write_prompts(path: Path, train_tsv: Path, count: int) -> None:
-    """The first 1-3 words (cycling) of the first ``count`` train sentences, at least one word left over."""
+    """The opening words of the first ``count`` train sentences."""
     rows = []
     for i, sentence in enumerate(read_sentences(train_tsv, count)):
         words = sentence.split()
-        k = max(1, min(1 + i % 3, len(words) - 1))
-        rows.append({"prompt": " ".join(words[:k])})
+        rows.append({"prompt": " ".join(words[: opening_words(words, i)])})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
 def prompt_response(sentence: str, i: int) -> dict[str, str] | None:
-    """The first 1-3 words (cycling with ``i``, as in `write_prompts`) and " " + the rest; None when
+    """The opening words of sentence ``i`` (`opening_words`) and " " + the rest; None when
     the sentence is a single word (no response left)."""
     words = sentence.split()
     if len(words) < 2:
         return None
-    k = max(1, min(1 + i % 3, len(words) - 1))
+    k = opening_words(words, i)
     return {"prompt": " ".join(words[:k]), "response": " " + " ".join(words[k:])}
 
 

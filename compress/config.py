@@ -101,13 +101,18 @@ class StudentConfig(StrictModel):
 
     @model_validator(mode="after")
     def _path_excludes_derivation(self) -> StudentConfig:
-        derive = (self.layers, self.hidden_size, self.intermediate_size, self.num_attention_heads)
-        if self.path and any(v is not None for v in derive):
+        if self.path and self.derives:
             raise ValueError(
                 "give either `path` (an existing student) or `layers`/`hidden_size`/`intermediate_size`/"
                 "`num_attention_heads` (derive one from the teacher), not both"
             )
         return self
+
+    @property
+    def derives(self) -> bool:
+        """True when the student is to be derived from the teacher (any of the derivation fields is set)."""
+        fields = (self.layers, self.hidden_size, self.intermediate_size, self.num_attention_heads)
+        return any(v is not None for v in fields)
 
     def prunes(self, teacher_hidden: int) -> bool:
         """True when the student is the teacher's layers with heads/neurons removed (not a fresh model)."""
@@ -404,13 +409,7 @@ class DistillRecipe(StrictModel):
                 f"qat.mode {self.qat.mode} is NNCF weight-only quantization for OpenVINO decoders: use it with "
                 "task causal-lm (int8 is the mode for encoders exported to ONNX/OpenVINO)"
             )
-        derive = (
-            self.student.layers,
-            self.student.hidden_size,
-            self.student.intermediate_size,
-            self.student.num_attention_heads,
-        )
-        if self.student.path is None and all(v is None for v in derive):
+        if self.student.path is None and not self.student.derives:
             raise ValueError(
                 "student: give `layers` (K or a list), `hidden_size`, `num_attention_heads`/`intermediate_size` "
                 "(pruned teacher layers), or `path`"

@@ -32,7 +32,7 @@ projections sliced and ``num_attention_heads``/``num_key_value_heads``/``head_di
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,89 +44,90 @@ from edgedistill.errors import ModelLoadError
 log = logging.getLogger(__name__)
 
 
+# Where a block keeps the projections pruning touches (paths relative to the block).
+LAYOUTS: dict[str, dict[str, Any]] = {
+    "encoder": {  # BERT-style
+        "attention": "attention",
+        "q": "attention.self.query",
+        "k": "attention.self.key",
+        "v": "attention.self.value",
+        "o": "attention.output.dense",
+        "up": ("intermediate.dense",),
+        "down": "output.dense",
+    },
+    "decoder": {  # llama-style
+        "attention": "self_attn",
+        "q": "self_attn.q_proj",
+        "k": "self_attn.k_proj",
+        "v": "self_attn.v_proj",
+        "o": "self_attn.o_proj",
+        "up": ("mlp.gate_proj", "mlp.up_proj"),
+        "down": "mlp.down_proj",
+    },
+}
+LINEAR_ROLES = ("q", "k", "v", "o", "down")
+
+
 @dataclass
 class LayerParts:
-    """The projections of one transformer block that structured pruning touches."""
+    """One transformer block and the layout of its projections; the modules are looked up on use,
+    so they are the current ones after slicing."""
 
-    kind: str  # "encoder" (BERT-style) or "decoder" (llama-style)
-    attention: nn.Module  # the module whose prune_heads (encoder) / attributes (decoder) change
-    q: nn.Linear
-    k: nn.Linear
-    v: nn.Linear
-    o: nn.Linear
-    up: list[nn.Linear]  # rows = neurons (decoders: gate and up)
-    down: nn.Linear  # columns = neurons
-    owner_up: list[tuple[nn.Module, str]] = field(default_factory=list)
-    owner_down: tuple[nn.Module, str] | None = None
-    owner_attn: list[tuple[nn.Module, str]] = field(default_factory=list)  # q, k, v, o
+    kind: str  # "encoder" or "decoder", a key of LAYOUTS
+    layer: nn.Module
+
+    @property
+    def paths(self) -> dict[str, Any]:
+        return LAYOUTS[self.kind]
+
+    @property
+    def attention(self) -> nn.Module:
+        return self.layer.get_submodule(self.paths["attention"])
+
+    def linear(self, role: str) -> nn.Linear:
+        return self.layer.get_submodule(self.paths[role])
+
+    @property
+    def up(self) -> list[nn.Linear]:
+        """Linears whose output rows are the feed-forward neurons (decoders: gate and up)."""
+        return [self.layer.get_submodule(path) for path in self.paths["up"]]
+
+    def slice(self, path: str, index: torch.Tensor, dim: int) -> None:
+        """Replace the Linear at ``path`` by one keeping ``index`` of its outputs (0) or inputs (1)."""
+        parent, _, name = path.rpartition(".")
+        owner = self.layer.get_submodule(parent)
+        setattr(owner, name, _slice_linear(getattr(owner, name), index, dim))
 
 
-def _get(module: nn.Module, path: str) -> tuple[nn.Module, str, nn.Module] | None:
-    parent = module
-    *head, last = path.split(".")
-    for name in head:
-        parent = getattr(parent, name, None)
-        if parent is None:
-            return None
-    child = getattr(parent, last, None)
-    return (parent, last, child) if isinstance(child, nn.Linear) else None
-
-
-ENCODER = {
-    "q": "attention.self.query",
-    "k": "attention.self.key",
-    "v": "attention.self.value",
-    "o": "attention.output.dense",
-    "up": ["intermediate.dense"],
-    "down": "output.dense",
-}
-DECODER = {
-    "q": "self_attn.q_proj",
-    "k": "self_attn.k_proj",
-    "v": "self_attn.v_proj",
-    "o": "self_attn.o_proj",
-    "up": ["mlp.gate_proj", "mlp.up_proj"],
-    "down": "mlp.down_proj",
-}
+def _has_linear(layer: nn.Module, path: str) -> bool:
+    try:
+        return isinstance(layer.get_submodule(path), nn.Linear)
+    except AttributeError:
+        return False
 
 
 def layer_parts(model: nn.Module) -> list[LayerParts]:
-    """Every block's projections, or a ModelLoadError naming what this module supports."""
-    config = model.config
-    layers = model.get_submodule(find_layer_list(model, config.num_hidden_layers))
+    """Every block's layout, or a ModelLoadError naming what this module supports."""
+    layers = model.get_submodule(find_layer_list(model, model.config.num_hidden_layers))
     parts = []
     for index, layer in enumerate(layers):
-        for kind, names in (("encoder", ENCODER), ("decoder", DECODER)):
-            found = {key: _get(layer, names[key]) for key in ("q", "k", "v", "o", "down")}
-            ups = [_get(layer, name) for name in names["up"]]
-            if kind == "encoder" and all(found.values()) and all(ups):
-                attention = layer.attention
-                break
-            if kind == "decoder" and all(found.values()) and all(ups):
-                attention = layer.self_attn
-                break
-        else:
+        kind = next(
+            (
+                kind
+                for kind, paths in LAYOUTS.items()
+                if all(_has_linear(layer, paths[role]) for role in LINEAR_ROLES)
+                and all(_has_linear(layer, path) for path in paths["up"])
+            ),
+            None,
+        )
+        if kind is None:
             raise ModelLoadError(
                 f"structured pruning does not know the layout of {type(model).__name__} (layer {index}: "
                 "expected BERT-style attention.self.query/... or llama-style self_attn.q_proj/mlp.down_proj). "
                 "Keep the teacher's heads and feed-forward size (drop student.num_attention_heads / "
                 "student.intermediate_size), or set student.hidden_size for a freshly initialised narrower model."
             )
-        parts.append(
-            LayerParts(
-                kind=kind,
-                attention=attention,
-                q=found["q"][2],
-                k=found["k"][2],
-                v=found["v"][2],
-                o=found["o"][2],
-                up=[u[2] for u in ups],
-                down=found["down"][2],
-                owner_up=[(u[0], u[1]) for u in ups],
-                owner_down=(found["down"][0], found["down"][1]),
-                owner_attn=[(found[key][0], found[key][1]) for key in ("q", "k", "v", "o")],
-            )
-        )
+        parts.append(LayerParts(kind, layer))
     return parts
 
 
@@ -165,16 +166,19 @@ def check_targets(config, heads: int | None, ffn: int | None) -> None:
 
 
 def _head_scores_from_weights(p: LayerParts, heads: int, kv_heads: int, head_dim: int) -> torch.Tensor:
-    q = p.q.weight.detach().float().view(heads, head_dim, -1).pow(2).sum((1, 2))
-    o = p.o.weight.detach().float().view(-1, heads, head_dim).pow(2).sum((0, 2))
+    q = p.linear("q").weight.detach().float().view(heads, head_dim, -1).pow(2).sum((1, 2))
+    o = p.linear("o").weight.detach().float().view(-1, heads, head_dim).pow(2).sum((0, 2))
     group = heads // kv_heads
-    kv = sum(m.weight.detach().float().view(kv_heads, head_dim, -1).pow(2).sum((1, 2)) for m in (p.k, p.v))
+    kv = sum(
+        p.linear(role).weight.detach().float().view(kv_heads, head_dim, -1).pow(2).sum((1, 2))
+        for role in ("k", "v")
+    )
     return (q + o + kv.repeat_interleave(group) / group).sqrt()
 
 
 def _neuron_scores_from_weights(p: LayerParts) -> torch.Tensor:
     up = torch.stack([m.weight.detach().float().norm(dim=1) for m in p.up]).prod(0)
-    return up * p.down.weight.detach().float().norm(dim=0)
+    return up * p.linear("down").weight.detach().float().norm(dim=0)
 
 
 @torch.no_grad()
@@ -192,11 +196,12 @@ def importance(
     if not batches:
         raise ValueError("activation importance needs calibration batches (training data)")
     head_sum = [torch.zeros(heads, dtype=torch.float64) for _ in parts]
-    neuron_sum = [torch.zeros(p.down.in_features, dtype=torch.float64) for p in parts]
+    neuron_sum = [torch.zeros(p.linear("down").in_features, dtype=torch.float64) for p in parts]
     state: dict[str, Any] = {"mask": None, "tokens": 0}
 
     def hook_o(index: int, p: LayerParts):
-        w = p.o.weight.detach().float().view(p.o.out_features, heads, head_dim)
+        o = p.linear("o")
+        w = o.weight.detach().float().view(o.out_features, heads, head_dim)
 
         def hook(_module, args):
             x = args[0].float()  # [B, T, heads * head_dim]
@@ -207,7 +212,7 @@ def importance(
         return hook
 
     def hook_down(index: int, p: LayerParts):
-        column_norm = p.down.weight.detach().float().norm(dim=0)
+        column_norm = p.linear("down").weight.detach().float().norm(dim=0)
 
         def hook(_module, args):
             x = args[0].float().abs()  # [B, T, neurons]
@@ -217,8 +222,8 @@ def importance(
 
     handles = []
     for index, p in enumerate(parts):
-        handles.append(p.o.register_forward_pre_hook(hook_o(index, p)))
-        handles.append(p.down.register_forward_pre_hook(hook_down(index, p)))
+        handles.append(p.linear("o").register_forward_pre_hook(hook_o(index, p)))
+        handles.append(p.linear("down").register_forward_pre_hook(hook_down(index, p)))
     was_training = model.training
     model.eval()
     try:
@@ -262,16 +267,16 @@ def _keep_top(scores: torch.Tensor, count: int) -> torch.Tensor:
     return torch.sort(order).values
 
 
-def prune(
+def _prune(
     model: nn.Module,
     heads: int | None,
     ffn: int | None,
     head_scores: list[torch.Tensor],
     neuron_scores: list[torch.Tensor],
 ) -> dict[str, Any]:
-    """Keep the ``heads`` / ``ffn`` best units of every layer, in place; return what was kept."""
+    """Keep the ``heads`` / ``ffn`` best units of every layer, in place (targets already checked by
+    ``prune_student``); return what was kept."""
     config = model.config
-    check_targets(config, heads, ffn)
     parts = layer_parts(model)
     t_heads, t_kv, head_dim = head_geometry(config)
     group = t_heads // t_kv
@@ -287,19 +292,23 @@ def prune(
                 group_scores = head_scores[index].view(t_kv, group).sum(1)
                 keep_groups = _keep_top(group_scores, heads // group)
                 keep_q = (keep_groups[:, None] * group + torch.arange(group)).flatten()
-                q_rows = (keep_q[:, None] * head_dim + torch.arange(head_dim)).flatten()
-                kv_rows = (keep_groups[:, None] * head_dim + torch.arange(head_dim)).flatten()
-                for (owner, name), rows, dim in zip(
-                    p.owner_attn, (q_rows, kv_rows, kv_rows, q_rows), (0, 0, 0, 1), strict=True
+                device = p.linear("q").weight.device
+                q_rows = (keep_q[:, None] * head_dim + torch.arange(head_dim)).flatten().to(device)
+                kv_rows = (keep_groups[:, None] * head_dim + torch.arange(head_dim)).flatten().to(device)
+                for role, rows, dim in (
+                    ("q", q_rows, 0),
+                    ("k", kv_rows, 0),
+                    ("v", kv_rows, 0),
+                    ("o", q_rows, 1),
                 ):
-                    setattr(owner, name, _slice_linear(getattr(owner, name), rows.to(p.q.weight.device), dim))
+                    p.slice(p.paths[role], rows, dim)
                 kept_heads.append(keep_q.tolist())
-        if ffn is not None and ffn < p.down.in_features:
-            keep = _keep_top(neuron_scores[index], ffn).to(p.down.weight.device)
-            for owner, name in p.owner_up:
-                setattr(owner, name, _slice_linear(getattr(owner, name), keep, 0))
-            owner, name = p.owner_down
-            setattr(owner, name, _slice_linear(getattr(owner, name), keep, 1))
+        down = p.linear("down")
+        if ffn is not None and ffn < down.in_features:
+            keep = _keep_top(neuron_scores[index], ffn).to(down.weight.device)
+            for path in p.paths["up"]:
+                p.slice(path, keep, 0)
+            p.slice(p.paths["down"], keep, 1)
     if encoder_prune:
         model.prune_heads(encoder_prune)  # transformers records them in config.pruned_heads
     if heads is not None and heads < t_heads and parts[0].kind == "decoder":
@@ -335,7 +344,7 @@ def prune_student(
     check_targets(model.config, heads, ffn)
     before = count_parameters(model)
     head_scores, neuron_scores = importance(model, batches, method)
-    record = prune(model, heads, ffn, head_scores, neuron_scores)
+    record = _prune(model, heads, ffn, head_scores, neuron_scores)
     record.update(
         {
             "importance": method,

@@ -17,7 +17,6 @@ from pydantic import ValidationError
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
-    BertConfig,
     BertForSequenceClassification,
     GPT2Config,
     GPT2LMHeadModel,
@@ -25,6 +24,7 @@ from transformers import (
     LlamaForCausalLM,
 )
 
+from conftest import tiny_bert_config
 from edgedistill.compress import pruning
 from edgedistill.compress.config import DistillRecipe, StudentConfig
 from edgedistill.errors import ModelLoadError
@@ -36,16 +36,7 @@ HEAD = 16  # head size of the tiny models below (64 dims / 4 heads)
 
 def _bert() -> BertForSequenceClassification:
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=256,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    return BertForSequenceClassification(config).eval()
+    return BertForSequenceClassification(tiny_bert_config(vocab_size=100)).eval()  # 4 heads, FFN 256
 
 
 def _llama() -> LlamaForCausalLM:
@@ -74,8 +65,8 @@ def _kill(model, dead_heads: list[list[int]], dead_neurons: slice) -> None:
     """Zero the output-projection columns of some heads and some neurons' down-projection columns."""
     for layer, heads in zip(pruning.layer_parts(model), dead_heads, strict=True):
         for h in heads:
-            layer.o.weight[:, h * HEAD : (h + 1) * HEAD] = 0
-        layer.down.weight[:, dead_neurons] = 0
+            layer.linear("o").weight[:, h * HEAD : (h + 1) * HEAD] = 0
+        layer.linear("down").weight[:, dead_neurons] = 0
 
 
 def test_bert_dead_heads_and_neurons_are_pruned_and_outputs_do_not_change(tmp_path):
