@@ -528,3 +528,22 @@ def test_sst2_dev(tmp_path, tokenizer):
     assert dataset.report.bad_rows == {}
     assert {ex.label for ex in dataset.examples} == {0, 1}
     assert dataset.report.summary() == f"{source}: 872 rows, 872 kept"
+
+
+def test_tiny_wordpiece_tokenizer_is_the_same_on_every_run():
+    """`tokenizers`' WordPiece trainer numbers its ## pieces in hash-map order and so picked different
+    merges from run to run (huggingface/tokenizers#1794); every tiny test model inherited that. Before
+    the fix this test failed in each of 3 runs; four trainings must now agree token for token."""
+    from conftest import NEGATIVE, POSITIVE
+    from edgedistill.testing import train_bert_wordpiece
+
+    corpus = [t for t, _ in make_sentences(400, seed=1)] + POSITIVE + NEGATIVE
+    vocabs = [train_bert_wordpiece(corpus, vocab_size=400).get_vocab() for _ in range(4)]
+    assert all(v == vocabs[0] for v in vocabs[1:])
+    tok = train_bert_wordpiece(corpus, vocab_size=400)
+    # the pieces registered to fix the order are ordinary vocabulary, not special tokens
+    assert sorted(tok.all_special_tokens) == sorted(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    assert tok.decode(tok("beautifully shot , unbelievable")["input_ids"], skip_special_tokens=True) == (
+        "beautifully shot, unbelievable"
+    )
+    assert any(t.startswith("##") for t in tok.tokenize("unbelievable"))

