@@ -146,7 +146,10 @@ def test_aa_comparison_of_one_artifact_passes_and_an_injected_slowdown_is_flagge
 
 def test_an_inconclusive_first_look_is_extended_and_decided_on_all_processes(artifacts, tmp_path):
     # a p threshold no 2-process look can reach makes the first look inconclusive by construction;
-    # the extension then alternates on (round 3 is A B again) up to max_compare_rounds a side
+    # the extension then alternates on (round 3 is A B again) up to max_compare_rounds a side.
+    # The injected slowdown is 3x: at 1.5x one baseline process disturbed by this 2-core machine
+    # once overlapped a candidate one in CI (p 1/3 instead of 1/6); the exact p values of fully
+    # separated looks are checked without timing in test_bench_targets.
     target = load_target(
         write_target(
             tmp_path,
@@ -155,11 +158,11 @@ def test_an_inconclusive_first_look_is_extended_and_decided_on_all_processes(art
         )
     )
     art = artifacts["onnx-int8"]
-    report = bench([art], target, baseline_artifact=art, candidate_overrides={"debug_slowdown_factor": 1.5})
+    report = bench([art], target, baseline_artifact=art, candidate_overrides={"debug_slowdown_factor": 3.0})
     comparison = report["comparisons"][0]
     first, second = comparison["looks"]
     assert first["rounds_per_side"] == 2 and first["verdict"] == "inconclusive"
-    assert first["p_slower"] == pytest.approx(1 / 6)  # the smallest one-sided p with 2 a side
+    assert first["p_slower"] >= 1 / 6 - 1e-12  # the smallest one-sided p with 2 a side
     assert comparison["extended"] and second["rounds_per_side"] == comparison["candidate_rounds"] == 4
     assert comparison["baseline_rounds"] == 4 and second["p_slower"] < 0.1
     assert second["verdict"] == comparison["result"]["verdict"] == "regressed"

@@ -177,6 +177,13 @@ def test_compare_verdicts_need_effect_evidence_and_enough_processes():
     # a big effect without evidence is inconclusive, not a pass
     wild = compare([0.9, 1.5, 1.6, 0.95, 1.45], [1.0, 1.01, 0.99, 1.02, 0.98])
     assert wild["ratio"] > 1.05 and wild["p_slower"] >= 0.05 and wild["verdict"] == "inconclusive"
+    # fully separated process medians: the exact one-sided p is 1 / C(2n, n), so 2 a side can never
+    # reach p 0.1 (1/6: inconclusive, which an extension must settle) and 4 a side can (1/70)
+    for n, p_exact, verdict in ((2, 1 / 6, "inconclusive"), (4, 1 / 70, "regressed")):
+        separated = compare(
+            [2.0 + i for i in range(n)], [1.0 + i / 10 for i in range(n)], p_threshold=0.1, min_rounds=2
+        )
+        assert separated["p_slower"] == pytest.approx(p_exact) and separated["verdict"] == verdict, separated
 
 
 def test_one_odd_process_moves_the_verdict_no_more_than_one_observation_should():
