@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from transformers import PrinterCallback
 
 from edgedistill import __version__
-from edgedistill.compress import models
+from edgedistill.compress import models, pruning
 from edgedistill.compress.config import DistillRecipe
 from edgedistill.compress.data import collator_for, load_split
 from edgedistill.compress.evaluate import (
@@ -314,9 +314,8 @@ def distill(
 
     # 1. teacher, tokenizer, data ------------------------------------------------------------
     teacher = models.freeze(models.load_model(recipe.teacher, task, "teacher", attn_implementation=attn))
-    if recipe.student.prunes(teacher.config.hidden_size):  # before any data work: fail fast
-        from edgedistill.compress import pruning
-
+    prunes = recipe.student.prunes(teacher.config.hidden_size)
+    if prunes:  # before any data work: fail fast
         pruning.check_targets(
             teacher.config, recipe.student.num_attention_heads, recipe.student.intermediate_size
         )
@@ -357,11 +356,9 @@ def distill(
     # 2. student and losses -------------------------------------------------------------------
     student, selected = models.build_student(teacher, recipe.student, task, attn_implementation=attn)
     pruning_info = None
-    if recipe.student.prunes(teacher.config.hidden_size):
+    if prunes:
         # Same data and seed on every run, so a resumed run rebuilds the same student shape (its
         # weights then come from the checkpoint).
-        from edgedistill.compress import pruning
-
         method = recipe.student.prune.importance
         batches = _pruning_batches(train_ds, collator, recipe) if method == "activation" else None
         pruning_info = pruning.prune_student(

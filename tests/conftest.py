@@ -63,6 +63,25 @@ def write_tsv(path: Path, rows: list[tuple[str, int]]) -> Path:
     return path
 
 
+def tiny_qat_recipe(teacher: Path, data: dict[str, Path], **sections):
+    """A 6-step KD + int8 QAT distillation of a 1-layer student from the tiny classifier on the
+    synthetic data; ``sections`` add to (dict) or replace (anything else) the recipe's sections
+    (the causal-lm twin is tiny_llama.lm_recipe)."""
+    from edgedistill.compress.config import DistillRecipe
+
+    recipe = {
+        "task": "sequence-classification",
+        "teacher": {"path": str(teacher)},
+        "student": {"layers": 1},
+        "data": {"train": str(data["train"]), "eval": str(data["eval"]), "max_length": 32},
+        "training": {"max_steps": 6, "batch_size": 16, "lr": 1e-3, "save_steps": 100, "warmup_ratio": 0.0},
+        "qat": {"mode": "int8", "start_fraction": 0.5, "calibration_batches": 2},
+    }
+    for name, value in sections.items():
+        recipe[name] = {**recipe[name], **value} if isinstance(value, dict) and name in recipe else value
+    return DistillRecipe.model_validate(recipe)
+
+
 def train_wordpiece_tokenizer(folder: Path):
     from edgedistill.testing import train_bert_wordpiece
 

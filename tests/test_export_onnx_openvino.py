@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import tiny_qat_recipe
 from edgedistill.errors import ConfigError, MissingDependencyError, ModelLoadError
 from edgedistill.export import ExportConfig, ParityError, UnsupportedModelError, export, inspect_student
 
@@ -359,25 +360,9 @@ def test_failed_parity_keeps_the_good_artifact_and_leaves_nothing(
 
 @pytest.fixture(scope="module")
 def qat_student(tmp_path_factory, tiny_bert_classifier, tiny_data) -> Path:
-    from edgedistill.compress.config import DistillRecipe
     from edgedistill.compress.distill import distill
 
-    recipe = DistillRecipe.model_validate(
-        {
-            "task": "sequence-classification",
-            "teacher": {"path": str(tiny_bert_classifier)},
-            "student": {"layers": 1},
-            "data": {"train": str(tiny_data["train"]), "eval": str(tiny_data["eval"]), "max_length": 32},
-            "training": {
-                "max_steps": 6,
-                "batch_size": 16,
-                "lr": 1e-3,
-                "save_steps": 100,
-                "warmup_ratio": 0.0,
-            },
-            "qat": {"mode": "int8", "start_fraction": 0.5, "calibration_batches": 2},
-        }
-    )
+    recipe = tiny_qat_recipe(tiny_bert_classifier, tiny_data)
     out = tmp_path_factory.mktemp("qat_run")
     distill(recipe, out, progress=False)
     return out / "student"

@@ -15,7 +15,7 @@ import torch
 
 pytest.importorskip("gguf")
 
-from tiny_llama import SAMPLE_SENTENCES, corpus, save_tiny_decoder  # noqa: E402
+from tiny_llama import SAMPLE_SENTENCES, corpus, save_tiny_decoder, tiny_decoder_config  # noqa: E402
 
 from edgedistill.compress.gguf_quant import (  # noqa: E402
     attach_gguf_fake_quant,
@@ -224,14 +224,7 @@ def test_fake_quant_rule_is_the_exporters_rule(base_llama, tmp_path, tie, hidden
 def test_qwen2_biases_stay_f32_and_gemma_has_a_rule_but_no_export(tmp_path):
     from transformers import GemmaConfig, GemmaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    small = dict(
-        vocab_size=320,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
+    small = tiny_decoder_config(320, num_hidden_layers=1)
     qwen = Qwen2ForCausalLM(Qwen2Config(**small, tie_word_embeddings=True))
     types = gguf_parameter_types(qwen, "int4")
     assert types["model.layers.0.self_attn.q_proj.bias"] == "F32"

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 from pydantic import ValidationError
-from tiny_llama import lm_recipe, save_tiny_decoder, train_bytelevel_bpe
+from tiny_llama import lm_recipe, pairs_data, save_tiny_decoder, train_bytelevel_bpe
 
 from edgedistill.compress.config import DataConfig, DistillRecipe, LossSpec, StudentConfig
 from edgedistill.compress.losses import (
@@ -317,14 +317,7 @@ def test_cli_distill_causal_lm(tmp_path, lm_teacher, lm_data):
         "task": "causal-lm",
         "teacher": {"path": str(lm_teacher)},
         "student": {"layers": 1},
-        "data": {
-            "train": str(lm_data["pairs_train"]),
-            "eval": str(lm_data["pairs_eval"]),
-            "prompt_column": "prompt",
-            "response_column": "response",
-            "max_length": 48,
-            "cache_dir": str(tmp_path / "cache"),
-        },
+        "data": pairs_data(tmp_path, lm_data, max_length=48),
         "losses": [
             {"name": "token_kd", "divergence": "jsd", "beta": 0.5, "top_k": 16},
             {"name": "next_token_ce"},

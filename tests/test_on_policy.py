@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from pydantic import ValidationError
-from tiny_llama import lm_recipe
+from tiny_llama import lm_recipe, pairs_data
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from edgedistill.compress import on_policy
@@ -17,20 +17,9 @@ from edgedistill.compress.data import collator_for, load_split
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _pairs_data(lm_data, tmp_path) -> dict:
-    return {
-        "train": str(lm_data["pairs_train"]),
-        "eval": str(lm_data["pairs_eval"]),
-        "prompt_column": "prompt",
-        "response_column": "response",
-        "max_length": 40,
-        "cache_dir": str(tmp_path / "cache"),
-    }
-
-
 def _batch(lm_teacher, lm_data, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(lm_teacher)
-    recipe = lm_recipe(tmp_path, lm_teacher, lm_data, data=_pairs_data(lm_data, tmp_path))
+    recipe = lm_recipe(tmp_path, lm_teacher, lm_data, data=pairs_data(tmp_path, lm_data, max_length=40))
     ds = load_split(
         str(lm_data["pairs_train"]),
         recipe.data,
@@ -100,7 +89,7 @@ def test_on_policy_recipe_errors_name_the_fix(lm_teacher, lm_data, tmp_path):
             tmp_path,
             lm_teacher,
             lm_data,
-            data=_pairs_data(lm_data, tmp_path),
+            data=pairs_data(tmp_path, lm_data, max_length=40),
             losses=[{"name": "next_token_ce"}],
             on_policy={"fraction": 0.5},
         )
@@ -117,7 +106,7 @@ def test_distill_trains_on_student_samples(lm_teacher, lm_data, tmp_path, cache)
         tmp_path,
         lm_teacher,
         lm_data,
-        data=_pairs_data(lm_data, tmp_path),
+        data=pairs_data(tmp_path, lm_data, max_length=40),
         losses=[
             {"name": "token_kd", "divergence": "jsd", "beta": 0.5, "top_k": 16},
             {"name": "next_token_ce"},

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
+from tiny_llama import tiny_decoder_config
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -24,7 +25,7 @@ from transformers import (
     LlamaForCausalLM,
 )
 
-from conftest import tiny_bert_config
+from conftest import tiny_bert_config, tiny_qat_recipe
 from edgedistill.compress import pruning
 from edgedistill.compress.config import DistillRecipe, StudentConfig
 from edgedistill.errors import ModelLoadError
@@ -41,16 +42,7 @@ def _bert() -> BertForSequenceClassification:
 
 def _llama() -> LlamaForCausalLM:
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=100,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(config).eval()
+    return LlamaForCausalLM(LlamaConfig(**tiny_decoder_config(100), tie_word_embeddings=False)).eval()
 
 
 def _batch() -> dict[str, torch.Tensor]:
@@ -172,22 +164,11 @@ def test_distilled_pruned_qat_student_exports_with_parity(tmp_path, tiny_bert_cl
     from edgedistill.export import ExportConfig, export
     from edgedistill.export.core import ExportError
 
-    recipe = DistillRecipe.model_validate(
-        {
-            "task": "sequence-classification",
-            "teacher": {"path": str(tiny_bert_classifier)},
-            "student": {"layers": 1, "num_attention_heads": 2, "intermediate_size": 96},
-            "data": {"train": str(tiny_data["train"]), "eval": str(tiny_data["eval"]), "max_length": 32},
-            "losses": [{"name": "soft_kl"}, {"name": "hard_ce"}, {"name": "hidden_mse"}],
-            "training": {
-                "max_steps": 6,
-                "batch_size": 16,
-                "lr": 1e-3,
-                "save_steps": 100,
-                "warmup_ratio": 0.0,
-            },
-            "qat": {"mode": "int8", "start_fraction": 0.5, "calibration_batches": 2},
-        }
+    recipe = tiny_qat_recipe(
+        tiny_bert_classifier,
+        tiny_data,
+        student={"num_attention_heads": 2, "intermediate_size": 96},
+        losses=[{"name": "soft_kl"}, {"name": "hard_ce"}, {"name": "hidden_mse"}],
     )
     report = distill(recipe, tmp_path / "kd", progress=False)
     info = report["student"]["pruning"]

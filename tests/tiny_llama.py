@@ -109,6 +109,22 @@ def train_rich_wordpiece(folder: Path, vocab_size: int = 700):
     return fast
 
 
+def tiny_decoder_config(vocab_size: int, **extra) -> dict:
+    """Config keywords of the tiny decoders (2 layers x 64, GQA 4/2 heads) for Llama/Qwen2/Gemma
+    configs; ``extra`` adds or overrides keywords."""
+    base = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-6,
+    )
+    return {**base, **extra}
+
+
 def save_tiny_decoder(
     folder: Path, arch: str = "llama", seed: int = 0, tokenizer_dir: Path | None = None, train_steps: int = 60
 ) -> Path:
@@ -127,18 +143,8 @@ def save_tiny_decoder(
     else:
         tok = AutoTokenizer.from_pretrained(tokenizer_dir)
         tok.save_pretrained(folder)
-    common = dict(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        rms_norm_eps=1e-6,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
+    common = tiny_decoder_config(
+        len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
     )
     torch.manual_seed(seed)
     if arch == "llama":
@@ -195,6 +201,18 @@ def save_tiny_bert(folder: Path, tokenizer_dir: Path, seed: int = 2) -> Path:
     BertModel(config).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def pairs_data(tmp_path: Path, lm_data: dict[str, Path], max_length: int) -> dict:
+    """The recipe's ``data`` section for the prompt/response pairs of the ``lm_data`` fixture."""
+    return {
+        "train": str(lm_data["pairs_train"]),
+        "eval": str(lm_data["pairs_eval"]),
+        "prompt_column": "prompt",
+        "response_column": "response",
+        "max_length": max_length,
+        "cache_dir": str(tmp_path / "cache"),
+    }
 
 
 def lm_recipe(tmp_path: Path, lm_teacher: Path, lm_data: dict[str, Path], **sections):
