@@ -147,11 +147,14 @@ def run_job(job: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     session = runtime.load(artifact, options, workload)
     session_ms = (time.perf_counter() - t) * 1000.0
     memory["rss_after_load_mb"] = _rss_mb()
+    session.read_back()  # what the runtime says it runs, outside the timed session creation
     result: dict[str, Any] = {
         "import_ms": import_ms,
         "session_create_ms": session_ms,
         "effective_options": session.effective,
         "runtime_info": session.runtime_info,
+        "ran": session.ran,
+        "precision_policy": session.precision_policy,
     }
     if job["kind"] == "latency":
         if artifact["task"] == "text-generation" and session.supports_generate:

@@ -57,7 +57,23 @@ class Artifact:
             "runtime": self.runtime,
             "model_files": self.model_files,
             "inputs": self.inputs,
+            # how the export verified it must be loaded (the `artifact` precision policy uses it)
+            "load": (self.manifest or {}).get("load"),
         }
+
+    def declared_ran(self) -> str | None:
+        """The arithmetic export parity read back for this file (runtimes that cannot say it themselves)."""
+        runtime = ((self.manifest or {}).get("parity") or {}).get("runtime") or {}
+        if runtime.get("ran"):
+            return str(runtime["ran"])
+        if self.format == "onnx" and len(self.model_files) == 1:
+            from edgedistill import numerics
+
+            try:
+                return numerics.onnx_graph_ran(self.path / self.model_files[0])
+            except Exception:  # onnx absent or an unreadable file: the row says "?"
+                return None
+        return None
 
     def describe(self) -> dict[str, Any]:
         manifest = None  # a torch model folder: nothing to verify
@@ -181,32 +197,18 @@ def open_artifact(path: str | Path) -> Artifact:
     )
 
 
-# ops that only a quantized ONNX graph holds
-_INT8_OPS = {
-    "QuantizeLinear",
-    "DynamicQuantizeLinear",
-    "MatMulInteger",
-    "QLinearMatMul",
-    "QLinearConv",
-    "ConvInteger",
-    "DynamicQuantizeMatMul",
-    "MatMulIntegerToFloat",
-    "QAttention",
-    "QGemm",
-}
-
-
 def _foreign_onnx(folder: Path, model_file: str) -> Artifact:
     """An ONNX folder written by another tool: precision and inputs read from the graph itself."""
     import onnx
 
+    from edgedistill import numerics
     from edgedistill.bench.runtimes import runtime_for_format
 
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     graph = onnx.load(str(folder / model_file), load_external_data=False).graph
     ops = {node.op_type for node in graph.node}
     initializer_types = {init.data_type for init in graph.initializer}
-    if ops & _INT8_OPS:
+    if ops & numerics.ONNX_INT8_OPS:
         precision = "int8"
     elif onnx.TensorProto.FLOAT16 in initializer_types:
         precision = "fp16"

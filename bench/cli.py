@@ -86,12 +86,12 @@ def add_bench_parsers(subparsers) -> tuple[argparse.ArgumentParser, argparse.Arg
 def _summary(report: dict[str, Any]) -> str:
     lines = []
     for a in report["artifacts"]:
-        label = f"{a['name']}{' (baseline)' if a.get('role') == 'baseline' else ''}"
+        label = f"{a.get('label') or a['name']}{' (baseline)' if a.get('role') == 'baseline' else ''}"
         if a["status"] != "measured":
-            lines.append(f"  {label:<24} {a['status'].upper()}: {a.get('reason')}")
+            lines.append(f"  {label:<36} {a['status'].upper()}: {a.get('reason')}")
             continue
         lat = a.get("latency") or {}
-        text = f"  {label:<24} p50 {lat.get('p50_ms', 0):8.3f} ms  p95 {lat.get('p95_ms', 0):8.3f} ms  n={lat.get('n')}"
+        text = f"  {label:<36} p50 {lat.get('p50_ms', 0):8.3f} ms  p95 {lat.get('p95_ms', 0):8.3f} ms  n={lat.get('n')}"
         mem = (a.get("memory") or {}).get("peak_rss_mb")
         if mem is not None:
             text += f"  rss {mem:7.1f} MB"
@@ -109,7 +109,10 @@ def _summary(report: dict[str, Any]) -> str:
         lines.append(text)
     for c in report.get("comparisons") or []:
         r = c["result"]
-        lines.append(f"  {c['candidate']} vs {c['baseline']}: {r['verdict']} ({r['reason']})")
+        cand, base = (
+            (c.get(f"{side}_run") or {}).get("label") or c[side] for side in ("candidate", "baseline")
+        )
+        lines.append(f"  {cand} vs {base}: {r['verdict']} ({r['reason']})")
     return "\n".join(lines)
 
 
@@ -134,7 +137,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cpu = report["host"]["cpu"]
     isa = ",".join(k for k, v in cpu["isa"].items() if v)
     print(
-        f"bench on {target.name} ({cpu['model']}, {report['host']['threads']} threads, ISA {isa}):\n"
+        f"bench on {target.name} ({cpu['model']}, {cpu.get('generation')}, {report['host']['threads']} threads, "
+        f"ISA {isa}):\n"
         f"{_summary(report)}\nreport: {args.out}  (judge it with `edgedistill gate {args.out} --target {args.target}`)",
         file=sys.stderr,
     )

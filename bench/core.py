@@ -377,6 +377,7 @@ def bench(
                     entry.update(
                         status="measured",
                         reason=None,
+                        **_ran_fields(artifact, rounds),
                         applied=_applied_block(plan, rounds, candidate_overrides),
                         latency=_latency_block(rounds, target.workload.batch_size),
                         lm=_lm_block(rounds),
@@ -523,6 +524,9 @@ def _comparison(target, candidate: Artifact, baseline: Artifact, rounds, base_ro
     return {
         "candidate": candidate.name,
         "baseline": baseline.name,
+        # what each side ran (read back per process; the first process speaks for its side)
+        "candidate_run": _ran_fields(candidate, rounds),
+        "baseline_run": _ran_fields(baseline, base_rounds),
         "candidate_path": str(candidate.path),
         "baseline_path": str(baseline.path),
         "metric": "latency_ms",
@@ -548,6 +552,17 @@ def _comparison(target, candidate: Artifact, baseline: Artifact, rounds, base_ro
     }
 
 
+def _ran_fields(artifact: Artifact, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """``ran`` (read back by the runtime, else what export parity read back for the file), the
+    precision policy that applied, and ``label``: the name every row, console line and report shows."""
+    ran = rounds[0].get("ran") or artifact.declared_ran()
+    return {
+        "ran": ran,
+        "precision_policy": rounds[0].get("precision_policy"),
+        "label": f"{artifact.name} (ran {ran or '?'})",
+    }
+
+
 def _median(values: Sequence[float]) -> float:
     import numpy as np
 
@@ -565,6 +580,7 @@ def _baseline_entry(baseline: Artifact, comparisons: list[dict[str, Any]]) -> di
     entry.update(
         status="measured",
         reason=None,
+        **comparisons[0]["baseline_run"],
         latency={"unit": "ms", **summarize(samples), "samples_ms": samples},
         memory={"peak_rss_mb": max(c["baseline_peak_rss_mb"] for c in comparisons)},
     )

@@ -50,6 +50,12 @@ class Check:
     value: float | None = None
     limit: float | None = None
     unit: str = ""
+    # the arithmetic the artifact ran in (read back by the runtime), e.g. "bf16" for an fp32 IR
+    ran: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.artifact} (ran {self.ran})" if self.ran else self.artifact
 
 
 @dataclass
@@ -478,6 +484,11 @@ def gate(
     if baseline is not None:
         base = baseline if isinstance(baseline, dict) else load_report(baseline, "baseline report")
         checks += _baseline_checks(report, base, regression)
+    ran = {
+        e.get("name"): e.get("ran") for e in report["artifacts"] if e.get("role", "candidate") == "candidate"
+    }
+    for check in checks:
+        check.ran = ran.get(check.artifact)
     return GateResult(
         target=target.name, checks=checks, strict=strict, report_path=report_path, host=report.get("host")
     )
@@ -521,6 +532,8 @@ def junit_xml(result: GateResult) -> str:
             name=check.budget,
             time="0",
         )
+        if check.ran:
+            ET.SubElement(ET.SubElement(case, "properties"), "property", name="ran", value=check.ran)
         if check.status == "failed":
             ET.SubElement(case, "failure", message=check.message, type="budget").text = check.message
         elif check.status == "error":
@@ -567,7 +580,8 @@ def markdown(result: GateResult) -> str:
     lines = [
         f"## edgedistill gate: `{result.target}` — **{result.verdict}**",
         "",
-        f"{counts or 'no checks'}. Host: {cpu.get('model') or 'unknown CPU'}, {cpu.get('logical_cores')} logical cores, ISA: {isa}.",
+        f"{counts or 'no checks'}. Host: {cpu.get('model') or 'unknown CPU'} ({cpu.get('generation') or 'generation unknown'}), "
+        f"{cpu.get('logical_cores')} logical cores, ISA: {isa}. `(ran …)`: the arithmetic each artifact ran in, read back from its runtime.",
         "",
         "| artifact | check | value | limit | result | detail |",
         "|---|---|---:|---:|---|---|",
@@ -575,7 +589,7 @@ def markdown(result: GateResult) -> str:
     for c in result.checks:
         unit = f" {c.unit}" if c.unit and c.value is not None else ""
         lines.append(
-            f"| `{_md(c.artifact)}` | {_md(c.budget)} | {_fmt(c.value)}{unit} | {_fmt(c.limit)} | {_ICONS[c.status]} | {_md(c.message)} |"
+            f"| `{_md(c.label)}` | {_md(c.budget)} | {_fmt(c.value)}{unit} | {_fmt(c.limit)} | {_ICONS[c.status]} | {_md(c.message)} |"
         )
     lines.append("")
     if result.strict:
@@ -588,10 +602,10 @@ def markdown(result: GateResult) -> str:
 
 
 def text_summary(result: GateResult) -> str:
-    width = max([len(f"{c.artifact}  {c.budget}") for c in result.checks] + [10])
+    width = max([len(f"{c.label}  {c.budget}") for c in result.checks] + [10])
     lines = [f"edgedistill gate: target {result.target}: {result.verdict}"]
     for c in result.checks:
-        label = f"{c.artifact}  {c.budget}"
+        label = f"{c.label}  {c.budget}"
         lines.append(f"  {c.status.upper():<12} {label:<{width}}  {c.message}")
     return "\n".join(lines)
 

@@ -15,30 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-# ISA extensions that change which kernels the runtimes pick (x86 names as in /proc/cpuinfo,
-# ARM names as in its Features line).
-ISA_FLAGS = (
-    "sse4_2",
-    "avx",
-    "avx2",
-    "fma",
-    "f16c",
-    "avx512f",
-    "avx512bw",
-    "avx512vl",
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "avx_vnni",
-    "amx_tile",
-    "amx_int8",
-    "amx_bf16",
-    "asimd",
-    "asimddp",
-    "i8mm",
-    "sve",
-    "bf16",
-)
+from edgedistill import host
 
 LIBRARIES = (
     "edgedistill",
@@ -57,26 +34,11 @@ LIBRARIES = (
 )
 
 
-def _cpuinfo() -> tuple[str | None, set[str]]:
-    path = Path("/proc/cpuinfo")
-    model, flags = None, set()
-    if not path.is_file():
-        return platform.processor() or None, flags
-    for line in path.read_text(errors="replace").splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("model name", "hardware", "cpu model") and model is None:
-            model = value.strip()
-        elif key in ("flags", "features") and not flags:
-            flags = set(value.split())
-    return model or platform.processor() or None, flags
-
-
 def cpu_info() -> dict[str, Any]:
     import psutil
 
-    model, flags = _cpuinfo()
-    isa = {name: name in flags for name in ISA_FLAGS}
+    model, flags = host.read_cpuinfo()
+    isa = host.isa(flags)
     allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     freq = None
     try:
@@ -95,6 +57,8 @@ def cpu_info() -> dict[str, Any]:
         "vnni": isa["avx512_vnni"] or isa["avx_vnni"],
         "amx": isa["amx_int8"] or isa["amx_bf16"],
         "avx512": isa["avx512f"],
+        "bf16": host.has_bf16(flags),
+        "generation": host.generation(flags),
     }
 
 

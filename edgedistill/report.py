@@ -49,9 +49,16 @@ def collect(
     exported = _read(out / "artifacts" / "export_report.json") or {}
     rows = []
     budgets: dict[str, dict[str, Any]] = {}
+    host: dict[str, Any] = {}
     for verdict in verdicts:
         name = verdict["target"]
         report = _read(out / "bench" / f"{name}.json") or {}
+        cpu = (report.get("host") or {}).get("cpu") or {}
+        host = host or {
+            "cpu": cpu.get("model"),
+            "generation": cpu.get("generation"),
+            "isa": [k for k, v in (cpu.get("isa") or {}).items() if v],
+        }
         gate = _read(out / "gate" / f"{name}.json")
         budgets[name] = ((report.get("target") or {}).get("config") or {}).get("budgets") or {}
         for entry in report.get("artifacts", []):
@@ -63,6 +70,9 @@ def collect(
                 {
                     "target": name,
                     "artifact": entry.get("name"),
+                    # what the runtime ran the artifact in (read back), e.g. an fp32 IR in bf16
+                    "ran": entry.get("ran"),
+                    "label": entry.get("label") or entry.get("name"),
                     "format": entry.get("format"),
                     "precision": entry.get("precision"),
                     "status": entry.get("status"),
@@ -100,6 +110,7 @@ def collect(
         ],
         "export_skipped": exported.get("skipped", []),
         "budgets": budgets,
+        "host": host,
         "rows": rows,
     }
 
@@ -125,6 +136,13 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             f"params (teacher {d['teacher'].get('layers')} layers); {shown}.",
             "",
         ]
+    h = summary.get("host") or {}
+    if h.get("cpu"):
+        lines += [
+            f"Measured on {h['cpu']} ({h.get('generation')}; ISA {', '.join(h.get('isa') or []) or 'unknown'}). "
+            "`(ran …)`: the arithmetic each artifact ran in, read back from its runtime.",
+            "",
+        ]
     lines += [
         "| target | artifact | status | size MB | p50 ms | p95 ms | peak RSS MB | metric | value | gate |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -134,7 +152,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             "ok" if r["status"] == "measured" else (r["reason"] or "")[:80]
         )
         lines.append(
-            f"| {r['target']} | {r['artifact']} | {r['status']} | {_fmt(r['size_mb'])} | {_fmt(r['p50_ms'])} "
+            f"| {r['target']} | {r.get('label') or r['artifact']} | {r['status']} | {_fmt(r['size_mb'])} | {_fmt(r['p50_ms'])} "
             f"| {_fmt(r['p95_ms'])} | {_fmt(r['peak_rss_mb'], 0)} | {r['metric'] or '-'} | {_fmt(r['value'], 4)} | {gate} |"
         )
     lines += ["", "| target | verdict | exit |", "|---|---|---|"]
@@ -266,6 +284,9 @@ def report_html(summary: dict[str, Any], out: Path) -> str:
         f"<style>{_CSS}</style></head><body>",
         f"<h1>edgedistill run: <span class='{verdict}'>{verdict}</span> (exit {summary['exit_code']})</h1>",
         f"<p class='muted'>{e(str(out))}</p>",
+        f"<p class='muted'>Measured on {e(str((summary.get('host') or {}).get('cpu')))} "
+        f"({e(str((summary.get('host') or {}).get('generation')))}); “ran …” is the arithmetic each artifact ran in, "
+        "read back from its runtime.</p>",
         "<h2>Gate</h2><table><tr><th>target</th><th>verdict</th><th>exit code</th></tr>",
     ]
     for v in summary["verdicts"]:
@@ -283,7 +304,7 @@ def report_html(summary: dict[str, Any], out: Path) -> str:
         status = "failed" if r["failed_checks"] else ("ok" if r["status"] == "measured" else r["status"])
         note = "<br>".join(e(c) for c in r["failed_checks"]) or e(r["reason"] or "")
         parts.append(
-            f"<tr><td>{e(r['target'])}</td><td>{e(str(r['artifact']))}</td><td class='{e(status)}'>{e(status)}</td>"
+            f"<tr><td>{e(r['target'])}</td><td>{e(str(r.get('label') or r['artifact']))}</td><td class='{e(status)}'>{e(status)}</td>"
             f"<td class='num'>{_fmt(r['size_mb'])}</td><td class='num'>{_fmt(r['p50_ms'])}</td>"
             f"<td class='num'>{_fmt(r['p95_ms'])}</td><td class='num'>{_fmt(r['peak_rss_mb'], 0)}</td>"
             f"<td>{e(r['metric'] or '-')}</td><td class='num'>{_fmt(r['value'], 4)}</td><td>{note}</td></tr>"

@@ -97,11 +97,31 @@ class ArtifactResult:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class RuntimeRun:
+    """One run of an artifact in its runtime: the outputs, and what the runtime was set to and ran.
+
+    ``settings`` are what the plugin asked for (compile properties, session options, cache
+    types); ``read_back`` is what the runtime reports it applied; ``ran`` a short label of the
+    arithmetic that ran (``f32``, ``bf16``, ``f32+int8``, ...), read back where the runtime can say.
+    """
+
+    outputs: list[dict[str, np.ndarray]]
+    settings: dict[str, Any]
+    read_back: dict[str, Any] = field(default_factory=dict)
+    ran: str | None = None
+
+
 class FormatPlugin(ABC):
     """A format that turns a student into an artifact folder and runs that folder for parity.
 
-    Subclasses set the class attributes and implement `export` and `run`. Heavy imports
+    Subclasses set the class attributes and implement `export` and `execute`. Heavy imports
     (the runtime, the converter) belong inside the methods, never at module top level.
+
+    Parity runs the artifact twice where the runtime's defaults can compute something else than
+    the file declares (``deployed_defaults_differ``): once with the settings that make it compute
+    what the file declares (``deployed=False``), once as an app that passes nothing would get on
+    this host (``deployed=True``, e.g. OpenVINO's bf16 on AVX-512 BF16/AMX CPUs).
     """
 
     name: ClassVar[str]
@@ -117,6 +137,8 @@ class FormatPlugin(ABC):
     copy_app_files: ClassVar[bool] = True
     # generic precision name -> the format's own name for the same thing (gguf: int8 -> q8_0)
     precision_aliases: ClassVar[dict[str, str]] = {}
+    # True: the runtime's defaults on some hosts compute differently from the file's declaration
+    deployed_defaults_differ: ClassVar[bool] = False
 
     def unsupported_reason(self, student: StudentInfo, precision: str, cfg: ExportConfig) -> str | None:
         """Why this plugin cannot export ``student`` at ``precision`` (None when it can)."""
@@ -133,14 +155,25 @@ class FormatPlugin(ABC):
         """Write the model file(s) for ``precision`` into ``tmp_dir`` (an empty folder)."""
 
     @abstractmethod
-    def run(self, artifact_dir: Path, inputs: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    def execute(
+        self, artifact_dir: Path, inputs: list[dict[str, np.ndarray]], deployed: bool = False
+    ) -> RuntimeRun:
         """Load the artifact in its runtime once and return its outputs for every feed.
 
         Each feed maps tokenizer names (``input_ids``, ``attention_mask``, ``token_type_ids``) to
         int64 arrays of shape [batch, seq]; a plugin passes on the ones its model takes. Outputs
         are keyed by name: ``logits`` (classification, LM), ``last_hidden_state`` and/or
         ``sentence_embedding`` (feature extraction); other names are recorded but not checked.
+        ``deployed``: load with the runtime's own defaults instead of the declared-numerics settings.
         """
+
+    def run(self, artifact_dir: Path, inputs: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """The outputs of `execute` with the settings that make the runtime compute what the file declares."""
+        return self.execute(artifact_dir, inputs).outputs
+
+    def load_instructions(self, result: ArtifactResult) -> dict[str, Any]:
+        """How an app must load the artifact to get the numerics parity verified (manifest ``load``)."""
+        return {}
 
 
 PLUGINS: dict[str, str] = {

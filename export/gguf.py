@@ -41,11 +41,13 @@ from typing import Any
 
 import numpy as np
 
+from edgedistill import numerics
 from edgedistill.errors import MissingDependencyError, ModelLoadError
 from edgedistill.export.core import (
     ArtifactResult,
     ExportError,
     FormatPlugin,
+    RuntimeRun,
     StudentInfo,
     TensorSpec,
     UnsupportedModelError,
@@ -956,10 +958,18 @@ class GGUFRunner:
         # out of the console, and in the error when loading fails.
         with _captured_llama_log(llama_cpp) as lines:
             try:
-                self.llm = llama_cpp.Llama(**kwargs)
+                with numerics.llama_cpp_extra_buffers(numerics.LLAMA_CPP_EXTRA_BUFFERS_DEFAULT):
+                    self.llm = llama_cpp.Llama(**kwargs)
             except (ValueError, RuntimeError) as exc:
                 tail = "".join(lines)[-1500:]
                 raise ExportError(f"llama.cpp could not load {gguf_file}: {exc}\n{tail}") from exc
+
+    def system_info(self) -> str | None:
+        """llama.cpp's own list of the CPU features its kernels use here (AVX2, AVX512, AMX_INT8...)."""
+        try:
+            return self._llama_cpp.llama_print_system_info().decode(errors="replace").strip()
+        except (AttributeError, OSError):
+            return None
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=False))
@@ -1208,10 +1218,16 @@ class GGUFPlugin(FormatPlugin):
             "mismatches": mismatches[:5],
         }
 
-    def run(self, artifact_dir: Path, inputs: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    def execute(
+        self, artifact_dir: Path, inputs: list[dict[str, np.ndarray]], deployed: bool = False
+    ) -> RuntimeRun:
+        # declared numerics: the file's tensor types with an f32 KV cache; deployed: llama.cpp's
+        # default f16 cache, which adds its own rounding to decoders
+        kv_cache = "f16" if deployed else "f32"
         outputs = []
-        task = gguf_task(Path(artifact_dir) / self.model_file)
-        with GGUFRunner(Path(artifact_dir) / self.model_file, task=task, kv_cache="f32") as runner:
+        gguf_file = Path(artifact_dir) / self.model_file
+        task = gguf_task(gguf_file)
+        with GGUFRunner(gguf_file, task=task, kv_cache=kv_cache) as runner:
             for feed in inputs:
                 ids = np.asarray(feed["input_ids"])
                 mask = np.asarray(feed.get("attention_mask", np.ones_like(ids)))
@@ -1224,4 +1240,18 @@ class GGUFPlugin(FormatPlugin):
                     for b, r in enumerate(rows):
                         logits[b, mask[b].astype(bool)] = runner.logits_ids(r)
                     outputs.append({"logits": logits})
-        return outputs
+            system = runner.system_info()
+        types = read_gguf_summary(gguf_file).get("tensor_types") or {}
+        return RuntimeRun(
+            outputs=outputs,
+            settings={"runtime": "llama.cpp", "kv_cache": kv_cache, "n_threads": 1},
+            read_back={"llama_cpp_system_info": system},
+            ran="+".join(sorted(t.lower() for t in types)) if isinstance(types, dict) and types else None,
+        )
+
+    def load_instructions(self, result: ArtifactResult) -> dict[str, Any]:
+        return {
+            "runtime": "llama.cpp",
+            "settings": "defaults; an f32 KV cache (type_k/type_v) reproduces the parity figures of decoders exactly",
+            "python": f"llama_cpp.Llama({self.model_file!r}, embedding=..., n_ubatch=<n_ctx for BERT>)",
+        }

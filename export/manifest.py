@@ -2,7 +2,9 @@
 
 An app (or `edgedistill bench`) reads the manifest instead of guessing: the model file, the
 input/output signature, the sha256 of every file (`verify_manifest` re-checks them), the
-teacher/student provenance, the parity figures and the versions of the tools that built it.
+teacher/student provenance, the parity figures (with the runtime settings they were measured
+with, what the runtime read back, and the CPU they ran on), ``load``: how an app must load the
+artifact to get those numerics, and the versions of the tools that built it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgedistill import __version__
+from edgedistill import __version__, host
 from edgedistill.errors import EdgeDistillError
 from edgedistill.io import sha256_file
 
@@ -104,6 +106,9 @@ def build_manifest(
         "notes": result.notes,
         "provenance": provenance(student),
         "parity": parity.to_dict(),
+        # parity figures hold for this CPU: int8 kernels and OpenVINO's arithmetic depend on the ISA
+        "host": host.cpu_summary(),
+        "load": plugin.load_instructions(result),
         "tools": tool_versions(plugin.tool_packages),
         "export_config": json.loads(cfg.model_dump_json()),
         "export_seconds": round(export_seconds, 3) if export_seconds is not None else None,

@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgedistill import numerics
 from edgedistill.export.core import (
     ArtifactResult,
     ExportError,
     FormatPlugin,
+    RuntimeRun,
     StudentInfo,
     TensorSpec,
     clip_narrow_range_on_export,
@@ -622,7 +624,11 @@ class OnnxPlugin(FormatPlugin):
             notes=notes,
         )
 
-    def run(self, artifact_dir: Path, inputs: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    def execute(
+        self, artifact_dir: Path, inputs: list[dict[str, np.ndarray]], deployed: bool = False
+    ) -> RuntimeRun:
+        # ONNX Runtime's CPU defaults are the declared numerics (it never lowers an op's precision),
+        # so the deployed run is this one; only its int8 kernels depend on the ISA (host in the manifest)
         import onnxruntime as ort
 
         try:
@@ -638,4 +644,20 @@ class OnnxPlugin(FormatPlugin):
                 raise ExportError(f"the ONNX model needs inputs {missing} the tokenizer does not produce")
             values = session.run(None, {n: feed[n] for n in names})
             results.append(dict(zip(outputs, values, strict=True)))
-        return results
+        return RuntimeRun(
+            outputs=results,
+            settings={
+                "runtime": "onnxruntime",
+                "session_options": "defaults",
+                "providers": ["CPUExecutionProvider"],
+            },
+            read_back={"onnxruntime": ort.__version__, "providers": session.get_providers()},
+            ran=numerics.onnx_graph_ran(artifact_dir / MODEL_FILE),
+        )
+
+    def load_instructions(self, result: ArtifactResult) -> dict[str, Any]:
+        return {
+            "runtime": "onnxruntime",
+            "session_options": "defaults; ONNX Runtime's CPU provider computes what the graph declares",
+            "python": f"ort.InferenceSession({MODEL_FILE!r}, providers=['CPUExecutionProvider'])",
+        }

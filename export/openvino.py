@@ -14,8 +14,11 @@
 - decoders (text-generation) are traced with a 4-D causal mask computed in the graph
   (``core.causal_additive_mask``): transformers' own mask builder cannot be traced here.
 
-Parity runs the IR in ``openvino.Core`` compiled for CPU with ``INFERENCE_PRECISION_HINT=f32``,
-so the check measures the file, not a bf16 kernel choice of the machine that runs the check.
+Parity runs the IR in ``openvino.Core`` compiled for CPU with `numerics.OPENVINO_FILE_PROPERTIES`
+(f32, no dynamic int8 quantization of activations), so the check measures the file, not a kernel
+choice of the machine that runs the check; then once more with OpenVINO's defaults (bf16 on
+AVX-512 BF16/AMX CPUs), the as-deployed figures. The IR stores ``DYNAMIC_QUANTIZATION_GROUP_SIZE=0``
+in its ``rt_info``; the precision hint cannot be stored, so the manifest's ``load`` says to pass it.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgedistill import numerics
 from edgedistill.export.core import (
     ArtifactResult,
     ExportError,
     FormatPlugin,
+    RuntimeRun,
     StudentInfo,
     TensorSpec,
     clip_narrow_range_on_export,
@@ -126,6 +131,7 @@ class OpenVINOPlugin(FormatPlugin):
     tasks = ("sequence-classification", "feature-extraction", "text-generation")
     requires = (("openvino", "openvino"), ("nncf", "openvino"))
     tool_packages = ("openvino", "nncf")
+    deployed_defaults_differ = True  # bf16 on AVX-512 BF16/AMX CPUs, dynamic int8 activations on VNNI
 
     def export(
         self, student: StudentInfo, precision: str, tmp_dir: Path, cfg: ExportConfig
@@ -196,6 +202,8 @@ class OpenVINOPlugin(FormatPlugin):
         )
         quantization["fake_quantize_ops"] = _count_ops(ov_model, ("FakeQuantize",)).get("FakeQuantize", 0)
         quantization["low_bit_weight_constants"] = _low_bit_constants(ov_model)
+        # the settings parity verifies that an IR can carry itself (an app passing nothing gets them)
+        numerics.openvino_ir_rt_info(ov_model)
         ov.save_model(ov_model, tmp_dir / XML_FILE, compress_to_fp16=compress_to_fp16)
         return ArtifactResult(
             files=[XML_FILE, BIN_FILE],
@@ -219,6 +227,8 @@ class OpenVINOPlugin(FormatPlugin):
             "method": "qat",
             "scheme": "weight-only",
             "weights": f"{precision} asymmetric (per-weight bits: {converted['weights']})",
+            # OpenVINO would quantize them to int8 at run time on VNNI/AMX CPUs; the IR's rt_info
+            # (DYNAMIC_QUANTIZATION_GROUP_SIZE=0) keeps them float, parity's read-back shows what ran
             "activations": "float32",
             "description": (
                 f"NNCF weight-only {precision} QAT with absorbable LoRA adapters (FQ_LORA): adapters absorbed, "
@@ -253,14 +263,15 @@ class OpenVINOPlugin(FormatPlugin):
             "calibration_samples": len(feeds),
         }
 
-    def run(self, artifact_dir: Path, inputs: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    def execute(
+        self, artifact_dir: Path, inputs: list[dict[str, np.ndarray]], deployed: bool = False
+    ) -> RuntimeRun:
         import openvino as ov
 
+        properties = {} if deployed else dict(numerics.OPENVINO_FILE_PROPERTIES)
         core = ov.Core()
         try:
-            compiled = core.compile_model(
-                str(artifact_dir / XML_FILE), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
-            )
+            compiled = core.compile_model(str(artifact_dir / XML_FILE), "CPU", properties)
         except RuntimeError as exc:
             raise ExportError(f"OpenVINO cannot compile the exported IR: {exc}") from exc
         names = [p.get_any_name() for p in compiled.inputs]
@@ -272,4 +283,18 @@ class OpenVINOPlugin(FormatPlugin):
                 raise ExportError(f"the OpenVINO model needs inputs {missing} the tokenizer does not produce")
             values = request.infer({n: feed[n] for n in names})
             results.append({port.get_any_name(): np.array(values[port]) for port in compiled.outputs})
-        return results
+        read_back = numerics.openvino_read_back(compiled)
+        read_back["openvino"] = ov.get_version()
+        return RuntimeRun(
+            outputs=results,
+            settings={
+                "runtime": "openvino",
+                "device": "CPU",
+                "compile_properties": properties or "none (OpenVINO's defaults and the IR's rt_info)",
+            },
+            read_back=read_back,
+            ran=numerics.openvino_ran(read_back),
+        )
+
+    def load_instructions(self, result: ArtifactResult) -> dict[str, Any]:
+        return numerics.openvino_load_instructions(XML_FILE)

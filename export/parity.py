@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgedistill import host
 from edgedistill.errors import DataError, EdgeDistillError
-from edgedistill.export.config import ExportConfig, Tolerance
+from edgedistill.export.config import RUN_PRECISION_TOLERANCES, ExportConfig, Tolerance
 
 if TYPE_CHECKING:
-    from edgedistill.export.core import ArtifactResult, FormatPlugin, StudentInfo
+    from edgedistill.export.core import ArtifactResult, FormatPlugin, RuntimeRun, StudentInfo
 
 # Varied English: short and long, questions, numbers, punctuation, names, a little noise.
 BUILTIN_SENTENCES = (
@@ -57,14 +58,38 @@ BUILTIN_SENTENCES = (
 class ParityError(EdgeDistillError):
     """An artifact's outputs differ from torch beyond the tolerance of its precision."""
 
-    def __init__(self, report: ParityReport):
+    def __init__(self, report: ParityReport, message: str | None = None):
         self.report = report
         super().__init__(
-            f"parity failed for {report.artifact} against {report.reference_name}:\n"
-            f"{report.table()}\n"
-            f"No artifact was written (an earlier good one is kept). If the difference is expected, "
-            f"loosen the bound, e.g. --set tolerances.{report.precision}.<bound>=<value>; a float "
-            f"mismatch usually means an op the exporter or runtime handles differently."
+            message
+            or (
+                f"parity failed for {report.artifact} against {report.reference_name}:\n"
+                f"{report.table()}\n"
+                f"No artifact was written (an earlier good one is kept). If the difference is expected, "
+                f"loosen the bound, e.g. --set tolerances.{report.precision}.<bound>=<value>; a float "
+                f"mismatch usually means an op the exporter or runtime handles differently."
+            )
+        )
+
+
+class DeployedParityError(ParityError):
+    """The file passed parity, but the runtime's defaults on this host compute something else."""
+
+    def __init__(self, report: ParityReport, load: dict[str, Any]):
+        deployed = report.deployed
+        assert deployed is not None
+        ran = deployed.runtime.get("ran")
+        props = (
+            load.get("compile_properties") or load.get("settings") or "the settings in the manifest's load"
+        )
+        super().__init__(
+            report,
+            f"{report.artifact} computes what it declares (parity passed with {report.runtime.get('settings')}), "
+            f"but loaded with the runtime's defaults on this CPU ({host.generation()}) it ran {ran} and differs "
+            f"from {report.reference_name} beyond the tolerance for that precision:\n{deployed.table()}\n"
+            f"No artifact was written. Fix: apps must load it with {props} (the manifest's `load` section "
+            f"says so), or accept the difference with --set tolerances.{_loosened_by(ran) or report.precision}"
+            f".<bound>=<value>.",
         )
 
 
@@ -74,6 +99,8 @@ class OutputParity:
     shape: list[int]
     max_abs_diff: float
     mean_abs_diff: float
+    # max |diff| over max |reference|: the bound that follows the arithmetic (bf16 ~2^-8)
+    max_rel_diff: float | None = None
     top1_agreement: float | None = None
     cosine_min: float | None = None
     cosine_mean: float | None = None
@@ -91,10 +118,14 @@ class ParityReport:
     lengths: list[int]
     tolerance: dict[str, Any]
     outputs: list[OutputParity]
+    # the runtime settings asked for, what the runtime read back, and the arithmetic that ran
+    runtime: dict[str, Any] = field(default_factory=dict)
+    # the same check with the runtime's defaults on this host (None: the defaults are these settings)
+    deployed: ParityReport | None = None
 
     @property
     def passed(self) -> bool:
-        return all(not o.failures for o in self.outputs)
+        return all(not o.failures for o in self.outputs) and (self.deployed is None or self.deployed.passed)
 
     @property
     def reference_name(self) -> str:
@@ -105,6 +136,8 @@ class ParityReport:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["passed"] = self.passed
+        if self.deployed is not None:
+            data["deployed"]["passed"] = self.deployed.passed
         return data
 
     def table(self) -> str:
@@ -116,7 +149,9 @@ class ParityReport:
         def num(value: float | None) -> str:
             return "-" if value is None else f"{value:.6g}"
 
-        rows = [("output", "max_abs", "bound", "top1", "bound", "cos_min", "bound", "result")]
+        rows = [
+            ("output", "max_abs", "bound", "max_rel", "bound", "top1", "bound", "cos_min", "bound", "result")
+        ]
         for o in self.outputs:
             result = (
                 "unchecked" if not o.checked else ("FAIL: " + "; ".join(o.failures) if o.failures else "ok")
@@ -126,6 +161,8 @@ class ParityReport:
                     o.name,
                     num(o.max_abs_diff),
                     bound(tol.get("max_abs_diff"), "<="),
+                    num(o.max_rel_diff),
+                    bound(tol.get("max_rel_diff"), "<="),
                     num(o.top1_agreement),
                     bound(tol.get("min_top1_agreement"), ">=", o.top1_agreement is not None),
                     num(o.cosine_min),
@@ -330,6 +367,8 @@ def compare(
         diff = np.concatenate(diffs)
         ref_all, act_all = np.concatenate(ref_rows), np.concatenate(act_rows)
         item = OutputParity(name, shape, float(diff.max()), float(diff.mean()))
+        scale = float(np.abs(ref_all).max()) if ref_all.size else 0.0
+        item.max_rel_diff = item.max_abs_diff / scale if scale > 0 else None
         if name == "logits":
             item.top1_agreement = float((ref_all.argmax(-1) == act_all.argmax(-1)).mean())
         else:
@@ -339,6 +378,12 @@ def compare(
             item.failures.append("non-finite values")
         if tolerance.max_abs_diff is not None and not item.max_abs_diff <= tolerance.max_abs_diff:
             item.failures.append(f"max_abs_diff {item.max_abs_diff:.3g} > {tolerance.max_abs_diff:g}")
+        if (
+            tolerance.max_rel_diff is not None
+            and item.max_rel_diff is not None
+            and not item.max_rel_diff <= tolerance.max_rel_diff
+        ):
+            item.failures.append(f"max_rel_diff {item.max_rel_diff:.3g} > {tolerance.max_rel_diff:g}")
         if (
             item.top1_agreement is not None
             and tolerance.min_top1_agreement is not None
@@ -389,21 +434,78 @@ def check(
     key = ("reference", result.reference, batched)
     if key not in cache:
         cache[key] = reference_outputs(student, result.reference, feeds)
-    actuals = plugin.run(artifact_dir, feeds)
-    tolerance = cfg.tolerance(precision)
-    outputs = compare(cache[key], actuals, feeds, tolerance)
-    report = ParityReport(
-        artifact=label or f"{plugin.name}-{precision}",
-        precision=precision,
-        reference=result.reference,
-        samples=len(cache[("sentences", batched)]),
-        runs=len(feeds),
-        lengths=sorted(
+    common = {
+        "artifact": label or f"{plugin.name}-{precision}",
+        "precision": precision,
+        "reference": result.reference,
+        "samples": len(cache[("sentences", batched)]),
+        "runs": len(feeds),
+        "lengths": sorted(
             {int(f["attention_mask"][i].sum()) for f in feeds for i in range(len(f["attention_mask"]))}
         ),
+    }
+    declared = plugin.execute(artifact_dir, feeds)
+    tolerance = cfg.tolerance(precision)
+    report = ParityReport(
+        **common,
         tolerance=tolerance.model_dump(),
-        outputs=outputs,
+        outputs=compare(cache[key], declared.outputs, feeds, tolerance),
+        runtime=_runtime_block(declared, "declared numerics"),
     )
     if not report.passed:
         raise ParityError(report)
+    if not plugin.deployed_defaults_differ:
+        report.runtime["deployed"] = (
+            "the runtime's defaults are these settings: an app loading the file plainly gets these figures"
+        )
+        return report
+    deployed = plugin.execute(artifact_dir, feeds, deployed=True)
+    deployed_tolerance = tolerance_for_run(cfg, precision, deployed.ran)
+    report.deployed = ParityReport(
+        **common,
+        tolerance=deployed_tolerance.model_dump(),
+        outputs=compare(cache[key], deployed.outputs, feeds, deployed_tolerance),
+        runtime=_runtime_block(deployed, "the runtime's defaults on this host"),
+    )
+    if not report.deployed.passed:
+        raise DeployedParityError(report, plugin.load_instructions(result))
     return report
+
+
+def _runtime_block(run: RuntimeRun, what: str) -> dict[str, Any]:
+    return {"what": what, "settings": run.settings, "read_back": run.read_back, "ran": run.ran}
+
+
+def _loosened_by(ran: str | None) -> str | None:
+    """The run precision whose tolerance applies to ``ran`` (``bf16``, ``fp16``), if any."""
+    words = (ran or "").replace("+", " ").split()
+    return next((RUN_PRECISION_TOLERANCES[w] for w in words if w in RUN_PRECISION_TOLERANCES), None)
+
+
+def tolerance_for_run(cfg: ExportConfig, precision: str, ran: str | None) -> Tolerance:
+    """The tolerance of a run in ``ran`` (what the runtime read back) of a ``precision`` artifact.
+
+    A float artifact (fp32/fp16) that the runtime computed in bf16 is held to the bf16 bounds
+    (``tolerances.bf16``: ~2^-8 relative, no absolute bound). A quantized artifact keeps its own
+    bounds, loosened bound by bound where the float arithmetic around its int8 ops is looser
+    (an unset bound is unbounded).
+    """
+    own = cfg.tolerance(precision)
+    run_precision = _loosened_by(ran)
+    if run_precision is None or run_precision == precision:
+        return own
+    other = cfg.tolerance(run_precision)
+    if precision in ("fp32", "fp16"):
+        return other
+
+    def looser(a: float | None, b: float | None, larger_is_looser: bool) -> float | None:
+        if a is None or b is None:
+            return None
+        return max(a, b) if larger_is_looser else min(a, b)
+
+    return Tolerance(
+        max_abs_diff=looser(own.max_abs_diff, other.max_abs_diff, True),
+        max_rel_diff=looser(own.max_rel_diff, other.max_rel_diff, True),
+        min_top1_agreement=looser(own.min_top1_agreement, other.min_top1_agreement, False),
+        min_cosine=looser(own.min_cosine, other.min_cosine, False),
+    )

@@ -68,7 +68,11 @@ class OpenVINOOptions(StrictModel):
     num_streams: int = Field(1, ge=1)
     inference_num_threads: int | None = Field(None, ge=0, description="Default: runtime.threads.")
     inference_precision_hint: str | None = Field(
-        None, description="f32, bf16, f16; unset: the device default (bf16 on AMX CPUs, f32 on AVX2)."
+        None,
+        description=(
+            "f32, bf16, f16; unset: runtime.precision_policy decides (artifact: f32; native: the device "
+            "default, bf16 on AVX-512 BF16/AMX CPUs, f32 on AVX2)."
+        ),
     )
     enable_cpu_pinning: bool | None = None
     config: dict[str, str | int | float | bool] = Field(
@@ -84,6 +88,13 @@ class LlamaCppOptions(StrictModel):
     n_threads_batch: int | None = Field(None, ge=1, description="Default: n_threads.")
     kv_cache: Literal["f16", "f32"] = Field("f16", description="KV cache type (llama.cpp's default is f16).")
     flash_attn: bool = False
+    extra_buffers: bool = Field(
+        False,
+        description=(
+            "llama.cpp's extra weight buffers (AMX repack on AMX CPUs, CPU repack elsewhere). Off by default: "
+            "its AMX matmul segfaults on small models (llama.cpp issue #20824); numerics are the same either way."
+        ),
+    )
 
 
 class TorchOptions(StrictModel):
@@ -104,6 +115,16 @@ class RuntimeOptions(StrictModel):
         description=(
             "Pin the measuring process: a count N (the first N CPUs the host allows) or a list of CPU ids. "
             "Unset: no pinning. A list naming CPUs the host lacks skips the target."
+        ),
+    )
+    precision_policy: Literal["auto", "artifact", "native"] = Field(
+        "auto",
+        description=(
+            "artifact: run what the artifact declares (OpenVINO: f32, no dynamic activation quantization, "
+            "the properties its manifest's `load` names); native: the runtime's defaults on this host "
+            "(OpenVINO runs fp32 IRs in bf16 on AVX-512 BF16/AMX CPUs); auto: artifact for fp32/fp16 "
+            "artifacts, native for quantized ones. Explicit runtime settings below win. Every report row "
+            "says what ran, read back from the runtime."
         ),
     )
     onnxruntime: OnnxRuntimeOptions = Field(default_factory=OnnxRuntimeOptions)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_qat_recipe
+from edgedistill import numerics
 from edgedistill.errors import ConfigError, MissingDependencyError, ModelLoadError
 from edgedistill.export import ExportConfig, ParityError, UnsupportedModelError, export, inspect_student
 
@@ -75,7 +76,9 @@ def _run_artifact(folder: Path, feed: dict) -> np.ndarray:
         return session.run(None, {n: feed[n] for n in names})[0].astype(np.float32)
     import openvino as ov
 
-    compiled = ov.Core().compile_model(str(folder / "openvino_model.xml"), "CPU")
+    # with the properties its manifest says an app must pass (OpenVINO would run bf16 on BF16/AMX CPUs)
+    load = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["load"]
+    compiled = ov.Core().compile_model(str(folder / "openvino_model.xml"), "CPU", load["compile_properties"])
     names = [p.get_any_name() for p in compiled.inputs]
     return np.asarray(compiled({n: feed[n] for n in names})[compiled.outputs[0]], dtype=np.float32)
 
@@ -343,10 +346,10 @@ def test_failed_parity_keeps_the_good_artifact_and_leaves_nothing(
     # an interrupt in the middle (while the runtime checks the file) is just as clean
     from edgedistill.export.onnx import OnnxPlugin
 
-    def interrupted(self, artifact_dir, inputs):
+    def interrupted(self, artifact_dir, inputs, deployed=False):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(OnnxPlugin, "run", interrupted)
+    monkeypatch.setattr(OnnxPlugin, "execute", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export(tiny_bert_classifier, out, _cfg(precisions=["fp32"]))
     assert sorted(p.name for p in out.iterdir()) == ["export_report.json", "onnx-int8"]
@@ -413,7 +416,8 @@ def _run_without_int8_kernels(folder: Path, feed: dict) -> np.ndarray:
         )
         y = ops.add(ops.multiply(ops.divide(q, steps), ops.subtract(out_high, out_low)), out_low)
         fq.output(0).replace(y.output(0))
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    # f32, and no dynamic int8 quantization of activations next to the int8 weight constants
+    compiled = core.compile_model(model, "CPU", numerics.OPENVINO_FILE_PROPERTIES)
     names = [p.get_any_name() for p in compiled.inputs]
     return np.asarray(compiled({n: feed[n] for n in names})[compiled.outputs[0]], dtype=np.float32)
 

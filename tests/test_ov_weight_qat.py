@@ -19,6 +19,7 @@ import torch
 from pydantic import ValidationError
 from tiny_llama import SAMPLE_SENTENCES, lm_recipe, save_tiny_decoder
 
+from edgedistill import numerics
 from edgedistill.compress.config import DistillRecipe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -114,7 +115,8 @@ def test_int4_weight_only_distill_trains_lora_and_ranges(int4_run, lm_teacher):
 def _ov_logits(xml: Path, sequences: list[list[int]]) -> list[np.ndarray]:
     import openvino as ov
 
-    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    # the declared numerics: f32, and float activations (OpenVINO would quantize them on VNNI/AMX CPUs)
+    compiled = ov.Core().compile_model(str(xml), "CPU", numerics.OPENVINO_FILE_PROPERTIES)
     return [
         compiled({"input_ids": np.array([ids]), "attention_mask": np.ones((1, len(ids)), np.int64)})[0][0]
         for ids in sequences

@@ -110,6 +110,18 @@ class ArtifactTokenizer:
         return feed
 
 
+# Artifacts whose numerics are defined by float arithmetic: `auto` runs them as they declare.
+FLOAT_PRECISIONS = ("fp32", "fp16", "f32", "f16")
+
+
+def resolve_policy(options: dict[str, Any], artifact: dict[str, Any]) -> str:
+    """``artifact`` or ``native``: the target's ``precision_policy`` with ``auto`` resolved by precision."""
+    policy = options.get("precision_policy") or "auto"
+    if policy == "auto":
+        return "artifact" if str(artifact.get("precision")) in FLOAT_PRECISIONS else "native"
+    return policy
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
@@ -149,6 +161,14 @@ class Session(ABC):
         # what the runtime says it applied (threads, providers, device...), for the report
         self.effective: dict[str, Any] = {}
         self.runtime_info: dict[str, Any] = {}
+        # the arithmetic that ran (``f32``, ``bf16``, ``f32+int8``...), where the runtime can tell
+        # (`read_back`); otherwise the parent takes what export parity read back for the file
+        self.ran: str | None = None
+        self.precision_policy = resolve_policy(options, artifact)
+
+    def read_back(self) -> None:
+        """Ask the runtime what it runs (after the timed session creation); fills ``ran``/``effective``."""
+        return None
 
     # ------------------------------------------------------------------ latency
     def workload_feeds(self, workload: dict[str, Any]) -> list[tuple[str, Any]]:

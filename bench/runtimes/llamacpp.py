@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgedistill import numerics
 from edgedistill.bench.runtimes.base import WORKLOAD_TEXT, Runtime, Session, Text
 
 
@@ -81,7 +82,10 @@ class LlamaCppSession(Session):
         )
         if self.embedding:
             kwargs["pooling_type"] = llama_cpp.LLAMA_POOLING_TYPE_MEAN
-        self.llm = llama_cpp.Llama(**kwargs)
+        with numerics.llama_cpp_extra_buffers(
+            bool(o.get("extra_buffers", numerics.LLAMA_CPP_EXTRA_BUFFERS_DEFAULT))
+        ):
+            self.llm = llama_cpp.Llama(**kwargs)
         self.n_vocab = self.llm.n_vocab()
         self.effective = {
             "n_threads": threads,
@@ -91,6 +95,7 @@ class LlamaCppSession(Session):
             "n_batch": n_batch,
             "kv_cache": o.get("kv_cache", "f16"),
             "flash_attn": kwargs["flash_attn"],
+            "extra_buffers": bool(o.get("extra_buffers", numerics.LLAMA_CPP_EXTRA_BUFFERS_DEFAULT)),
             "mode": "embedding (mean pooling)" if self.embedding else "greedy generation with KV cache",
         }
         info = {"llama_cpp_python": getattr(llama_cpp, "__version__", None)}

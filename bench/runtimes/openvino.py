@@ -3,8 +3,11 @@
 Latency settings follow what OpenVINO's own ``benchmark_app`` needs for a fair single-request
 comparison (``-hint none -nstreams 1 -nthreads N -nireq 1 -api sync``): no performance hint
 (OpenVINO refuses a hint together with explicit threads), ``NUM_STREAMS=1`` and
-``INFERENCE_NUM_THREADS`` = the target's threads. The properties the compiled model reports back
-are recorded, so a report shows what actually ran (e.g. bf16 on AMX CPUs).
+``INFERENCE_NUM_THREADS`` = the target's threads. ``runtime.precision_policy`` decides the
+arithmetic: ``artifact`` compiles with the properties the manifest's ``load`` names (f32, no
+dynamic quantization of activations), ``native`` with OpenVINO's defaults (bf16 on AVX-512
+BF16/AMX CPUs). The properties the compiled model reports back and the precision of its
+execution graph's layers are recorded, and ``ran`` labels every row with what actually ran.
 """
 
 from __future__ import annotations
@@ -14,37 +17,30 @@ from typing import Any
 
 import numpy as np
 
-from edgedistill.bench.runtimes.base import Runtime, Session
+from edgedistill import numerics
+from edgedistill.bench.runtimes.base import Runtime, Session, resolve_policy
 
 XML_FILE = "openvino_model.xml"
-_READ_BACK = (
-    "EXECUTION_DEVICES",
-    "PERFORMANCE_HINT",
-    "NUM_STREAMS",
-    "INFERENCE_NUM_THREADS",
-    "INFERENCE_PRECISION_HINT",
-    "ENABLE_CPU_PINNING",
-    "ENABLE_HYPER_THREADING",
-    "SCHEDULING_CORE_TYPE",
-)
 
 
-def compile_config(options: dict[str, Any]) -> dict[str, Any]:
+def compile_config(options: dict[str, Any], artifact: dict[str, Any] | None = None) -> dict[str, Any]:
+    """compile_model properties: the precision policy's, then the target's explicit settings on top."""
     o = options["openvino"]
     config: dict[str, Any] = {}
+    on_cpu = o.get("device", "CPU").upper().startswith("CPU")
+    if on_cpu and artifact is not None and resolve_policy(options, artifact) == "artifact":
+        load = artifact.get("load") or {}
+        config.update(load.get("compile_properties") or numerics.OPENVINO_FILE_PROPERTIES)
     hint = o.get("performance_hint", "none")
     if hint != "none":
         config["PERFORMANCE_HINT"] = hint.upper()
     else:
         config["NUM_STREAMS"] = int(o.get("num_streams") or 1)
         config["INFERENCE_NUM_THREADS"] = int(o.get("inference_num_threads") or options["threads"])
-    if o.get("device", "CPU").upper().startswith("CPU"):
-        if o.get("inference_precision_hint"):
-            config["INFERENCE_PRECISION_HINT"] = o["inference_precision_hint"]
-        if o.get("enable_cpu_pinning") is not None:
-            config["ENABLE_CPU_PINNING"] = bool(o["enable_cpu_pinning"])
-    elif o.get("inference_precision_hint"):
+    if o.get("inference_precision_hint"):
         config["INFERENCE_PRECISION_HINT"] = o["inference_precision_hint"]
+    if on_cpu and o.get("enable_cpu_pinning") is not None:
+        config["ENABLE_CPU_PINNING"] = bool(o["enable_cpu_pinning"])
     config.update(o.get("config") or {})
     return config
 
@@ -55,19 +51,13 @@ class OVSession(Session):
         import openvino as ov
 
         device = options["openvino"].get("device", "CPU")
-        config = compile_config(options)
+        config = compile_config(options, artifact)
         model = next((f for f in artifact.get("model_files", []) if f.endswith(".xml")), XML_FILE)
         core = ov.Core()
         self.compiled = core.compile_model(str(Path(artifact["path"]) / model), device, config)
         self.request = self.compiled.create_infer_request()
         self.output_names = [port.get_any_name() for port in self.compiled.outputs]
-        effective: dict[str, Any] = {"device": device, "requested": {k: str(v) for k, v in config.items()}}
-        for key in _READ_BACK:
-            try:
-                effective[key] = str(self.compiled.get_property(key))
-            except RuntimeError:
-                continue
-        self.effective = effective
+        self.effective = {"device": device, "requested": {k: str(v) for k, v in config.items()}}
         info: dict[str, Any] = {"openvino": ov.get_version()}
         try:
             info["device_name"] = core.get_property(device.split(".")[0], "FULL_DEVICE_NAME")
@@ -77,6 +67,12 @@ class OVSession(Session):
         except RuntimeError:
             pass
         self.runtime_info = info
+
+    def read_back(self) -> None:
+        read_back = numerics.openvino_read_back(self.compiled)
+        self.ran = numerics.openvino_ran(read_back)
+        self.effective.update(read_back["properties"])
+        self.effective["execution_graph"] = {k: v for k, v in read_back.items() if k != "properties"}
 
     def infer(self, feed: dict[str, np.ndarray]) -> Any:
         return self.request.infer(feed, share_inputs=True, share_outputs=True)

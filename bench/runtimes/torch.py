@@ -53,6 +53,7 @@ class TorchSession(Session):
             "num_interop_threads": torch.get_num_interop_threads(),
         }
         self.runtime_info = {"torch": torch.__version__, "transformers": transformers.__version__}
+        self.ran = "f32"  # loaded in float32 above
 
     def to_runtime_feed(self, feed: dict[str, np.ndarray]) -> Any:
         return {
