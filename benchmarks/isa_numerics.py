@@ -59,7 +59,9 @@ def export_all(out: Path) -> dict[str, dict]:
                 ),
             )
         for p in precisions:
-            manifests[f"{formats[0]}-{p}"] = json.loads((out / f"{formats[0]}-{p}" / "manifest.json").read_text())
+            manifests[f"{formats[0]}-{p}"] = json.loads(
+                (out / f"{formats[0]}-{p}" / "manifest.json").read_text()
+            )
     return manifests
 
 
@@ -95,9 +97,9 @@ def dynamic_quantization(out: Path) -> list[dict]:
     import openvino as ov
 
     from edgedistill import numerics
+    from edgedistill.export.config import ExportConfig
     from edgedistill.export.core import inspect_student
     from edgedistill.export.parity import encode, parity_sentences
-    from edgedistill.export.config import ExportConfig
 
     student = inspect_student(minilm(), "feature-extraction")
     tokenizer = student.load_tokenizer()
@@ -107,7 +109,9 @@ def dynamic_quantization(out: Path) -> list[dict]:
     for name in ("openvino-int8", "openvino-int4"):
         xml = str(out / name / "openvino_model.xml")
         off = core.compile_model(xml, "CPU", numerics.OPENVINO_FILE_PROPERTIES)
-        on = core.compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "32"})
+        on = core.compile_model(
+            xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "32"}
+        )
         names = [p.get_any_name() for p in off.inputs]
         diffs, rels = [], []
         for feed in feeds:
@@ -157,7 +161,11 @@ def onednn_cap(out: Path) -> list[dict]:
         if cap:
             env["ONEDNN_MAX_CPU_ISA"] = cap
         proc = subprocess.run(
-            [sys.executable, "-c", _CAP_PROBE.format(xml=xml)], env=env, capture_output=True, text=True, timeout=300
+            [sys.executable, "-c", _CAP_PROBE.format(xml=xml)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         row = {"ONEDNN_MAX_CPU_ISA": cap or "(unset)"}
         row.update(json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-300:]})
@@ -169,7 +177,7 @@ _LLAMA_PROBE = """
 import json, numpy as np
 from edgedistill import numerics
 from edgedistill.export.gguf import GGUFRunner
-numerics.LLAMA_CPP_EXTRA_BUFFERS_DEFAULT = {extra}
+numerics.llama_cpp_extra_buffers_default = lambda: {extra}
 with GGUFRunner({path!r}, task="feature-extraction") as r:
     print(json.dumps({{"embedding": r.embed_ids(r.tokenize("The quick brown fox jumps over the lazy dog.")).tolist(),
                       "system_info": r.system_info()}}))
@@ -192,7 +200,11 @@ def llama_cpp_buffers(out: Path) -> dict:
         if proc.returncode == 0:
             results[key] = json.loads(proc.stdout.strip().splitlines()[-1])
         else:
-            results[key] = {"exit_code": proc.returncode, "crashed": proc.returncode < 0, "stderr": proc.stderr[-300:]}
+            results[key] = {
+                "exit_code": proc.returncode,
+                "crashed": proc.returncode < 0,
+                "stderr": proc.stderr[-300:],
+            }
     on, off = results["extra_buffers_on"], results["extra_buffers_off"]
     if "embedding" in on and "embedding" in off:
         a, b = np.array(on["embedding"]), np.array(off["embedding"])

@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from edgedistill import host
+
 # Compile properties under which OpenVINO's CPU plugin computes what an IR declares: float ops
 # in f32, and no on-the-fly int8 quantization of activations next to compressed weights.
 OPENVINO_FILE_PROPERTIES: dict[str, str] = {
@@ -207,10 +209,16 @@ def onnx_graph_ran(model_path) -> str:
     return f"{base}+int8" if ops & ONNX_INT8_OPS else base
 
 
-# llama.cpp on AMX CPUs repacks Q4_0/Q8_0/k-quant weights into an "AMX" extra buffer whose matmul
-# segfaults on small models here (llama.cpp issue #20824, open); the other extra buffers (REPACK)
-# only reorder blocks for speed. Numerics are the same without them.
-LLAMA_CPP_EXTRA_BUFFERS_DEFAULT = False
+def llama_cpp_extra_buffers_default() -> bool:
+    """Whether llama.cpp may use its extra weight buffers here: not on AMX CPUs.
+
+    On AMX CPUs llama.cpp repacks Q4_0/Q8_0/k-quant weights into an "AMX" buffer whose matmul
+    crashes (segfault / illegal instruction) on the project's models (llama.cpp issue #20824,
+    open; measured on a Xeon with amx_int8). The switch is all-or-nothing, so there the CPU
+    repack buffers go too, and llama.cpp's plain kernels run (their multi-token matmuls round
+    differently: see docs/numerics.md). Elsewhere the repack buffers stay on, as by default.
+    """
+    return not host.isa()["amx_int8"]
 
 
 @contextmanager

@@ -958,7 +958,7 @@ class GGUFRunner:
         # out of the console, and in the error when loading fails.
         with _captured_llama_log(llama_cpp) as lines:
             try:
-                with numerics.llama_cpp_extra_buffers(numerics.LLAMA_CPP_EXTRA_BUFFERS_DEFAULT):
+                with numerics.llama_cpp_extra_buffers(numerics.llama_cpp_extra_buffers_default()):
                     self.llm = llama_cpp.Llama(**kwargs)
             except (ValueError, RuntimeError) as exc:
                 tail = "".join(lines)[-1500:]

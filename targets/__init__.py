@@ -88,11 +88,11 @@ class LlamaCppOptions(StrictModel):
     n_threads_batch: int | None = Field(None, ge=1, description="Default: n_threads.")
     kv_cache: Literal["f16", "f32"] = Field("f16", description="KV cache type (llama.cpp's default is f16).")
     flash_attn: bool = False
-    extra_buffers: bool = Field(
-        False,
+    extra_buffers: bool | None = Field(
+        None,
         description=(
-            "llama.cpp's extra weight buffers (AMX repack on AMX CPUs, CPU repack elsewhere). Off by default: "
-            "its AMX matmul segfaults on small models (llama.cpp issue #20824); numerics are the same either way."
+            "llama.cpp's extra weight buffers (AMX repack on AMX CPUs, CPU repack elsewhere). Unset: on, "
+            "except on AMX CPUs, where llama.cpp's AMX matmul crashes (llama.cpp issue #20824)."
         ),
     )
 

@@ -17,6 +17,7 @@ pytest.importorskip("gguf")
 
 from tiny_llama import SAMPLE_SENTENCES, corpus, save_tiny_decoder, tiny_decoder_config  # noqa: E402
 
+from edgedistill import numerics  # noqa: E402
 from edgedistill.compress.gguf_quant import (  # noqa: E402
     attach_gguf_fake_quant,
     fake_quant_activations,
@@ -322,6 +323,11 @@ def test_qat_student_exported_to_q4_0_runs_in_llama_cpp_like_its_fake_quant_mode
     # mean 2.2e-7, i.e. float-summation noise. An activation that sits on a rounding boundary can
     # still flip (seen on other sentences: one position off by up to 0.04), hence the margins.
     assert ptq[0] >= 5 * qat[0] and ptq[1] >= 5 * qat[1], summary
-    assert qat[1] < 1e-4, summary
+    # Those figures are llama.cpp's x86 kernels with its CPU repack buffers, which the simulation
+    # models. On AMX CPUs the edgedistill runner turns llama.cpp's extra buffers off (its AMX matmul
+    # crashes), and the plain multi-token kernels round differently: mean 8.3e-4 on a Xeon with AMX,
+    # still 18x closer than float activations and 240x closer than post-training quantization.
+    simulated_kernels = numerics.llama_cpp_extra_buffers_default()
+    assert qat[1] < (1e-4 if simulated_kernels else 2e-3), summary
     # the activation simulation is on by default because it brings torch this close to llama.cpp
     assert qat[1] < figures["qat (activations float)"][1] / 10, summary

@@ -252,3 +252,15 @@ def test_bench_precision_policy_runs_the_declared_or_the_native_precision_and_la
         assert f"openvino-fp32 (ran {expected})" in _summary(report)
         text = markdown(gate(report, target))
         assert f"`openvino-fp32 (ran {expected})`" in text and host.generation() in text
+
+
+def test_llama_cpp_loads_without_its_extra_buffers_only_on_amx_cpus():
+    """llama.cpp's AMX matmul crashed every GGUF test on a Xeon with amx_int8 (issue #20824)."""
+    pytest.importorskip("llama_cpp")
+    import llama_cpp.llama_cpp as bindings
+
+    assert numerics.llama_cpp_extra_buffers_default() is (not host.isa()["amx_int8"])
+    assert bindings.llama_model_default_params().use_extra_bufts is True  # llama.cpp's own default
+    with numerics.llama_cpp_extra_buffers(False):
+        assert bindings.llama_model_default_params().use_extra_bufts is False
+    assert bindings.llama_model_default_params().use_extra_bufts is True  # restored

@@ -100,7 +100,11 @@ def test_tiny_recipe_runs_every_stage_and_writes_the_reports(finished_run):
     assert "PASSED" in md and "| test-fast | onnx-int8 (ran f32+int8) | measured |" in md
     assert "Measured on " in md
     page = (out / "report.html").read_text()
-    assert page.startswith("<!doctype html>") and "data:image/png;base64," in page and "onnx-int8 (ran f32+int8)" in page
+    assert (
+        page.startswith("<!doctype html>")
+        and "data:image/png;base64," in page
+        and "onnx-int8 (ran f32+int8)" in page
+    )
     assert "<script" not in page and not re.search(r"(src|href)=.http", page)  # opens offline
     png = (out / "pareto.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -82,9 +82,9 @@ class LlamaCppSession(Session):
         )
         if self.embedding:
             kwargs["pooling_type"] = llama_cpp.LLAMA_POOLING_TYPE_MEAN
-        with numerics.llama_cpp_extra_buffers(
-            bool(o.get("extra_buffers", numerics.LLAMA_CPP_EXTRA_BUFFERS_DEFAULT))
-        ):
+        extra = o.get("extra_buffers")
+        extra = numerics.llama_cpp_extra_buffers_default() if extra is None else bool(extra)
+        with numerics.llama_cpp_extra_buffers(extra):
             self.llm = llama_cpp.Llama(**kwargs)
         self.n_vocab = self.llm.n_vocab()
         self.effective = {
@@ -95,7 +95,7 @@ class LlamaCppSession(Session):
             "n_batch": n_batch,
             "kv_cache": o.get("kv_cache", "f16"),
             "flash_attn": kwargs["flash_attn"],
-            "extra_buffers": bool(o.get("extra_buffers", numerics.LLAMA_CPP_EXTRA_BUFFERS_DEFAULT)),
+            "extra_buffers": extra,
             "mode": "embedding (mean pooling)" if self.embedding else "greedy generation with KV cache",
         }
         info = {"llama_cpp_python": getattr(llama_cpp, "__version__", None)}
