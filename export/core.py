@@ -139,6 +139,10 @@ class FormatPlugin(ABC):
     precision_aliases: ClassVar[dict[str, str]] = {}
     # True: the runtime's defaults on some hosts compute differently from the file's declaration
     deployed_defaults_differ: ClassVar[bool] = False
+    # what the manifest says of the runtime's defaults when they are not checked separately
+    deployed_note: ClassVar[str] = (
+        "the runtime's defaults are these settings: an app loading the file plainly gets these figures"
+    )
 
     def unsupported_reason(self, student: StudentInfo, precision: str, cfg: ExportConfig) -> str | None:
         """Why this plugin cannot export ``student`` at ``precision`` (None when it can)."""

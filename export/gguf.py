@@ -1124,6 +1124,10 @@ class GGUFPlugin(FormatPlugin):
     tool_packages = ("gguf", "llama-cpp-python")
     batched_parity = False  # llama.cpp is fed one unpadded sequence at a time
     copy_app_files = True
+    deployed_note = (
+        "llama.cpp's defaults differ from these settings only in the KV cache (f16 instead of f32), which "
+        "rounds decoder logits (up to ~1e-2 on tiny models); its kernels, not its precision, depend on the ISA"
+    )
     model_file = "model.gguf"
 
     def unsupported_reason(self, student: StudentInfo, precision: str, cfg) -> str | None:

@@ -455,9 +455,7 @@ def check(
     if not report.passed:
         raise ParityError(report)
     if not plugin.deployed_defaults_differ:
-        report.runtime["deployed"] = (
-            "the runtime's defaults are these settings: an app loading the file plainly gets these figures"
-        )
+        report.runtime["deployed"] = plugin.deployed_note
         return report
     deployed = plugin.execute(artifact_dir, feeds, deployed=True)
     deployed_tolerance = tolerance_for_run(cfg, precision, deployed.ran)
