@@ -221,8 +221,8 @@ def export_module_dynamo(
 ) -> Path:
     """torch.onnx's dynamo exporter (torch.export, then onnxscript's optimizer) of the same module.
 
-    The graph is written at opset 18 or higher: the exporter's own lowest opset; below it torch
-    converts the graph down afterwards, which fails on several ops.
+    The graph is written at opset 18 or higher: 18 is the lowest opset the dynamo exporter writes
+    natively (a lower one would pass through onnx's version converter after export).
     """
     import torch
 
