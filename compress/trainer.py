@@ -167,7 +167,7 @@ class DistillTrainer(Trainer):
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
-            warmup = math.ceil(self.args.warmup_ratio * self.total_steps)
+            warmup = math.ceil(self.recipe.training.warmup_ratio * self.total_steps)
             self.lr_scheduler = LambdaLR(
                 optimizer or self.optimizer,
                 global_linear_schedule(self.total_steps, warmup, self.step_offset),

@@ -29,8 +29,18 @@ def total_optimizer_steps(num_examples: int, tc: TrainingConfig) -> int:
 def training_arguments(
     tc: TrainingConfig, output_dir: Path, max_steps: int, *, seed: int, learning_rate: float
 ):
+    import dataclasses
+
     from transformers import TrainingArguments
 
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    # transformers 5 folded warmup_ratio into warmup_steps (a float below 1 is a ratio) and always
+    # saves safetensors (save_safetensors is gone); 4.x has both arguments.
+    version_specific = (
+        {"warmup_ratio": tc.warmup_ratio, "save_safetensors": True}
+        if "warmup_ratio" in fields
+        else {"warmup_steps": tc.warmup_ratio}
+    )
     return TrainingArguments(
         output_dir=str(output_dir),
         max_steps=max_steps,
@@ -38,7 +48,6 @@ def training_arguments(
         gradient_accumulation_steps=tc.grad_accum,
         learning_rate=learning_rate,
         weight_decay=tc.weight_decay,
-        warmup_ratio=tc.warmup_ratio,
         logging_steps=tc.logging_steps,
         logging_first_step=True,
         save_strategy="steps",
@@ -54,7 +63,7 @@ def training_arguments(
         use_cpu=not torch.cuda.is_available(),
         ddp_find_unused_parameters=world_size() > 1,
         ddp_backend="gloo" if not torch.cuda.is_available() and world_size() > 1 else None,
-        save_safetensors=True,
+        **version_specific,
     )
 
 

@@ -120,7 +120,16 @@ class ExportConfig(StrictModel):
         None, description="Sentences for the parity check (default: calib_data, else a built-in list)."
     )
     max_length: int = Field(128, gt=1, description="Longest sequence fed to parity and calibration.")
-    opset: int = Field(17, ge=13, description="ONNX opset.")
+    opset: int = Field(17, ge=13, description="ONNX opset (the dynamo exporter writes at least 18).")
+    onnx_exporter: Literal["torchscript", "dynamo", "optimum"] = Field(
+        "torchscript",
+        description=(
+            "How fp32/fp16 ONNX (and the float file dynamic/static int8 start from) is written: "
+            "torchscript (torch.onnx's TorchScript exporter; measured fastest graphs), dynamo "
+            "(torch.onnx dynamo=True), or optimum (optimum-onnx main_export; pip install "
+            "'edgedistill[optimum]', transformers<4.58). QAT int8 always uses the TorchScript exporter."
+        ),
+    )
     seed: int = 0
     tolerances: dict[str, Tolerance] = Field(default_factory=dict, validate_default=True)
 

@@ -224,6 +224,25 @@ def read_weights(model_dir: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
+def rope_settings(config: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
+    """(rope theta, rope scaling or None) from a config.json of either transformers line.
+
+    transformers 4.x writes ``rope_theta`` and ``rope_scaling`` at the top level; 5.x writes one
+    ``rope_parameters`` dict holding ``rope_theta`` and ``rope_type`` (plus e.g. ``factor``) and
+    leaves the old keys out, so reading only ``rope_theta`` would silently fall back to 10000.
+    """
+    params = config.get("rope_parameters")
+    if isinstance(params, dict) and params:
+        if "rope_theta" not in params and "rope_type" not in params:
+            raise ExportError(
+                f"rope_parameters per layer type ({', '.join(map(str, params))}) are not supported by the "
+                f"GGUF exporter; export to ONNX or OpenVINO instead"
+            )
+        theta = float(params.get("rope_theta", config.get("rope_theta") or 10000.0))
+        return theta, params
+    return float(config.get("rope_theta") or 10000.0), config.get("rope_scaling") or None
+
+
 def _permute_for_rope(weight: np.ndarray, n_head: int) -> np.ndarray:
     """Reorder q/k rows from HF's rotate-half RoPE layout to llama.cpp's interleaved-pair layout."""
     rows = weight.shape[0]
@@ -303,12 +322,12 @@ def _write_hparams(writer, gguf, arch: GGUFArch, config: dict[str, Any], n_vocab
     writer.add_vocab_size(n_vocab)
     writer.add_head_count_kv(int(config.get("num_key_value_heads") or heads))
     writer.add_rope_dimension_count(head_dim)
-    writer.add_rope_freq_base(float(config.get("rope_theta", 10000.0)))
+    theta, scaling = rope_settings(config)
+    writer.add_rope_freq_base(theta)
     writer.add_layer_norm_rms_eps(float(config["rms_norm_eps"]))
     if head_dim != hidden // heads:
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
-    scaling = config.get("rope_scaling")
     if scaling:
         kind = scaling.get("rope_type", scaling.get("type"))
         if kind == "linear":

@@ -7,6 +7,7 @@ Llama / Qwen2 decoders with a ByteLevel BPE trained in `tiny_llama`.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -280,6 +281,34 @@ def test_run_gguf_returns_next_token_logits(tiny_llama_dir, llama_gguf):
         full = runner.logits_ids(tok(texts[0])["input_ids"])
     np.testing.assert_allclose(logits[0], full[-1], atol=1e-4)
     assert G.gguf_tokenize(path, texts[1]) == tok(texts[1])["input_ids"]
+
+
+def test_rope_settings_read_both_transformers_config_layouts():
+    """4.x writes rope_theta/rope_scaling, 5.x one rope_parameters dict (and rope_theta: null)."""
+    from transformers import LlamaConfig
+
+    written = LlamaConfig(
+        hidden_size=64,
+        num_attention_heads=4,
+        rope_theta=500000.0,
+        rope_scaling={"rope_type": "linear", "factor": 2.0},
+    ).to_dict()  # the layout of the installed transformers, as save_pretrained writes it
+    theta, scaling = G.rope_settings(json.loads(json.dumps(written)))
+    assert theta == 500000.0 and scaling["rope_type"] == "linear" and scaling["factor"] == 2.0
+    v4 = {"rope_theta": 1e6, "rope_scaling": None}
+    v5 = {
+        "rope_theta": None,
+        "rope_scaling": None,
+        "rope_parameters": {"rope_theta": 1e6, "rope_type": "default"},
+    }
+    assert G.rope_settings(v4) == (1e6, None)
+    assert G.rope_settings(v5)[0] == 1e6 and G.rope_settings(v5)[1]["rope_type"] == "default"
+    assert G.rope_settings({}) == (10000.0, None)
+    per_layer = {
+        "rope_parameters": {"full_attention": {"rope_theta": 1e6}, "sliding_attention": {"rope_theta": 1e4}}
+    }
+    with pytest.raises(G.ExportError, match="per layer type.*ONNX or OpenVINO"):
+        G.rope_settings(per_layer)
 
 
 def test_qwen2_gguf_with_tied_embeddings_and_attention_biases(tiny_llama_dir, tmp_path):

@@ -223,9 +223,12 @@ def test_classifier_artifacts_load_in_their_runtime_and_agree_with_torch(cls_exp
         assert (logits.argmax(-1) == ref.argmax(-1)).all(), art["path"]
         bound = {"fp32": 1e-4, "fp16": 2e-2, "int8": 0.2}[art["precision"]]
         assert np.abs(logits - ref).max() < bound, (art["path"], np.abs(logits - ref).max())
-        # an app needs the tokenizer and the labels beside the model
-        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "config.json"):
+        # an app needs the tokenizer and the labels beside the model (transformers 5 saves a fast
+        # tokenizer as tokenizer.json only; 4.x also writes vocab.txt, which is copied when present)
+        for name in ("tokenizer.json", "tokenizer_config.json", "config.json"):
             assert (folder / name).is_file(), (folder, name)
+        if (tiny_bert_classifier / "vocab.txt").is_file():
+            assert (folder / "vocab.txt").is_file(), folder
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{f}-{p}" for f in FORMATS for p in PRECISIONS] + ["export_report.json"]
     ), "no temporary folders may be left behind"
@@ -289,6 +292,63 @@ def test_encoder_artifacts_match_torch_embeddings(enc_export, tiny_bert_encoder)
         floor = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.98}[art["precision"]]
         assert cos.min() > floor, (art["path"], cos)
         assert checked["sentence_embedding"]["cosine_min"] > floor
+
+
+def test_default_onnx_export_needs_no_optimum(cls_export):
+    """The default route is torch.onnx: optimum-onnx (which pins transformers<4.58) is never needed."""
+    _, report = cls_export
+    for art in (a for a in report["artifacts"] if a["format"] == "onnx"):
+        assert art["quantization"]["exporter"] == "torch.onnx (TorchScript exporter)", art
+    code = (
+        "import sys, edgedistill.export.onnx as o\n"
+        "from edgedistill.export.core import get_plugin\n"
+        "get_plugin('onnx')\n"
+        "print('optimum' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_dynamo_exporter_matches_torch(tmp_path, tiny_bert_encoder):
+    import onnx
+
+    report = export(tiny_bert_encoder, tmp_path, _cfg(precisions=["fp32", "int8"], onnx_exporter="dynamo"))
+    ref, feed = _torch_outputs(tiny_bert_encoder, "feature-extraction", SENTENCES)
+    for art in report["artifacts"]:
+        assert art["parity"]["passed"], art
+        assert art["quantization"]["exporter"] == "torch.onnx (dynamo exporter)"
+        model = onnx.load(str(Path(art["path"]) / "model.onnx"))
+        assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    hidden = _run_artifact(tmp_path / "onnx-fp32", feed)
+    mask = feed["attention_mask"].astype(bool)
+    assert np.abs(hidden - ref)[mask].max() < 1e-4
+
+
+def test_optimum_exporter_without_optimum_names_the_extra(tmp_path, tiny_bert_classifier, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.startswith("optimum") else real(name, *a),
+    )
+    with pytest.raises(MissingDependencyError, match=r"edgedistill\[optimum\]") as err:
+        export(tiny_bert_classifier, tmp_path / "out", _cfg(onnx_exporter="optimum"))
+    assert "edgedistill[optimum]" in str(err.value) and "transformers<4.58" in str(err.value)
+    assert not (tmp_path / "out" / "onnx-fp32").exists()
+
+
+def test_optimum_exporter_when_installed(tmp_path, tiny_bert_classifier):
+    """The optional route for transformers 4.x installs (`make test-compat` installs optimum-onnx)."""
+    pytest.importorskip("optimum.exporters.onnx", reason="optimum-onnx is not installed (extra [optimum])")
+    report = export(
+        tiny_bert_classifier, tmp_path, _cfg(precisions=["fp32", "int8"], onnx_exporter="optimum")
+    )
+    for art in report["artifacts"]:
+        assert art["parity"]["passed"] and art["quantization"]["exporter"] == "optimum-onnx main_export"
+    manifest = json.loads((tmp_path / "onnx-fp32" / "manifest.json").read_text())
+    assert "optimum-onnx" in manifest["tools"]
 
 
 def test_onnx_static_int8_calibrated_on_a_tsv(tmp_path, tiny_bert_classifier, tiny_data):

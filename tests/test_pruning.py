@@ -33,6 +33,15 @@ from edgedistill.errors import ModelLoadError
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 HEAD = 16  # head size of the tiny models below (64 dims / 4 heads)
+# transformers 5 removed prune_heads / config.pruned_heads: BERT head pruning is a 4.x feature
+# (`make test-compat` runs these tests on 4.57); on 5.x it is refused with the way out.
+BERT_HEAD_PRUNING = pruning.encoder_head_pruning_supported(
+    BertForSequenceClassification(tiny_bert_config(100))
+)
+needs_bert_head_pruning = pytest.mark.skipif(
+    not BERT_HEAD_PRUNING,
+    reason="transformers 5 removed BERT head pruning (tested on 4.57 by make test-compat)",
+)
 
 
 def _bert() -> BertForSequenceClassification:
@@ -61,6 +70,7 @@ def _kill(model, dead_heads: list[list[int]], dead_neurons: slice) -> None:
         layer.linear("down").weight[:, dead_neurons] = 0
 
 
+@needs_bert_head_pruning
 def test_bert_dead_heads_and_neurons_are_pruned_and_outputs_do_not_change(tmp_path):
     model = _bert()
     _kill(model, [[1, 3], [0, 2]], slice(100, None))
@@ -80,6 +90,27 @@ def test_bert_dead_heads_and_neurons_are_pruned_and_outputs_do_not_change(tmp_pa
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         assert torch.allclose(reloaded(**batch).logits, reference, atol=1e-6)
+
+
+@pytest.mark.skipif(BERT_HEAD_PRUNING, reason="transformers 4.x still prunes BERT heads")
+def test_bert_head_pruning_on_transformers_5_is_refused_before_any_change():
+    model = _bert()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(
+        ModelLoadError, match=r"removed in 5\.0.*student\.intermediate_size.*transformers>=4\.57,<4\.58"
+    ):
+        pruning.prune_student(model, heads=2, ffn=100, method="activation", batches=[_batch()])
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    # feed-forward pruning alone needs no prune_heads and keeps the outputs of dead neurons' model
+    _kill(model, [[], []], slice(100, None))
+    batch = _batch()
+    with torch.no_grad():
+        reference = model(**batch).logits
+    info = pruning.prune_student(model, heads=None, ffn=100, method="activation", batches=[batch])
+    assert info["intermediate_size"] == 100 and info["heads_per_layer"] == 4
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).logits, reference, atol=1e-6)
 
 
 def test_gqa_decoder_is_pruned_by_whole_key_value_groups_and_reloads(tmp_path):
@@ -164,22 +195,23 @@ def test_distilled_pruned_qat_student_exports_with_parity(tmp_path, tiny_bert_cl
     from edgedistill.export import ExportConfig, export
     from edgedistill.export.core import ExportError
 
+    heads = 2 if BERT_HEAD_PRUNING else 4  # transformers 5: feed-forward pruning only
     recipe = tiny_qat_recipe(
         tiny_bert_classifier,
         tiny_data,
-        student={"num_attention_heads": 2, "intermediate_size": 96},
+        student={"intermediate_size": 96, **({"num_attention_heads": 2} if BERT_HEAD_PRUNING else {})},
         losses=[{"name": "soft_kl"}, {"name": "hard_ce"}, {"name": "hidden_mse"}],
     )
     report = distill(recipe, tmp_path / "kd", progress=False)
     info = report["student"]["pruning"]
     assert info["importance"] == "activation" and info["calibration_batches"] >= 1
-    assert info["heads_per_layer"] == 2 and info["teacher_heads_per_layer"] == 4
+    assert info["heads_per_layer"] == heads and info["teacher_heads_per_layer"] == 4
     assert info["intermediate_size"] == 96 and info["teacher_intermediate_size"] == 256
     meta = json.loads((tmp_path / "kd" / "student" / "edgedistill.json").read_text())
     assert meta["pruning"]["kept_heads"] == info["kept_heads"]
     student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "kd" / "student")
     assert sum(p.numel() for p in student.parameters()) == info["parameters_after"]
-    assert student.bert.encoder.layer[0].attention.self.query.out_features == 2 * HEAD
+    assert student.bert.encoder.layer[0].attention.self.query.out_features == heads * HEAD
     assert student.bert.encoder.layer[0].intermediate.dense.out_features == 96
 
     cfg = ExportConfig(
@@ -193,10 +225,11 @@ def test_distilled_pruned_qat_student_exports_with_parity(tmp_path, tiny_bert_cl
             assert artifact["quantization"]["method"] == "qat" and artifact["parity"]["reference"] == "qat"
     fp32 = next(a for a in exported["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32")
     assert max(o["max_abs_diff"] for o in fp32["parity"]["outputs"]) < 1e-4
-    with pytest.raises(ExportError, match="pruned_heads.*ONNX or OpenVINO"):
-        gguf = ExportConfig(formats=["gguf"], precisions=["fp32"], task="feature-extraction")
-        export(tmp_path / "kd" / "student", tmp_path / "gguf", gguf)
-    assert not (tmp_path / "gguf" / "gguf-fp32").exists()
+    if BERT_HEAD_PRUNING:
+        with pytest.raises(ExportError, match="pruned_heads.*ONNX or OpenVINO"):
+            gguf = ExportConfig(formats=["gguf"], precisions=["fp32"], task="feature-extraction")
+            export(tmp_path / "kd" / "student", tmp_path / "gguf", gguf)
+        assert not (tmp_path / "gguf" / "gguf-fp32").exists()
 
 
 def test_pruned_decoder_runs_in_llama_cpp_like_torch(tmp_path, lm_teacher):

@@ -7,6 +7,7 @@ parity checks exercise real sub-word splits instead of mostly [UNK].
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 # Varied English: casing, punctuation, numbers, contractions, accents, symbols, extra spaces.
@@ -141,8 +142,12 @@ def save_tiny_decoder(
     if tokenizer_dir is None:
         tok = train_bytelevel_bpe(folder)
     else:
-        tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-        tok.save_pretrained(folder)
+        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
+        # Load it back the way the exporter will: transformers 5 picks the tokenizer class from
+        # config.json's model_type (a qwen2 folder gets Qwen2Tokenizer, which adds <|endoftext|>),
+        # so the embedding rows must count the tokens of that class.
+        (folder / "config.json").write_text(json.dumps({"model_type": arch}), encoding="utf-8")
+        tok = AutoTokenizer.from_pretrained(folder)
     common = tiny_decoder_config(
         len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
     )
