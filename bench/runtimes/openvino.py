@@ -29,8 +29,11 @@ def compile_config(options: dict[str, Any], artifact: dict[str, Any] | None = No
     config: dict[str, Any] = {}
     on_cpu = o.get("device", "CPU").upper().startswith("CPU")
     if on_cpu and artifact is not None and resolve_policy(options, artifact) == "artifact":
-        load = artifact.get("load") or {}
-        config.update(load.get("compile_properties") or numerics.OPENVINO_FILE_PROPERTIES)
+        # the manifest's properties, but only the numerics keys edgedistill writes: a manifest
+        # from elsewhere cannot set other compile properties through this door
+        stored = (artifact.get("load") or {}).get("compile_properties")
+        stored = stored if isinstance(stored, dict) else {}
+        config.update({k: str(stored.get(k, v)) for k, v in numerics.OPENVINO_FILE_PROPERTIES.items()})
     hint = o.get("performance_hint", "none")
     if hint != "none":
         config["PERFORMANCE_HINT"] = hint.upper()
