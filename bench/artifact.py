@@ -39,6 +39,8 @@ class Artifact:
     manifest: dict[str, Any] | None = None
     inputs: list[dict[str, Any]] = field(default_factory=list)
     labels: dict[str, str] | None = None
+    # the arithmetic the file declares, where it is read from the file itself (foreign ONNX graphs)
+    graph_ran: str | None = None
 
     @property
     def student_path(self) -> Path | None:
@@ -64,16 +66,7 @@ class Artifact:
     def declared_ran(self) -> str | None:
         """The arithmetic export parity read back for this file (runtimes that cannot say it themselves)."""
         runtime = ((self.manifest or {}).get("parity") or {}).get("runtime") or {}
-        if runtime.get("ran"):
-            return str(runtime["ran"])
-        if self.format == "onnx" and len(self.model_files) == 1:
-            from edgedistill import numerics
-
-            try:
-                return numerics.onnx_graph_ran(self.path / self.model_files[0])
-            except Exception:  # onnx absent or an unreadable file: the row says "?"
-                return None
-        return None
+        return str(runtime["ran"]) if runtime.get("ran") else self.graph_ran
 
     def describe(self) -> dict[str, Any]:
         manifest = None  # a torch model folder: nothing to verify
@@ -206,14 +199,8 @@ def _foreign_onnx(folder: Path, model_file: str) -> Artifact:
 
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     graph = onnx.load(str(folder / model_file), load_external_data=False).graph
-    ops = {node.op_type for node in graph.node}
-    initializer_types = {init.data_type for init in graph.initializer}
-    if ops & numerics.ONNX_INT8_OPS:
-        precision = "int8"
-    elif onnx.TensorProto.FLOAT16 in initializer_types:
-        precision = "fp16"
-    else:
-        precision = "fp32"
+    ran = numerics.onnx_ran(graph)
+    precision = "int8" if ran.endswith("+int8") else {"f16": "fp16", "f32": "fp32"}[ran]
     initializers = {init.name for init in graph.initializer}
     inputs = [
         {
@@ -245,4 +232,5 @@ def _foreign_onnx(folder: Path, model_file: str) -> Artifact:
         files_sha256={p.name: sha256_file(p) for p in files},
         inputs=inputs,
         labels={str(k): str(v) for k, v in labels.items()} if labels else None,
+        graph_ran=ran,
     )

@@ -123,13 +123,10 @@ def openvino_read_back(compiled) -> dict[str, Any]:
     properties: dict[str, str] = {}
     for key in OPENVINO_READ_BACK:
         try:
-            properties[key] = str(compiled.get_property(key))
+            value = compiled.get_property(key)
         except RuntimeError:
             continue
-    if "INFERENCE_PRECISION_HINT" in properties:
-        properties["INFERENCE_PRECISION_HINT"] = openvino_precision_name(
-            compiled.get_property("INFERENCE_PRECISION_HINT")
-        )
+        properties[key] = openvino_precision_name(value) if key == "INFERENCE_PRECISION_HINT" else str(value)
     compute: dict[str, int] = {}
     kernels: dict[str, int] = {}
     int8_layers = compressed_weight_layers = 0
@@ -196,16 +193,22 @@ def openvino_ran(read_back: dict[str, Any]) -> str:
 
 
 def onnx_graph_ran(model_path) -> str:
-    """``f32``, ``f16``, ``f32+int8``: the arithmetic an ONNX graph's operators declare.
+    """``f32``, ``f16``, ``f32+int8``: the arithmetic an ONNX file's operators declare (`onnx_ran`)."""
+    import onnx
+
+    return onnx_ran(onnx.load(str(model_path), load_external_data=False).graph)
+
+
+def onnx_ran(graph) -> str:
+    """``f32``, ``f16``, ``f32+int8``: the arithmetic the operators of an ONNX ``GraphProto`` declare.
 
     ONNX Runtime's CPU provider runs exactly that (it lowers no op's precision), so for ONNX the
     declaration is what runs; only the int8 kernels differ by ISA (see the module docstring).
     """
-    import onnx
+    from onnx import TensorProto
 
-    model = onnx.load(str(model_path), load_external_data=False)
-    ops = {node.op_type for node in model.graph.node}
-    base = "f16" if any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer) else "f32"
+    ops = {node.op_type for node in graph.node}
+    base = "f16" if any(i.data_type == TensorProto.FLOAT16 for i in graph.initializer) else "f32"
     return f"{base}+int8" if ops & ONNX_INT8_OPS else base
 
 
