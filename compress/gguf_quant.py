@@ -11,7 +11,7 @@ The exported file then holds exactly the weights the student was trained with, b
 
 - `fake_quant_blocks` reproduces ``gguf.quants`` (the exporter's quantizer) bit for bit: blocks
   of 32 along each row, the float32 scale arithmetic, the rounding and the float16 scale;
-- which tensor gets which type comes from the exporter's own rule (`export.gguf.plan_tensors`):
+- which tensor gets which type comes from the exporter's own rule (`edgedistill.quant.gguf_plan.plan_tensors`):
   norms, biases and 1-D tensors stay F32, the output projection (``token_embd`` when embeddings
   are tied) stays Q8_0 at 4 bits, and rows that are not a multiple of 32 fall back to F16.
 
@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgedistill.export.gguf import TensorPlan
+    from edgedistill.quant.gguf_plan import TensorPlan
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def fake_quant_activations(x: Tensor, vec_dot_type: str = "q8_0", *, rounding: s
 
 
 def _qat_precision(precision: str) -> str:
-    from edgedistill.export.gguf import normalize_precision
+    from edgedistill.quant.gguf_types import normalize_precision
 
     name = normalize_precision(precision)
     if name not in QAT_PRECISIONS:
@@ -206,12 +206,12 @@ def _qat_precision(precision: str) -> str:
 
 
 def gguf_tensor_plan(model: nn.Module, precision: str) -> TensorPlan:
-    """The exporter's plan (`export.gguf.plan_tensors`) for ``model``'s parameters at ``precision``.
+    """The exporter's plan (`edgedistill.quant.gguf_plan.plan_tensors`) for ``model``'s parameters at ``precision``.
 
     Keys are ``named_parameters()`` names (a tied ``lm_head`` appears once, as the embedding), which
     are the keys ``save_pretrained`` writes. Raises what the exporter raises for a model it cannot map.
     """
-    from edgedistill.export.gguf import plan_tensors
+    from edgedistill.quant.gguf_plan import plan_tensors
 
     config = model.config.to_dict()
     # a parametrized weight is listed as "<module>.parametrizations.<name>.original"

@@ -30,6 +30,14 @@ class ModelLoadError(EdgeDistillError):
     """A teacher/student folder or hub id cannot be loaded safely."""
 
 
+class ExportError(EdgeDistillError):
+    """An artifact could not be produced (unsupported combination, a runtime refused the file...)."""
+
+
+class UnsupportedModelError(ExportError):
+    """The student's architecture or task is not one the chosen format can export."""
+
+
 class MissingDependencyError(EdgeDistillError):
     """An optional dependency is not installed; the message carries the pip command."""
 

@@ -27,7 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from edgedistill.errors import EdgeDistillError, MissingDependencyError, ModelLoadError
+from edgedistill.errors import (  # noqa: F401  (ExportError, UnsupportedModelError: re-exported)
+    EdgeDistillError,
+    ExportError,
+    MissingDependencyError,
+    ModelLoadError,
+    UnsupportedModelError,
+)
 from edgedistill.export.config import ExportConfig
 from edgedistill.io import atomic_dir, atomic_write_json
 from edgedistill.plugins import load_plugin
@@ -57,14 +63,6 @@ APP_FILES = (
     "config.json",
     "generation_config.json",
 )
-
-
-class ExportError(EdgeDistillError):
-    """An artifact could not be produced (unsupported combination, a runtime refused the file...)."""
-
-
-class UnsupportedModelError(ExportError):
-    """The student's architecture or task is not one the chosen format can export."""
 
 
 # --------------------------------------------------------------------------------------------
