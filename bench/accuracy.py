@@ -32,8 +32,7 @@ def read_eval_data(
     max_samples: int | None = None,
 ) -> EvalData:
     """Read the eval split with edgedistill's data readers (TSV/CSV/JSONL/Parquet/datasets folder)."""
-    from edgedistill.compress.config import DataConfig
-    from edgedistill.compress.data import read_examples
+    from edgedistill.data import DataConfig, read_examples
 
     cfg = DataConfig(text_column=text_column, text_pair_column=text_pair_column, label_column=label_column)
     examples, report = read_examples(

@@ -185,7 +185,7 @@ def _starts_with_array(file: Path) -> bool:
 
 
 def _read_jsonl(file: Path, name: str, column: str) -> list[str]:
-    from edgedistill.compress.data import iter_jsonl
+    from edgedistill.data import iter_jsonl
 
     prompts: list[str] = []
     problems: list[str] = []
@@ -211,7 +211,7 @@ def _read_jsonl(file: Path, name: str, column: str) -> list[str]:
 
 def _read_with_data_readers(name: str, column: str) -> list[str]:
     from edgedistill.compress.config import DataConfig
-    from edgedistill.compress.data import read_examples
+    from edgedistill.data import read_examples
 
     cfg = DataConfig(train=name, text_column=column, label_column=None, strict=True)
     try:
