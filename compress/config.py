@@ -220,7 +220,7 @@ class TrainingConfig(StrictModel):
 class QATConfig(StrictModel):
     """Quantization-aware phase: fake-quant inserted after `start_fraction` of training.
 
-    `mode` names the fake-quant scheme; each mode has one branch in ``distill._insert_fake_quant``.
+    `mode` names the fake-quant scheme; each mode has one branch in ``qat_phase._insert_fake_quant``.
     """
 
     mode: Literal["int8", "gguf_q8_0", "gguf_q4_0", "ov_int8_wo", "ov_int4_wo", "none"] = Field(
