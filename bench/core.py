@@ -13,6 +13,9 @@ Reads top to bottom like the job it does:
    reference (the float student named in the manifest, or ``--reference``) and compare;
 6. write the report atomically (`edgedistill.io.atomic_write_json`).
 
+The pieces: `plan` (what is measured), `progress`, `blocks` (report blocks from rounds),
+`compare` (interleaved baseline comparisons), `accuracy`, `artifact`, `harness` (fresh processes).
+
 Budgets are *not* judged here: `edgedistill gate` reads the report and decides.
 """
 
@@ -23,20 +26,25 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from edgedistill import __version__
 from edgedistill.bench.accuracy import EvalData, accuracy_block, read_eval_data
 from edgedistill.bench.artifact import Artifact, open_artifact
+from edgedistill.bench.blocks import _applied_block, _latency_block, _lm_block, _memory_block, _ran_fields
+from edgedistill.bench.compare import _baseline_entry, _compare_interleaved
+from edgedistill.bench.plan import _Plan
+from edgedistill.bench.progress import _Progress
 from edgedistill.errors import DataError, EdgeDistillError, MissingDependencyError
 from edgedistill.io import atomic_write_json
 
 REPORT_VERSION = 1
+
+
 REPORT_KIND = "edgedistill-bench-report"
+
 
 __all__ = [
     "REPORT_KIND",
@@ -48,207 +56,6 @@ __all__ = [
     "open_artifact",
     "read_eval_data",
 ]
-
-# --------------------------------------------------------------------------------------------
-# Progress
-# --------------------------------------------------------------------------------------------
-
-
-class _Progress:
-    """A rich progress bar over measuring processes (silent when ``enabled`` is False)."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled = enabled
-        self._progress = None
-        self._task = None
-        self.total = total
-
-    @contextmanager
-    def running(self) -> Iterator[_Progress]:
-        if not self.enabled:
-            yield self
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        with Progress(
-            TextColumn("[bold]bench[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-            console=Console(stderr=True),
-            transient=False,
-        ) as progress:
-            self._progress = progress
-            self._task = progress.add_task("", total=self.total)
-            yield self
-
-    def step(self, description: str) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, description=description)
-
-    def advance(self, steps: int = 1) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task, steps)
-
-    def grow(self, steps: int) -> None:
-        """More work than planned (an extended comparison)."""
-        self.total += steps
-        if self._progress is not None:
-            self._progress.update(self._task, total=self.total)
-
-
-# --------------------------------------------------------------------------------------------
-# Measuring
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Plan:
-    """Resolved settings shared by every job of one bench run."""
-
-    target: Any  # edgedistill.targets.Target
-    options: dict[str, Any]
-    cpus: list[int] | None
-    warnings: list[str]
-    work_dir: Path
-
-    def job(
-        self, kind: str, artifact: Artifact, overrides: Mapping[str, Any] | None = None, **extra: Any
-    ) -> dict[str, Any]:
-        options = dict(self.options)
-        options.update(overrides or {})
-        return {
-            "kind": kind,
-            "artifact": artifact.job_dict(),
-            "options": options,
-            "workload": self.target.workload.model_dump(),
-            "measurement": self.target.measurement.model_dump(),
-            "cpus": self.cpus,
-            **extra,
-        }
-
-    def run(self, job: dict[str, Any]) -> dict[str, Any]:
-        from edgedistill.bench.harness import run_worker
-
-        folder = Path(tempfile.mkdtemp(prefix=f"{job['kind']}-", dir=self.work_dir))
-        m = self.target.measurement
-        return run_worker(
-            job, timeout_s=m.timeout_s, poll_interval_s=m.rss_poll_interval_ms / 1000.0, work_dir=folder
-        )
-
-
-def _latency_block(rounds: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
-    import numpy as np
-
-    from edgedistill.bench.stats import summarize
-
-    samples = [s for r in rounds for s in r["samples_ms"]]
-    summary = summarize(samples)
-    block: dict[str, Any] = {
-        "unit": "ms",
-        **summary,
-        "throughput_per_s": batch_size * 1000.0 / summary["mean_ms"] if summary.get("mean_ms") else None,
-        "session_create_ms": float(np.median([r["session_create_ms"] for r in rounds])),
-        "first_inference_ms": float(np.median([r["first_inference_ms"] for r in rounds])),
-        "runtime_import_ms": float(np.median([r["import_ms"] for r in rounds])),
-        "rounds": [
-            {
-                "n": len(r["samples_ms"]),
-                "median_ms": float(np.median(r["samples_ms"])),
-                "session_create_ms": r["session_create_ms"],
-                "first_inference_ms": r["first_inference_ms"],
-                "measure_seconds": r["measure_seconds"],
-                "peak_rss_mb": r["memory"]["peak_rss_mb"],
-                "other_cpu_seconds": r["host"]["other_cpu_seconds"],
-            }
-            for r in rounds
-        ],
-        "samples_ms": samples,
-    }
-    feeds = rounds[0].get("feeds") or []
-    if len(feeds) > 1:
-        by_feed = {}
-        for k, label in enumerate(feeds):
-            picked = [
-                s for r in rounds for s, f in zip(r["samples_ms"], r["sample_feed"], strict=True) if f == k
-            ]
-            by_feed[label] = {
-                key: v for key, v in summarize(picked).items() if key in ("n", "p50_ms", "p95_ms", "mean_ms")
-            }
-        block["by_workload"] = by_feed
-    elif feeds:
-        block["workload"] = feeds[0]
-    return block
-
-
-def _lm_block(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
-    if "ttft_ms" not in rounds[0]:
-        return None
-    import numpy as np
-
-    ttft = [v for r in rounds for v in r["ttft_ms"]]
-    tps = [v for r in rounds for v in r["decode_tokens_per_s"]]
-    return {
-        "prompt_tokens": rounds[0]["prompt_tokens"],
-        "generate_tokens": rounds[0]["generate_tokens"],
-        "ttft_ms": {
-            "n": len(ttft),
-            "p50_ms": float(np.percentile(ttft, 50)),
-            "p95_ms": float(np.percentile(ttft, 95)),
-            "mean_ms": float(np.mean(ttft)),
-        },
-        "decode_tokens_per_s": {
-            "n": len(tps),
-            "p50": float(np.percentile(tps, 50)),
-            "p5": float(np.percentile(tps, 5)),
-            "mean": float(np.mean(tps)),
-        },
-        "ttft_samples_ms": ttft,
-        "decode_tokens_per_s_samples": tps,
-    }
-
-
-def _memory_block(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    first = rounds[0]["memory"]
-    return {
-        "unit": "MB (10^6 bytes)",
-        "peak_rss_mb": max(r["memory"]["peak_rss_mb"] for r in rounds),
-        "peak_rss_mb_per_round": [r["memory"]["peak_rss_mb"] for r in rounds],
-        "polled_peak_rss_mb": first.get("polled_peak_rss_mb"),
-        "child_vmhwm_mb": first.get("vmhwm_mb"),
-        "rss_start_mb": first.get("rss_start_mb"),
-        "rss_after_runtime_import_mb": first.get("rss_after_import_mb"),
-        "rss_after_session_mb": first.get("rss_after_load_mb"),
-        "rss_polls": first.get("polls"),
-        "note": "whole measuring process: Python interpreter, numpy and the runtime's bindings included",
-    }
-
-
-def _applied_block(
-    plan: _Plan, rounds: list[dict[str, Any]], overrides: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    first = rounds[0]
-    return {
-        "threads": plan.options["threads"],
-        "cpu_affinity_requested": plan.target.runtime.cpu_affinity,
-        "cpus": first["process"]["cpus"],
-        "pinned": plan.cpus is not None,
-        "threads_env": first["process"]["threads_env"],
-        "effective": first["effective_options"],
-        "runtime_info": first["runtime_info"],
-        "overrides": dict(overrides or {}),
-        "warnings": list(plan.warnings) + _debug_warnings({**plan.options, **(overrides or {})}),
-    }
-
-
-def _debug_warnings(options: Mapping[str, Any]) -> list[str]:
-    """Say loudly when a test-only slowdown knob was active: such figures are not real."""
-    knobs = {k: options.get(k) for k in ("debug_extra_latency_ms", "debug_slowdown_factor")}
-    if (knobs["debug_extra_latency_ms"] or 0) > 0 or (knobs["debug_slowdown_factor"] or 1.0) != 1.0:
-        return [f"TEST-ONLY slowdown active ({knobs}): these latencies were inflated on purpose"]
-    return []
 
 
 def _hardware_reason(target) -> str | None:
@@ -432,159 +239,6 @@ def bench(
     if out is not None:
         atomic_write_json(out, report)
     return report
-
-
-def _interleaved(
-    plan: _Plan,
-    candidate: Artifact,
-    baseline: Artifact,
-    candidate_overrides: Mapping[str, Any] | None,
-    bar: _Progress,
-    rounds: range,
-    cand_rounds: list[dict[str, Any]],
-    base_rounds: list[dict[str, Any]],
-) -> None:
-    """Candidate and baseline in alternating fresh processes: A B, B A, A B ... (drift hits both).
-
-    Runs the round numbers in ``rounds`` and appends to ``cand_rounds`` / ``base_rounds``, so an
-    extension continues the alternation where the first look stopped."""
-    n = rounds.stop
-    for r in rounds:
-        order = [("A", candidate), ("B", baseline)] if r % 2 == 0 else [("B", baseline), ("A", candidate)]
-        for side, artifact in order:
-            bar.step(f"{candidate.name} vs {baseline.name}: round {r + 1}/{n} ({side})")
-            if side == "A":
-                cand_rounds.append(plan.run(plan.job("latency", artifact, candidate_overrides)))
-            else:
-                base_rounds.append(plan.run(plan.job("latency", artifact)))
-            bar.advance()
-
-
-def _compare_interleaved(
-    plan: _Plan,
-    candidate: Artifact,
-    baseline: Artifact,
-    candidate_overrides: Mapping[str, Any] | None,
-    bar: _Progress,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Measure candidate vs baseline, then decide; an inconclusive first look is extended once.
-
-    First look: ``compare_rounds`` processes a side. If that is inconclusive and
-    ``max_compare_rounds`` is larger, the alternation continues up to ``max_compare_rounds`` a
-    side and the verdict is taken again on all processes (a second look). Only an inconclusive
-    look is extended, so clear answers cost no more time. Every look is kept in the comparison
-    (``looks``) so a reader sees what the first look said.
-    """
-    m = plan.target.measurement
-    cand_rounds: list[dict[str, Any]] = []
-    base_rounds: list[dict[str, Any]] = []
-    _interleaved(
-        plan, candidate, baseline, candidate_overrides, bar, range(m.compare_rounds), cand_rounds, base_rounds
-    )
-    comparison = _comparison(plan.target, candidate, baseline, cand_rounds, base_rounds)
-    looks = [_look(comparison)]
-    extend_to = m.max_compare_rounds or m.compare_rounds
-    if comparison["result"]["verdict"] == "inconclusive" and extend_to > m.compare_rounds:
-        bar.grow(2 * (extend_to - m.compare_rounds))
-        _interleaved(
-            plan,
-            candidate,
-            baseline,
-            candidate_overrides,
-            bar,
-            range(m.compare_rounds, extend_to),
-            cand_rounds,
-            base_rounds,
-        )
-        comparison = _comparison(plan.target, candidate, baseline, cand_rounds, base_rounds)
-        looks.append(_look(comparison))
-    comparison["looks"] = looks
-    comparison["extended"] = len(looks) > 1
-    return cand_rounds, comparison
-
-
-def _look(comparison: dict[str, Any]) -> dict[str, Any]:
-    result = comparison["result"]
-    return {
-        "rounds_per_side": comparison["candidate_rounds"],
-        "verdict": result["verdict"],
-        "ratio": result["ratio"],
-        "p_slower": result["p_slower"],
-    }
-
-
-def _comparison(target, candidate: Artifact, baseline: Artifact, rounds, base_rounds) -> dict[str, Any]:
-    from edgedistill.bench.stats import compare_processes
-
-    cand = [s for r in rounds for s in r["samples_ms"]]
-    base = [s for r in base_rounds for s in r["samples_ms"]]
-    cand_medians = [_median(r["samples_ms"]) for r in rounds]
-    base_medians = [_median(r["samples_ms"]) for r in base_rounds]
-    reg = target.regression
-    return {
-        "candidate": candidate.name,
-        "baseline": baseline.name,
-        # what each side ran (read back per process; the first process speaks for its side)
-        "candidate_run": _ran_fields(candidate, rounds),
-        "baseline_run": _ran_fields(baseline, base_rounds),
-        "candidate_path": str(candidate.path),
-        "baseline_path": str(baseline.path),
-        "metric": "latency_ms",
-        "interleaved": True,
-        "order": "alternating fresh processes: A B, B A, A B, ...",
-        "candidate_samples_ms": cand,
-        "baseline_samples_ms": base,
-        "candidate_rounds": len(rounds),
-        "baseline_rounds": len(base_rounds),
-        "baseline_round_medians_ms": base_medians,
-        "candidate_round_medians_ms": cand_medians,
-        "baseline_peak_rss_mb": max(r["memory"]["peak_rss_mb"] for r in base_rounds),
-        "result": compare_processes(
-            cand_medians,
-            base_medians,
-            candidate_n=len(cand),
-            baseline_n=len(base),
-            min_effect=reg.min_effect,
-            p_threshold=reg.p_threshold,
-            min_samples=reg.min_samples,
-            min_rounds=reg.min_rounds,
-        ),
-    }
-
-
-def _ran_fields(artifact: Artifact, rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """``ran`` (read back by the runtime, else what export parity read back for the file), the
-    precision policy that applied, and ``label``: the name every row, console line and report shows."""
-    ran = rounds[0].get("ran") or artifact.declared_ran()
-    return {
-        "ran": ran,
-        "precision_policy": rounds[0].get("precision_policy"),
-        "label": f"{artifact.name} (ran {ran or '?'})",
-    }
-
-
-def _median(values: Sequence[float]) -> float:
-    import numpy as np
-
-    return float(np.median(values))
-
-
-def _baseline_entry(baseline: Artifact, comparisons: list[dict[str, Any]]) -> dict[str, Any]:
-    entry = {"role": "baseline", **baseline.describe()}
-    if not comparisons:
-        entry.update(status="skipped", reason="no candidate was measured against it")
-        return entry
-    samples = [s for c in comparisons for s in c["baseline_samples_ms"]]
-    from edgedistill.bench.stats import summarize
-
-    entry.update(
-        status="measured",
-        reason=None,
-        **comparisons[0]["baseline_run"],
-        latency={"unit": "ms", **summarize(samples), "samples_ms": samples},
-        memory={"peak_rss_mb": max(c["baseline_peak_rss_mb"] for c in comparisons)},
-    )
-    return entry
 
 
 def _accuracy(

@@ -1,0 +1,59 @@
+"""The ``gate`` verb: a report and a target in, every check judged, a result with the exit code CI reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgedistill.bench.gate.checks import _baseline_checks, _budget_checks, _regression_checks
+from edgedistill.bench.gate.inputs import GateInputError, check_same_measurement, load_report
+from edgedistill.bench.gate.result import Check, GateResult
+
+
+def gate(
+    report: dict[str, Any] | str | Path,
+    target: Any,
+    *,
+    baseline: dict[str, Any] | str | Path | None = None,
+    strict: bool = False,
+    min_effect: float | None = None,
+    p_threshold: float | None = None,
+) -> GateResult:
+    """Judge a bench report against ``target``'s budgets (and a baseline report); see the module doc."""
+    from edgedistill.errors import ConfigError
+    from edgedistill.targets import Target, load_target
+
+    report_path = None
+    if not isinstance(report, dict):
+        report_path = str(report)
+        report = load_report(report)
+    if not isinstance(target, Target):
+        try:
+            target = load_target(target)
+        except ConfigError as exc:
+            raise GateInputError(str(exc)) from None
+    if not report["artifacts"]:
+        raise GateInputError("the report holds no artifacts; nothing to judge")
+    check_same_measurement(report, target)
+    regression = target.regression.model_dump()
+    if min_effect is not None:
+        regression["min_effect"] = min_effect
+    if p_threshold is not None:
+        regression["p_threshold"] = p_threshold
+    budgets = target.budgets.model_dump()
+    checks: list[Check] = []
+    for entry in report["artifacts"]:
+        if entry.get("role", "candidate") == "candidate":
+            checks += _budget_checks(entry, budgets)
+    checks += _regression_checks(report, regression)
+    if baseline is not None:
+        base = baseline if isinstance(baseline, dict) else load_report(baseline, "baseline report")
+        checks += _baseline_checks(report, base, regression)
+    ran = {
+        e.get("name"): e.get("ran") for e in report["artifacts"] if e.get("role", "candidate") == "candidate"
+    }
+    for check in checks:
+        check.ran = ran.get(check.artifact)
+    return GateResult(
+        target=target.name, checks=checks, strict=strict, report_path=report_path, host=report.get("host")
+    )

@@ -1,0 +1,48 @@
+"""What one bench run measures: the target's workload and measurement settings resolved once, for every artifact."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgedistill.bench.artifact import Artifact
+
+# Measuring
+
+
+@dataclass
+class _Plan:
+    """Resolved settings shared by every job of one bench run."""
+
+    target: Any  # edgedistill.targets.Target
+    options: dict[str, Any]
+    cpus: list[int] | None
+    warnings: list[str]
+    work_dir: Path
+
+    def job(
+        self, kind: str, artifact: Artifact, overrides: Mapping[str, Any] | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        options = dict(self.options)
+        options.update(overrides or {})
+        return {
+            "kind": kind,
+            "artifact": artifact.job_dict(),
+            "options": options,
+            "workload": self.target.workload.model_dump(),
+            "measurement": self.target.measurement.model_dump(),
+            "cpus": self.cpus,
+            **extra,
+        }
+
+    def run(self, job: dict[str, Any]) -> dict[str, Any]:
+        from edgedistill.bench.harness import run_worker
+
+        folder = Path(tempfile.mkdtemp(prefix=f"{job['kind']}-", dir=self.work_dir))
+        m = self.target.measurement
+        return run_worker(
+            job, timeout_s=m.timeout_s, poll_interval_s=m.rss_poll_interval_ms / 1000.0, work_dir=folder
+        )
