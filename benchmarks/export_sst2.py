@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compress_sst2 import DEFAULT_DATA, ROOT, minilm, run  # noqa: E402
+from _common import minilm_dir, write_summary  # noqa: E402
+from compress_sst2 import DEFAULT_DATA, ROOT, run  # noqa: E402
 
 THREADS = 2
 
@@ -47,7 +48,17 @@ def build_student(data: Path, out: Path, train_samples: int) -> Path:
     log = out / "commands.log"
     run(
         cli
-        + ["finetune", "--model", minilm(), "--epochs", "1", "--lr", "5e-5", "--out", str(out / "teacher")]
+        + [
+            "finetune",
+            "--model",
+            str(minilm_dir()),
+            "--epochs",
+            "1",
+            "--lr",
+            "5e-5",
+            "--out",
+            str(out / "teacher"),
+        ]
         + common,
         out / "teacher" / "finetune_report.json",
         log,
@@ -287,10 +298,7 @@ def main() -> int:
         "python": platform.python_version(),
         "rows": rows,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    text = markdown(summary)
-    (out / "summary.md").write_text(text, encoding="utf-8")
-    print(text)
+    write_summary(out, summary, markdown(summary))
     return 0
 
 

