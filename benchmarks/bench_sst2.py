@@ -14,14 +14,11 @@ only, so the teacher appears there as its post-training dynamic int8 ONNX.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_summary
-from compress_sst2 import DEFAULT_DATA, ROOT, run  # noqa: E402
+from common import CLI, RESULTS, parser, run, sst2_flags, sst2_missing, write_summary
 
 # The pruned student: the same 3 teacher layers as export_sst2.py's student, with half the heads
 # (6 of 12) and half the feed-forward neurons (768 of 1536) kept by activation importance, then the
@@ -34,13 +31,11 @@ def build_pruned_student(data: Path, teacher: Path, out: Path, train_samples: in
     run_dir = out / f"3L-h{PRUNED_HEADS}-f{PRUNED_FFN}-KD-QAT"
     out.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, "-m", "edgedistill", "distill", "--teacher", str(teacher),
+        *CLI, "distill", "--teacher", str(teacher),
         "--student-layers", "3", "--student-heads", str(PRUNED_HEADS), "--student-ffn", str(PRUNED_FFN),
         "--epochs", "1", "--lr", "1e-4", "--qat", "int8", "--qat-start", "0.5",
         "--losses", "soft_kl:1,hard_ce:1", "--temperature", "4", "--alpha", "0.7", "--out", str(run_dir),
-        "--train", str(data / "train.tsv"), "--eval", str(data / "dev.tsv"), "--max-length", "66",
-        "--task", "sequence-classification", "--batch-size", "32", "--quiet",
-        "--max-train-samples", str(train_samples),
+        *sst2_flags(data), "--max-train-samples", str(train_samples),
     ]  # fmt: skip
     run(
         cmd,
@@ -51,11 +46,9 @@ def build_pruned_student(data: Path, teacher: Path, out: Path, train_samples: in
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--export-results", type=Path, default=ROOT / "bench-results" / "export_sst2")
+    ap = parser(__doc__, "bench_sst2", sst2=True)
+    ap.add_argument("--export-results", type=Path, default=RESULTS / "export_sst2")
     ap.add_argument("--teacher", type=Path, help="teacher folder (default: the one export_sst2.py trained)")
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "bench_sst2")
     ap.add_argument("--train-samples", type=int, default=8000, help="SST-2 rows for the pruned student")
     args = ap.parse_args()
     ours = args.export_results / "ours"
@@ -63,8 +56,7 @@ def main() -> int:
     if not (ours / "onnx-int8" / "manifest.json").is_file() or not (teacher / "config.json").is_file():
         print(f"run benchmarks/export_sst2.py first (needs {ours}/onnx-int8 and {teacher})", file=sys.stderr)
         return 2
-    if not (args.data / "dev.tsv").is_file():
-        print(f"SST-2 not found under {args.data}: pass --data DIR with dev.tsv", file=sys.stderr)
+    if sst2_missing(args.data, ("dev.tsv",), "dev.tsv"):
         return 2
 
     from edgedistill.bench import bench, gate

@@ -16,46 +16,13 @@ machines where the package is not installed, e.g. the GPU run of benchmarks/gpu_
 
 from __future__ import annotations
 
-import argparse
-import json
-import shlex
-import subprocess
 import sys
-import time
-from pathlib import Path
 
-from _common import minilm_dir, write_summary
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sst2"
-
-
-def run(cmd: list[str], report: Path, log: Path) -> dict:
-    """Run one CLI command (skipped if its report exists); the report gets `bench_wall_s` and `command`."""
-    wall_file = report.parent / "bench_wall.json"
-    if report.is_file():
-        print(f"[skip] {report} exists")
-    else:
-        print("+", shlex.join(cmd), flush=True)
-        started = time.time()
-        with open(log, "a", encoding="utf-8") as fh:
-            fh.write("+ " + shlex.join(cmd) + "\n")
-            fh.flush()
-            subprocess.run(cmd, check=True, stdout=fh, stderr=subprocess.STDOUT)
-        wall = time.time() - started
-        wall_file.write_text(json.dumps({"wall_s": round(wall, 1), "command": shlex.join(cmd)}) + "\n")
-        print(f"  done in {wall:.0f} s", flush=True)
-    rep = json.loads(report.read_text())
-    if wall_file.is_file():
-        extra = json.loads(wall_file.read_text())
-        rep["bench_wall_s"], rep["command"] = extra["wall_s"], extra["command"]
-    return rep
+from common import CLI, add_note_flag, minilm, parser, run, sst2_flags, sst2_missing, write_summary
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "compress_sst2")
+    ap = parser(__doc__, "compress_sst2", sst2=True)
     ap.add_argument(
         "--train-samples", type=int, default=None, help="students train on the first N rows (default: all)"
     )
@@ -71,34 +38,16 @@ def main() -> int:
         default=None,
         help="the teacher fine-tune uses the first N rows (default: all; for smoke tests)",
     )
-    ap.add_argument(
-        "--note", default=None, help="free text recorded in summary.json (e.g. how the run was done)"
-    )
+    add_note_flag(ap)
     args = ap.parse_args()
-    if not (args.data / "train.tsv").is_file():
-        print(
-            f"SST-2 not found under {args.data}: pass --data DIR with train.tsv and dev.tsv", file=sys.stderr
-        )
+    if sst2_missing(args.data, ("train.tsv",)):
         return 2
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     log = out / "commands.log"
-    cli = [sys.executable, "-m", "edgedistill"]
-    data = [
-        "--train",
-        str(args.data / "train.tsv"),
-        "--eval",
-        str(args.data / "dev.tsv"),
-        "--max-length",
-        "66",
-        "--task",
-        "sequence-classification",
-        "--batch-size",
-        "32",
-        "--quiet",
-    ]
+    data = sst2_flags(args.data)
     subset = ["--max-train-samples", str(args.train_samples)] if args.train_samples else []
-    teacher_model = args.teacher_model or str(minilm_dir())
+    teacher_model = args.teacher_model or str(minilm())
     results: dict = {
         "data": str(args.data),
         "train_samples": args.train_samples,
@@ -112,105 +61,42 @@ def main() -> int:
     )
 
     teacher = run(
-        cli
-        + [
-            "finetune",
-            "--model",
-            teacher_model,
-            "--epochs",
-            "1",
-            "--lr",
-            "5e-5",
-            "--out",
-            str(out / "teacher"),
-        ]
+        [*CLI, "finetune", "--model", teacher_model, "--epochs", "1", "--lr", "5e-5", "--out", str(out / "teacher")]
         + data
         + teacher_subset,
         out / "teacher" / "finetune_report.json",
         log,
-    )
+    )  # fmt: skip
     results["runs"]["teacher"] = teacher
     teacher_dir = str(out / "teacher" / "model")
     kd = [
-        "--losses",
-        "soft_kl:1,hard_ce:1",
-        "--temperature",
-        "4",
-        "--alpha",
-        "0.7",
-        "--cache-teacher-outputs",
-        "--set",
-        f"training.teacher_cache_dir={out / 'teacher_cache'}",
-    ]
+        "--losses", "soft_kl:1,hard_ce:1", "--temperature", "4", "--alpha", "0.7", "--cache-teacher-outputs",
+        "--set", f"training.teacher_cache_dir={out / 'teacher_cache'}",
+    ]  # fmt: skip
     for k in args.layers:
         results["runs"][f"{k}L-noKD"] = run(
-            cli
-            + [
-                "finetune",
-                "--model",
-                teacher_dir,
-                "--layers",
-                str(k),
-                "--epochs",
-                "1",
-                "--lr",
-                "1e-4",
-                "--out",
-                str(out / f"{k}L-noKD"),
+            [
+                *CLI, "finetune", "--model", teacher_dir, "--layers", str(k), "--epochs", "1", "--lr", "1e-4",
+                "--out", str(out / f"{k}L-noKD"),
             ]
             + data
             + subset,
             out / f"{k}L-noKD" / "finetune_report.json",
             log,
-        )
-        results["runs"][f"{k}L-KD"] = run(
-            cli
-            + [
-                "distill",
-                "--teacher",
-                teacher_dir,
-                "--student-layers",
-                str(k),
-                "--epochs",
-                "1",
-                "--lr",
-                "1e-4",
-                "--qat",
-                "none",
-                "--out",
-                str(out / f"{k}L-KD"),
-            ]
-            + kd
-            + data
-            + subset,
-            out / f"{k}L-KD" / "distill_report.json",
-            log,
-        )
-        results["runs"][f"{k}L-KD-QAT"] = run(
-            cli
-            + [
-                "distill",
-                "--teacher",
-                teacher_dir,
-                "--student-layers",
-                str(k),
-                "--epochs",
-                "1",
-                "--lr",
-                "1e-4",
-                "--qat",
-                "int8",
-                "--qat-start",
-                "0.5",
-                "--out",
-                str(out / f"{k}L-KD-QAT"),
-            ]
-            + kd
-            + data
-            + subset,
-            out / f"{k}L-KD-QAT" / "distill_report.json",
-            log,
-        )
+        )  # fmt: skip
+        # KD in float, then KD with int8 QAT over the second half of training
+        for name, qat in ((f"{k}L-KD", ["none"]), (f"{k}L-KD-QAT", ["int8", "--qat-start", "0.5"])):
+            results["runs"][name] = run(
+                [
+                    *CLI, "distill", "--teacher", teacher_dir, "--student-layers", str(k), "--epochs", "1",
+                    "--lr", "1e-4", "--qat", *qat, "--out", str(out / name),
+                ]
+                + kd
+                + data
+                + subset,
+                out / name / "distill_report.json",
+                log,
+            )  # fmt: skip
     summary = summarize(results)
     write_summary(out, summary, markdown(summary))
     return 0

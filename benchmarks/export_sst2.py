@@ -20,7 +20,6 @@ sequence-classification head for it; the GGUF encoders are measured in `make tes
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
@@ -29,43 +28,25 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import minilm_dir, write_summary  # noqa: E402
-from compress_sst2 import DEFAULT_DATA, ROOT, run  # noqa: E402
+from common import CLI, RESULTS, minilm, parser, run, sst2_flags, sst2_missing, write_summary
 
 THREADS = 2
 
 
 def build_student(data: Path, out: Path, train_samples: int) -> Path:
     """Teacher fine-tune + 3-layer KD+QAT student on the first ``train_samples`` SST-2 rows."""
-    cli = [sys.executable, "-m", "edgedistill"]
-    common = [
-        "--train", str(data / "train.tsv"), "--eval", str(data / "dev.tsv"), "--max-length", "66",
-        "--task", "sequence-classification", "--batch-size", "32", "--quiet",
-        "--max-train-samples", str(train_samples),
-    ]  # fmt: skip
+    common = [*sst2_flags(data), "--max-train-samples", str(train_samples)]
     log = out / "commands.log"
     run(
-        cli
-        + [
-            "finetune",
-            "--model",
-            str(minilm_dir()),
-            "--epochs",
-            "1",
-            "--lr",
-            "5e-5",
-            "--out",
-            str(out / "teacher"),
-        ]
-        + common,
+        [
+            *CLI, "finetune", "--model", str(minilm()), "--epochs", "1", "--lr", "5e-5", "--out", str(out / "teacher"),
+        ] + common,
         out / "teacher" / "finetune_report.json",
         log,
-    )
+    )  # fmt: skip
     run(
-        cli + [
-            "distill", "--teacher", str(out / "teacher" / "model"), "--student-layers", "3", "--epochs", "1",
+        [
+            *CLI, "distill", "--teacher", str(out / "teacher" / "model"), "--student-layers", "3", "--epochs", "1",
             "--lr", "1e-4", "--qat", "int8", "--qat-start", "0.5", "--losses", "soft_kl:1,hard_ce:1",
             "--temperature", "4", "--alpha", "0.7", "--out", str(out / "3L-KD-QAT"),
         ] + common,
@@ -180,26 +161,21 @@ def interleaved_latency(models: dict, feeds: list[dict[str, np.ndarray]], rounds
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__, "export_sst2", sst2=True)
     ap.add_argument(
         "--student", type=Path, help="a QAT student folder (default: compress benchmark's 3L-KD-QAT)"
     )
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "export_sst2")
     ap.add_argument("--train-samples", type=int, default=8000, help="SST-2 rows used when building a student")
     ap.add_argument("--latency-sentences", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=4)
     args = ap.parse_args()
-    if not (args.data / "dev.tsv").is_file():
-        print(
-            f"SST-2 not found under {args.data}: pass --data DIR with train.tsv and dev.tsv", file=sys.stderr
-        )
+    if sst2_missing(args.data, ("dev.tsv",)):
         return 2
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     student = args.student
     if student is None:
-        from_compress = ROOT / "bench-results" / "compress_sst2" / "3L-KD-QAT" / "student"
+        from_compress = RESULTS / "compress_sst2" / "3L-KD-QAT" / "student"
         student = (
             from_compress if from_compress.is_dir() else build_student(args.data, out, args.train_samples)
         )

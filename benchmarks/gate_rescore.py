@@ -17,11 +17,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from common import RESULTS
 from scipy.stats import mannwhitneyu, ttest_ind
 
 from edgedistill.bench.stats import hodges_lehmann_ratio
 
-DEFAULT = Path(__file__).resolve().parent.parent / "bench-results" / "bench_harness_gate" / "summary.json"
+DEFAULT = RESULTS / "bench_harness_gate" / "summary.json"
 
 
 def flagged(cand: list[float], base: list[float], p_threshold: float, test: str, min_effect: float) -> bool:

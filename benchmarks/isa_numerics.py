@@ -20,7 +20,6 @@ One run, on whatever CPU it finds (the figures are labelled with its model and I
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -28,9 +27,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from _common import minilm_dir, write_summary
+from common import minilm, parser, write_summary
 
-ROOT = Path(__file__).resolve().parents[1]
 THREADS = 2
 
 
@@ -52,7 +50,7 @@ def export_all(out: Path) -> dict[str, dict]:
         missing = [p for p in precisions if not (out / f"{formats[0]}-{p}" / "manifest.json").is_file()]
         if missing:
             export(
-                minilm_dir(),
+                minilm(),
                 out,
                 ExportConfig(
                     formats=formats, precisions=missing, task="feature-extraction", parity_samples=24, **extra
@@ -101,7 +99,7 @@ def dynamic_quantization(out: Path) -> list[dict]:
     from edgedistill.export.core import inspect_student
     from edgedistill.export.parity import encode, parity_sentences
 
-    student = inspect_student(minilm_dir(), "feature-extraction")
+    student = inspect_student(minilm(), "feature-extraction")
     tokenizer = student.load_tokenizer()
     feeds = [encode(tokenizer, [s], 128) for s in parity_sentences(ExportConfig(parity_samples=24))]
     core = ov.Core()
@@ -319,8 +317,7 @@ def markdown(summary: dict) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "isa_numerics")
+    ap = parser(__doc__, "isa_numerics")
     ap.add_argument("--rounds", type=int, default=6, help="fresh processes a side for the latency comparison")
     args = ap.parse_args()
     from edgedistill import host

@@ -26,7 +26,6 @@ profiler traces next to them).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -34,10 +33,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+from common import DEFAULT_DATA, RESULTS, ROOT, parser, write_summary
 
-ROOT = Path(__file__).resolve().parent.parent
-EXPORTS = ROOT / "bench-results" / "export_sst2"
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
+EXPORTS = RESULTS / "export_sst2"
 THREADS = 2
 
 MODELS = {
@@ -258,9 +256,10 @@ def markdown(summary: dict, top: int) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SST-2 dev.tsv, or the folder holding it")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "profile_int8")
+    ap = parser(__doc__, "profile_int8")
+    ap.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA / "dev.tsv", help="SST-2 dev.tsv, or the folder holding it"
+    )
     ap.add_argument("--profile-sentences", type=int, default=200, help="dev sentences profiled")
     ap.add_argument("--fixed-iters", type=int, default=100, help="runs of the fixed 128-token input")
     ap.add_argument(
@@ -311,10 +310,7 @@ def main() -> int:
         "models": results,
         "fresh_process_comparison": comparisons,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    text = markdown(summary, args.top)
-    (out / "summary.md").write_text(text, encoding="utf-8")
-    print(text)
+    write_summary(out, summary, markdown(summary, args.top))
     return 0
 
 

@@ -17,14 +17,14 @@ the command that produced each table. Finished training runs are skipped, so an 
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from common import parser
+
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parents[1] / "shared" / "data" / "sst2"
 # name -> needs SST-2
 BENCHMARKS = {
     "compress_sst2": True,
@@ -38,8 +38,7 @@ BENCHMARKS = {
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with SST-2 train.tsv and dev.tsv")
+    ap = parser(__doc__, sst2=True)
     ap.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run just these")
     args = ap.parse_args()
     have_sst2 = (args.data / "train.tsv").is_file() and (args.data / "dev.tsv").is_file()

