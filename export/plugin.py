@@ -8,12 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from edgedistill.errors import (  # noqa: F401  (ExportError, UnsupportedModelError: re-exported)
-    EdgeDistillError,
+from edgedistill.errors import (
     ExportError,
-    MissingDependencyError,
-    ModelLoadError,
-    UnsupportedModelError,
 )
 from edgedistill.export.config import ExportConfig
 from edgedistill.plugins import load_plugin

@@ -8,18 +8,13 @@ import shutil
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from edgedistill.errors import (  # noqa: F401  (ExportError, UnsupportedModelError: re-exported)
-    EdgeDistillError,
+from edgedistill.errors import (
     ExportError,
-    MissingDependencyError,
     ModelLoadError,
     UnsupportedModelError,
 )
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 

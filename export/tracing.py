@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from edgedistill.errors import (  # noqa: F401  (ExportError, UnsupportedModelError: re-exported)
-    EdgeDistillError,
+from edgedistill.errors import (
     ExportError,
-    MissingDependencyError,
-    ModelLoadError,
-    UnsupportedModelError,
 )
 from edgedistill.export.config import ExportConfig
-
-if TYPE_CHECKING:
-    pass
-
 from edgedistill.export.student import StudentInfo
 
 log = logging.getLogger(__name__)
