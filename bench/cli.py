@@ -146,7 +146,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from edgedistill.bench.gate import GateInputError, gate, text_summary, write_outputs
+    from edgedistill.bench.gating import GateInputError, gate, text_summary, write_outputs
     from edgedistill.errors import ConfigError
     from edgedistill.io import atomic_write_json
     from edgedistill.targets import load_target

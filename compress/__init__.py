@@ -13,19 +13,19 @@ from typing import TYPE_CHECKING, Any
 from edgedistill.compress.config import DistillRecipe, FinetuneRecipe
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgedistill.compress.distill import distill
-    from edgedistill.compress.finetune import finetune
+    from edgedistill.compress.distillation import distill
+    from edgedistill.compress.finetuning import finetune
 
 __all__ = ["DistillRecipe", "FinetuneRecipe", "distill", "finetune"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "distill":
-        from edgedistill.compress.distill import distill
+        from edgedistill.compress.distillation import distill
 
         return distill
     if name == "finetune":
-        from edgedistill.compress.finetune import finetune
+        from edgedistill.compress.finetuning import finetune
 
         return finetune
     raise AttributeError(f"module 'edgedistill.compress' has no attribute {name!r}")

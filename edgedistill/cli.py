@@ -97,7 +97,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from edgedistill.config import load_config
 
     recipe = load_config(DistillRecipe, args.recipe, _overrides(args))
-    from edgedistill.compress.distill import distill
+    from edgedistill.compress.distillation import distill
 
     report = distill(recipe, args.out, overwrite=args.overwrite, progress=not args.quiet)
     _print_summary(
@@ -111,7 +111,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from edgedistill.config import load_config
 
     recipe = load_config(FinetuneRecipe, args.recipe, _overrides(args))
-    from edgedistill.compress.finetune import finetune
+    from edgedistill.compress.finetuning import finetune
 
     report = finetune(recipe, args.out, overwrite=args.overwrite, progress=not args.quiet)
     _print_summary(

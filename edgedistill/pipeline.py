@@ -2,7 +2,7 @@
 
 The job reads top to bottom::
 
-    distill  teacher -> OUT/distill/student            (edgedistill.compress.distill)
+    distill  teacher -> OUT/distill/student            (edgedistill.compress.distillation)
     export   student -> OUT/artifacts/<fmt>-<prec>/    (edgedistill.export.export)
     bench    artifacts x targets -> OUT/bench/<target>.json   (edgedistill.bench.bench)
     gate     reports x budgets -> OUT/gate/<target>.{json,xml,md}; the exit code
@@ -150,7 +150,7 @@ def _distill_fingerprint(recipe: RunRecipe) -> str:
 
 
 def stage_distill(recipe: RunRecipe, out: Path, fresh: bool, progress: bool) -> dict[str, Any]:
-    from edgedistill.compress.distill import distill
+    from edgedistill.compress.distillation import distill
 
     report = distill(recipe.distill, out / "distill", overwrite=fresh, progress=progress)
     return {"student": str(out / "distill" / "student"), "metrics": report["student"]["metrics"]}
@@ -219,7 +219,7 @@ def stage_bench(recipe: RunRecipe, out: Path, target, artifacts: list[str], prog
 
 
 def stage_gate(recipe: RunRecipe, out: Path, target, report_path: str) -> dict[str, Any]:
-    from edgedistill.bench.gate import gate, write_outputs
+    from edgedistill.bench.gating import gate, write_outputs
 
     result = gate(report_path, target, strict=recipe.gate.strict)
     folder = out / "gate"

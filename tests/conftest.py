@@ -145,7 +145,7 @@ def tiny_bert_classifier(tmp_path_factory, tiny_tokenizer_dir, tiny_data) -> Pat
     from transformers import BertForSequenceClassification
 
     from edgedistill.compress.config import FinetuneRecipe
-    from edgedistill.compress.finetune import finetune
+    from edgedistill.compress.finetuning import finetune
 
     base = _save_tiny(
         tmp_path_factory.mktemp("tiny_cls_init"), tiny_tokenizer_dir, BertForSequenceClassification, 2, 0

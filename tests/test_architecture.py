@@ -88,8 +88,12 @@ def _imports(module: Module) -> list[tuple[int, str]]:
                 target = node.module or ""
             out.append((node.lineno, target))
             # `from edgedistill import compress` names a subpackage, not an attribute
-            out += [(node.lineno, f"{target}.{alias.name}") for alias in node.names if target == "edgedistill"]
-    return sorted((line, name) for line, name in out if name == "edgedistill" or name.startswith("edgedistill."))
+            out += [
+                (node.lineno, f"{target}.{alias.name}") for alias in node.names if target == "edgedistill"
+            ]
+    return sorted(
+        (line, name) for line, name in out if name == "edgedistill" or name.startswith("edgedistill.")
+    )
 
 
 MODULES = _modules()
@@ -131,7 +135,9 @@ def test_no_file_is_a_god_file():
 def test_the_rules_catch_an_upward_import(tmp_path):
     """The checker itself: a compress module importing export, or bench importing compress, is caught."""
     bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from edgedistill.export.gguf import write_gguf\nimport edgedistill.compress.qat\n")
+    bad.write_text(
+        "def f():\n    from edgedistill.export.gguf import write_gguf\nimport edgedistill.compress.qat\n"
+    )
     found = _imports(Module("edgedistill.bench.bad", bad, "bench"))
     assert found == [(2, "edgedistill.export.gguf"), (3, "edgedistill.compress.qat")]
     assert _layer(found[0][1]) in ALLOWED["bench"] and _layer(found[1][1]) not in ALLOWED["bench"]
@@ -141,3 +147,39 @@ def test_the_rules_catch_an_upward_import(tmp_path):
         "edgedistill.export",
         "edgedistill.compress",
     ]
+
+
+def _public_names(tree: ast.Module) -> set[str]:
+    """Names an ``__init__`` exports: the keys of its ``_EXPORTS`` table and a literal ``__all__`` list."""
+    names: set[str] = set()
+    for node in tree.body:
+        if not isinstance(node, ast.Assign | ast.AnnAssign):
+            continue
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        ids = {getattr(t, "id", None) for t in targets}
+        if ids & {"_EXPORTS", "__all__"} and isinstance(node.value, ast.Dict | ast.List | ast.Tuple):
+            names |= set(ast.literal_eval(node.value))
+    return names
+
+
+def test_no_public_name_is_shadowed_by_a_submodule():
+    """`from edgedistill.compress import distill` must give the function even after the module defining it
+    was imported: Python sets a package attribute to each submodule it loads, so an exported name that is
+    also a submodule's name flips meaning with import order. It did: bench/gate/, compress/distill.py and
+    compress/finetune.py are now gating/, distillation.py and finetuning.py."""
+    shadowed, packages = [], 0
+    for module in MODULES:
+        if module.path.name != "__init__.py":
+            continue
+        names = _public_names(ast.parse(module.path.read_text(encoding="utf-8")))
+        packages += bool(names)
+        folder = module.path.parent
+        for name in sorted(names):
+            if (folder / f"{name}.py").is_file() or (folder / name / "__init__.py").is_file():
+                shadowed.append(
+                    f"{module.path.relative_to(ROOT)}: {name!r} is both an export and a submodule"
+                )
+    assert packages >= 4, "no _EXPORTS/__all__ tables found: the check reads nothing"
+    assert not shadowed, "rename the submodule (import order decides which one callers get):\n" + "\n".join(
+        shadowed
+    )

@@ -17,7 +17,7 @@ HEAVY = ["onnxruntime", "openvino", "llama_cpp", "nncf", "torch", "transformers"
 
 def test_import_bench_and_targets_imports_no_runtime_or_torch():
     code = (
-        "import sys, edgedistill.bench, edgedistill.targets, edgedistill.bench.runtimes, edgedistill.bench.gate, "
+        "import sys, edgedistill.bench, edgedistill.targets, edgedistill.bench.runtimes, edgedistill.bench.gating, "
         "edgedistill.bench.stats, edgedistill.bench.cli\n"
         "edgedistill.targets.load_target('mobile-class')\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])"

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForSequenceClassification, TrainerCallback
 
 from edgedistill.compress.config import DistillRecipe
-from edgedistill.compress.distill import distill
+from edgedistill.compress.distillation import distill
 
 
 def recipe(teacher, data, **overrides) -> DistillRecipe:

@@ -423,7 +423,7 @@ def test_failed_parity_keeps_the_good_artifact_and_leaves_nothing(
 
 @pytest.fixture(scope="module")
 def qat_student(tmp_path_factory, tiny_bert_classifier, tiny_data) -> Path:
-    from edgedistill.compress.distill import distill
+    from edgedistill.compress.distillation import distill
 
     recipe = tiny_qat_recipe(tiny_bert_classifier, tiny_data)
     out = tmp_path_factory.mktemp("qat_run")

@@ -12,7 +12,7 @@ import pytest
 from bench_helpers import FAST_TARGET, write_target
 
 from edgedistill.bench.cli import main
-from edgedistill.bench.gate import gate, junit_xml, markdown
+from edgedistill.bench.gating import gate, junit_xml, markdown
 from edgedistill.targets import load_target
 
 

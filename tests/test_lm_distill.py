@@ -284,7 +284,7 @@ def test_prompt_tokens_are_masked_and_batches_padded(tmp_path, lm_teacher, lm_da
 
 
 def test_student_with_another_tokenizer_is_rejected(tmp_path, lm_teacher, lm_data):
-    from edgedistill.compress.distill import distill
+    from edgedistill.compress.distillation import distill
     from edgedistill.errors import ModelLoadError
 
     train_bytelevel_bpe(tmp_path / "other_tokenizer", vocab_size=500)
@@ -346,7 +346,7 @@ def test_cli_distill_causal_lm(tmp_path, lm_teacher, lm_data):
 def test_int8_qat_on_a_decoder_student(tmp_path, lm_teacher, lm_data):
     from transformers import AutoModelForCausalLM
 
-    from edgedistill.compress.distill import distill
+    from edgedistill.compress.distillation import distill
 
     recipe = lm_recipe(
         tmp_path, lm_teacher, lm_data, qat={"mode": "int8", "start_fraction": 0.5, "calibration_batches": 1}
@@ -369,7 +369,7 @@ def test_tied_embedding_student_checkpoints_and_resumes(tmp_path, lm_teacher, lm
     from test_distill import InterruptAt
     from transformers import AutoConfig
 
-    from edgedistill.compress.distill import distill
+    from edgedistill.compress.distillation import distill
 
     teacher = save_tiny_decoder(tmp_path / "qwen2", "qwen2", train_steps=0, tokenizer_dir=lm_teacher)
     recipe = lm_recipe(tmp_path, teacher, lm_data, training={"save_steps": 2})
@@ -391,7 +391,7 @@ def test_top_k_teacher_logit_cache_trains_like_the_live_teacher(tmp_path, lm_tea
     """training.cache_teacher_outputs on causal-lm: the teacher's top-k log-probs are cached once
     (memory-mapped shards) and read instead of running the teacher; the run matches a live-teacher
     run up to the float16 rounding of the cached log-probs."""
-    from edgedistill.compress.distill import distill
+    from edgedistill.compress.distillation import distill
     from edgedistill.compress.logit_cache import LogitCache
 
     def run(name: str, cache: bool) -> dict:
@@ -432,7 +432,7 @@ def test_gguf_q4_0_qat_student_exports_to_the_weights_it_trained_with(tmp_path, 
     pytest.importorskip("llama_cpp")
     from safetensors.torch import load_file
 
-    from edgedistill.compress.distill import distill
+    from edgedistill.compress.distillation import distill
     from edgedistill.compress.gguf_quant import fake_quant_blocks
     from edgedistill.export import ExportConfig, export
 

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import minilm_dir
 from edgedistill.compress.config import DistillRecipe
-from edgedistill.compress.distill import distill
+from edgedistill.compress.distillation import distill
 
 MINILM = minilm_dir()
 

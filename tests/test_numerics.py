@@ -234,7 +234,7 @@ def test_a_deployed_difference_beyond_tolerance_fails_the_export_and_names_the_s
 def test_bench_precision_policy_runs_the_declared_or_the_native_precision_and_labels_it(artifacts, tmp_path):
     from edgedistill.bench import bench
     from edgedistill.bench.cli import _summary
-    from edgedistill.bench.gate import gate, markdown
+    from edgedistill.bench.gating import gate, markdown
 
     quick = {"measurement": {"min_iterations": 10, "min_seconds": 0.05, "warmup_iterations": 1}}
     native_ran = "bf16" if host.has_bf16() else "f32"

@@ -97,7 +97,7 @@ def test_on_policy_recipe_errors_name_the_fix(lm_teacher, lm_data, tmp_path):
 
 @pytest.mark.parametrize("cache", [False, True], ids=["live-teacher", "with-topk-cache"])
 def test_distill_trains_on_student_samples(lm_teacher, lm_data, tmp_path, cache):
-    from edgedistill.compress.distill import distill
+    from edgedistill.compress.distillation import distill
 
     training = {"max_steps": 6, "logging_steps": 2, "save_steps": 100}
     if cache:

@@ -52,7 +52,7 @@ def test_weight_only_modes_are_for_causal_lm():
 
 @pytest.fixture(scope="module")
 def int4_run(tmp_path_factory, lm_teacher, lm_data):
-    from edgedistill.compress.distill import distill
+    from edgedistill.compress.distillation import distill
 
     tmp = tmp_path_factory.mktemp("ov_int4_wo")
     report = distill(_recipe(tmp, lm_teacher, lm_data, "ov_int4_wo"), tmp / "run", progress=False)

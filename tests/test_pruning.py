@@ -191,7 +191,7 @@ def test_distilled_pruned_qat_student_exports_with_parity(tmp_path, tiny_bert_cl
     NNCF int8 fake-quant, and the student exports to ONNX and OpenVINO (float, and int8 from the
     learned ranges) with parity against torch in each runtime;
     llama.cpp's BERT cannot hold per-layer head counts, so GGUF is refused with the way out."""
-    from edgedistill.compress.distill import distill
+    from edgedistill.compress.distillation import distill
     from edgedistill.export import ExportConfig, export
     from edgedistill.export.core import ExportError
 

@@ -5,13 +5,13 @@ torch (float32, or the NNCF fake-quant model for QAT int8 artifacts) and the art
 is compared over real (unpadded) tokens: max/mean abs diff, top-1 agreement for logits, cosine for
 embeddings. Outside the precision's tolerance, export fails with a per-output table.
 
-Where things are: `inputs` (sentences, feeds, calibration), `check` (torch against the artifact,
+Where things are: `inputs` (sentences, feeds, calibration), `checker` (torch against the artifact,
 file and as deployed), `report` (OutputParity, ParityReport, the errors).
 """
 
 from __future__ import annotations
 
-from edgedistill.export.parity.check import (
+from edgedistill.export.parity.checker import (
     check,
     compare,
     mean_pool,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgedistill.bench.gate.checks import _baseline_checks, _budget_checks, _regression_checks
-from edgedistill.bench.gate.inputs import GateInputError, check_same_measurement, load_report
-from edgedistill.bench.gate.result import Check, GateResult
+from edgedistill.bench.gating.checks import _baseline_checks, _budget_checks, _regression_checks
+from edgedistill.bench.gating.inputs import GateInputError, check_same_measurement, load_report
+from edgedistill.bench.gating.result import Check, GateResult
 
 
 def gate(

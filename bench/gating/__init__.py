@@ -24,10 +24,10 @@ regressions, baselines), `result` (Check, GateResult, exit codes), `verdict` (`g
 
 from __future__ import annotations
 
-from edgedistill.bench.gate.checks import BudgetSpec
-from edgedistill.bench.gate.inputs import GateInputError, check_same_measurement, load_report
-from edgedistill.bench.gate.outputs import junit_xml, markdown, text_summary, write_outputs
-from edgedistill.bench.gate.result import (
+from edgedistill.bench.gating.checks import BudgetSpec
+from edgedistill.bench.gating.inputs import GateInputError, check_same_measurement, load_report
+from edgedistill.bench.gating.outputs import junit_xml, markdown, text_summary, write_outputs
+from edgedistill.bench.gating.result import (
     ALL_TASKS,
     ENCODER_TASKS,
     EXIT_FAIL,
@@ -37,7 +37,7 @@ from edgedistill.bench.gate.result import (
     Check,
     GateResult,
 )
-from edgedistill.bench.gate.verdict import gate
+from edgedistill.bench.gating.verdict import gate
 
 __all__ = [
     "ALL_TASKS",

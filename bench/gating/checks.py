@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edgedistill.bench.gate.result import ALL_TASKS, ENCODER_TASKS, Check
+from edgedistill.bench.gating.result import ALL_TASKS, ENCODER_TASKS, Check
 
 # Budgets: where each figure lives in an artifact entry
 

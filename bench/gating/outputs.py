@@ -5,8 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from edgedistill.bench.gate.checks import _fmt
-from edgedistill.bench.gate.result import GateResult
+from edgedistill.bench.gating.checks import _fmt
+from edgedistill.bench.gating.result import GateResult
 from edgedistill.io import atomic_write_text
 
 # Outputs

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgedistill.bench.gate.result import EXIT_INVALID
+from edgedistill.bench.gating.result import EXIT_INVALID
 from edgedistill.errors import EdgeDistillError
 
 
