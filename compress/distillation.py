@@ -31,7 +31,7 @@ from transformers import PrinterCallback
 from edgedistill import __version__
 from edgedistill.compress import models, pruning
 from edgedistill.compress.config import DistillRecipe
-from edgedistill.compress.data import collator_for, load_split
+from edgedistill.compress.data import collator_for, load_train_eval
 from edgedistill.compress.evaluate import (
     causal_lm_metrics,
     classification_metrics,
@@ -209,23 +209,8 @@ def distill(
         teacher.config.use_cache = False
     num_labels = teacher.config.num_labels if task == "sequence-classification" else None
     needs_labels = task == "sequence-classification"
-    train_ds = load_split(
-        recipe.data.train,
-        recipe.data,
-        tokenizer,
-        needs_labels=needs_labels,
-        num_labels=num_labels,
-        max_samples=recipe.data.max_train_samples,
-        causal_lm=causal_lm,
-    )
-    eval_ds = load_split(
-        recipe.data.eval,
-        recipe.data,
-        tokenizer,
-        needs_labels=needs_labels,
-        num_labels=num_labels,
-        max_samples=recipe.data.max_eval_samples,
-        causal_lm=causal_lm,
+    train_ds, eval_ds = load_train_eval(
+        recipe.data, tokenizer, needs_labels=needs_labels, num_labels=num_labels, causal_lm=causal_lm
     )
     collator = collator_for(tokenizer, task)
     log.info("%s; %s", train_ds.report.summary(), eval_ds.report.summary())

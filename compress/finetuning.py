@@ -23,7 +23,7 @@ from transformers import PrinterCallback, Trainer
 from edgedistill import __version__
 from edgedistill.compress import models
 from edgedistill.compress.config import FinetuneRecipe
-from edgedistill.compress.data import collator_for, load_split, read_examples
+from edgedistill.compress.data import collator_for, load_train_eval, read_examples
 from edgedistill.compress.evaluate import causal_lm_metrics, classification_metrics, collect_outputs
 from edgedistill.compress.losses import mean_pool, next_token_cross_entropy
 from edgedistill.compress.trainer import RichProgressCallback, model_inputs
@@ -129,23 +129,11 @@ def finetune(
             "set data.text_pair_column (CLI: --text-pair-column) to the column of positives"
         )
     num_labels = extra.get("num_labels")
-    train_ds = load_split(
-        recipe.data.train,
+    train_ds, eval_ds = load_train_eval(
         recipe.data,
         tokenizer,
         needs_labels=needs_labels,
         num_labels=num_labels,
-        max_samples=recipe.data.max_train_samples,
-        pair_mode="separate",
-        causal_lm=causal_lm,
-    )
-    eval_ds = load_split(
-        recipe.data.eval,
-        recipe.data,
-        tokenizer,
-        needs_labels=needs_labels,
-        num_labels=num_labels,
-        max_samples=recipe.data.max_eval_samples,
         pair_mode="separate",
         causal_lm=causal_lm,
     )

@@ -20,7 +20,12 @@ The cache holds JSON and `.npy` arrays only (no pickle), written atomically.
 
 from __future__ import annotations
 
-from edgedistill.compress.data.cache import CACHE_FORMAT_VERSION, load_split, tokenizer_fingerprint
+from edgedistill.compress.data.cache import (
+    CACHE_FORMAT_VERSION,
+    load_split,
+    load_train_eval,
+    tokenizer_fingerprint,
+)
 from edgedistill.compress.data.collate import PadCollator, collator_for
 from edgedistill.compress.data.tokenize import PairMode, TokenizedDataset
 from edgedistill.data import (
@@ -46,6 +51,7 @@ __all__ = [
     "collator_for",
     "iter_jsonl",
     "load_split",
+    "load_train_eval",
     "read_examples",
     "tokenizer_fingerprint",
 ]

@@ -209,3 +209,19 @@ def load_split(
         )
         dataset.cache_path = None
     return dataset
+
+
+def load_train_eval(
+    cfg: DataConfig,
+    tokenizer: Any,
+    *,
+    needs_labels: bool,
+    num_labels: int | None,
+    pair_mode: PairMode = "joint",
+    causal_lm: bool = False,
+) -> tuple[TokenizedDataset, TokenizedDataset]:
+    """The recipe's train and eval splits (``cfg.train``/``cfg.eval``), each capped by its ``max_*_samples``."""
+    common = dict(needs_labels=needs_labels, num_labels=num_labels, pair_mode=pair_mode, causal_lm=causal_lm)
+    train = load_split(cfg.train, cfg, tokenizer, max_samples=cfg.max_train_samples, **common)
+    evaluation = load_split(cfg.eval, cfg, tokenizer, max_samples=cfg.max_eval_samples, **common)
+    return train, evaluation
