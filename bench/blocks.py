@@ -109,7 +109,9 @@ def _applied_block(
         "effective": first["effective_options"],
         "runtime_info": first["runtime_info"],
         "overrides": dict(overrides or {}),
-        "warnings": list(plan.warnings) + _debug_warnings({**plan.options, **(overrides or {})}),
+        "warnings": list(plan.warnings)
+        + list(first["runtime_info"].get("warnings", []))
+        + _debug_warnings({**plan.options, **(overrides or {})}),
     }
 
 

@@ -107,6 +107,8 @@ def _summary(report: dict[str, Any]) -> str:
         if acc.get("cosine_mean") is not None:
             text += f"  cos {acc['cosine_mean']:.5f}"
         lines.append(text)
+        for warning in ((a.get("applied") or {}).get("runtime_info") or {}).get("warnings", []):
+            lines.append(f"    warning: {warning}")
     for c in report.get("comparisons") or []:
         r = c["result"]
         cand, base = (

@@ -245,3 +245,38 @@ def llama_cpp_extra_buffers(enabled: bool) -> Iterator[None]:
         yield
     finally:
         bindings.llama_model_default_params = original
+
+
+# Host flag (/proc/cpuinfo) -> the name llama.cpp's `llama_print_system_info()` gives the same
+# instructions ("AVX512_VNNI = 1" when its CPU backend was compiled to use them).
+LLAMA_CPP_ISA_NAMES = {
+    "avx2": "AVX2",
+    "avx512f": "AVX512",
+    "avx512_vnni": "AVX512_VNNI",
+    "avx_vnni": "AVX_VNNI",
+    "avx512_bf16": "AVX512_BF16",
+    "amx_int8": "AMX_INT8",
+    "asimddp": "DOTPROD",
+    "i8mm": "MATMUL_INT8",
+}
+
+
+def llama_cpp_unused_isa(system_info: str, flags: frozenset[str] | set[str] | None = None) -> list[str]:
+    """The host's SIMD extensions that the loaded llama.cpp was not compiled to use.
+
+    llama-cpp-python compiles llama.cpp for the CPU that builds the wheel (``GGML_NATIVE``), and
+    pip caches that wheel by its source, not by CPU: a wheel built on an AVX2 machine runs AVX2
+    kernels on an AVX-512 VNNI one (and one built there would not run on AVX2 at all). A non-empty
+    answer means llama.cpp figures on this host understate what llama.cpp can do here.
+    """
+    present = host.cpu_flags() if flags is None else flags
+    built = {part.split("=")[0].strip() for part in system_info.split("|") if part.strip().endswith("= 1")}
+    return [name for flag, name in LLAMA_CPP_ISA_NAMES.items() if flag in present and name not in built]
+
+
+def llama_cpp_rebuild_hint(unused: list[str]) -> str:
+    return (
+        f"this llama.cpp build does not use {', '.join(unused)}, which this CPU has (the wheel was compiled "
+        "on another CPU and reused from pip's cache); llama.cpp figures here understate it. Rebuild for this "
+        "CPU: pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python"
+    )

@@ -264,3 +264,32 @@ def test_llama_cpp_loads_without_its_extra_buffers_only_on_amx_cpus():
     with numerics.llama_cpp_extra_buffers(False):
         assert bindings.llama_model_default_params().use_extra_bufts is False
     assert bindings.llama_model_default_params().use_extra_bufts is True  # restored
+
+
+AVX2_BUILD = "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | LLAMAFILE = 1 | REPACK = 1 |"
+VNNI_BUILD = AVX2_BUILD.replace(
+    "BMI2 = 1", "BMI2 = 1 | AVX512 = 1 | AVX512_VNNI = 1 | AVX512_BF16 = 1 | AVX_VNNI = 1"
+)
+
+
+def test_llama_cpp_build_gap_names_the_host_extensions_the_wheel_was_not_compiled_for():
+    sapphire = {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "fma"}
+    assert numerics.llama_cpp_unused_isa(AVX2_BUILD, sapphire) == [
+        "AVX512", "AVX512_VNNI", "AVX_VNNI", "AVX512_BF16", "AMX_INT8",
+    ]  # fmt: skip
+    assert numerics.llama_cpp_unused_isa(VNNI_BUILD, sapphire) == ["AMX_INT8"]
+    assert numerics.llama_cpp_unused_isa(AVX2_BUILD, {"avx2", "fma"}) == []  # an AVX2 host: nothing missing
+    assert numerics.llama_cpp_unused_isa("", {"avx2"}) == ["AVX2"]
+    assert "pip install --no-cache-dir" in numerics.llama_cpp_rebuild_hint(["AVX512_VNNI"])
+
+
+def test_the_installed_llama_cpp_is_checked_against_this_host():
+    llama_cpp = pytest.importorskip("llama_cpp")
+    info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    unused = numerics.llama_cpp_unused_isa(info)
+    built = {p.split("=")[0].strip() for p in info.split("|") if p.strip().endswith("= 1")}
+    for flag, name in numerics.LLAMA_CPP_ISA_NAMES.items():
+        if flag in host.cpu_flags():
+            assert (name in unused) is (name not in built)
+        else:
+            assert name not in unused

@@ -104,6 +104,10 @@ class LlamaCppSession(Session):
             info["supports_gpu_offload"] = bool(llama_cpp.llama_supports_gpu_offload())
         except (AttributeError, OSError):
             pass
+        unused = numerics.llama_cpp_unused_isa(info.get("system_info", ""))
+        if unused:
+            info["unused_host_isa"] = unused
+            info["warnings"] = [numerics.llama_cpp_rebuild_hint(unused)]
         self.runtime_info = info
 
     # ------------------------------------------------------------------ embeddings
