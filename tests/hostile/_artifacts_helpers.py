@@ -160,3 +160,47 @@ def write_gguf_artifact(folder: Path, data: bytes) -> Path:
     (folder / model).write_bytes(data)
     rehash(folder)
     return folder / model
+
+
+# --------------------------------------------------------------------------- bench reports
+
+
+def report_entry(name: str = "onnx-int8", p50: float = 4.0, n: int = 200) -> dict[str, Any]:
+    return {
+        "role": "candidate",
+        "name": name,
+        "path": f"/x/{name}",
+        "format": name.split("-")[0],
+        "precision": name.split("-")[1],
+        "task": "sequence-classification",
+        "runtime": "onnxruntime",
+        "size_mb": 10.0,
+        "status": "measured",
+        "reason": None,
+        "latency": {
+            "n": n,
+            "p50_ms": p50,
+            "p95_ms": p50 * 1.2,
+            "p99_ms": p50 * 1.3,
+            "throughput_per_s": 1000 / p50,
+            "samples_ms": [p50] * n,
+            "rounds": [{"n": n, "median_ms": p50}],
+        },
+        "memory": {"peak_rss_mb": 100.0},
+        "accuracy": None,
+        "lm": None,
+    }
+
+
+def bench_report(target_file: Path, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    from edgedistill.targets import load_target
+
+    target = load_target(target_file)
+    return {
+        "report_version": 1,
+        "kind": "edgedistill-bench-report",
+        "target": {"name": target.name, "config": json.loads(target.model_dump_json())},
+        "host": {"cpu": {"model": "Test CPU", "logical_cores": 2, "isa": {"avx2": True}}},
+        "artifacts": entries,
+        "comparisons": [],
+    }
