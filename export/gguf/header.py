@@ -192,6 +192,11 @@ def read_gguf_header(path: str | Path) -> GGUFHeader:
         return _read(_Reader(fh, st.st_size, source), path)
 
 
+def read_gguf_header_from(fh: BinaryIO, size: int, source: str) -> GGUFHeader:
+    """The same checks on an open binary stream of ``size`` bytes (fuzzing, in-memory files)."""
+    return _read(_Reader(fh, size, source), Path(source))
+
+
 def _read(r: _Reader, path: Path) -> GGUFHeader:
     magic = r.read(4, "magic") if r.left >= 4 else None
     if magic != MAGIC:

@@ -25,7 +25,11 @@ def exported(tmp_path_factory, classifier: Path, encoder: Path) -> dict[str, Pat
     from edgedistill.export import ExportConfig, export
 
     root = tmp_path_factory.mktemp("hostile_artifacts")
-    export(classifier, root / "cls", ExportConfig(formats=["onnx", "openvino"], precisions=["fp32"], parity_samples=4))
+    export(
+        classifier,
+        root / "cls",
+        ExportConfig(formats=["onnx", "openvino"], precisions=["fp32"], parity_samples=4),
+    )
     export(encoder, root / "enc", ExportConfig(formats=["gguf"], precisions=["fp32"], parity_samples=4))
     _CACHE["exported"] = {
         "onnx": root / "cls" / "onnx-fp32",
@@ -130,7 +134,9 @@ def gguf_bytes(
     kvs = [kv_string("general.architecture", "bert")] if kvs is None else kvs
     tensors = [tensor_info("t", [4], 0, 0)] if tensors is None else tensors
     head = magic + struct.pack("<I", version)
-    head += struct.pack("<QQ", len(tensors) if n_tensors is None else n_tensors, len(kvs) if n_kv is None else n_kv)
+    head += struct.pack(
+        "<QQ", len(tensors) if n_tensors is None else n_tensors, len(kvs) if n_kv is None else n_kv
+    )
     head += b"".join(kvs) + b"".join(tensors)
     head += b"\0" * (-len(head) % 32)
     return head + (struct.pack("<4f", 1, 2, 3, 4) if data is None else data)

@@ -78,7 +78,9 @@ def test_unsupported_version(tmp_path, version):
 
 def test_truncated_at_every_section(real_gguf, tmp_path):
     header_end = read_gguf_header_bytes(real_gguf, tmp_path).data_offset
-    cuts = sorted({2, 6, 12, 20, 30, 60, 500, header_end // 2, header_end - 1, header_end + 8, len(real_gguf) - 1})
+    cuts = sorted(
+        {2, 6, 12, 20, 30, 60, 500, header_end // 2, header_end - 1, header_end + 8, len(real_gguf) - 1}
+    )
     for cut in cuts:
         _refused(tmp_path, real_gguf[:cut])
 
@@ -122,7 +124,9 @@ def test_nested_arrays_are_bounded(tmp_path):
 
 
 def test_unknown_value_type(tmp_path):
-    _refused(tmp_path, gguf_bytes(kvs=[gstr("x") + struct.pack("<I", 99) + b"\0" * 8]), "unknown value type 99")
+    _refused(
+        tmp_path, gguf_bytes(kvs=[gstr("x") + struct.pack("<I", 99) + b"\0" * 8]), "unknown value type 99"
+    )
 
 
 def test_duplicate_key(tmp_path):
@@ -184,7 +188,9 @@ def test_bench_cli_refuses_a_malformed_gguf_with_exit_2(arts, tmp_path, capsys):
     bad = bytearray(good)
     bad[16:24] = struct.pack("<Q", 2**40)  # KV count
     path = write_gguf_artifact(folder, bytes(bad))
-    code = main(["bench", str(folder), "--target", str(write_target(tmp_path)), "--out", str(tmp_path / "r.json")])
+    code = main(
+        ["bench", str(folder), "--target", str(write_target(tmp_path)), "--out", str(tmp_path / "r.json")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and path.name in err and "byte 16" in err and "KV count" in err
 

@@ -175,7 +175,9 @@ def test_cli_bench_on_a_hostile_manifest_exits_2_naming_the_file(onnx_dir, tmp_p
     data = manifest(onnx_dir)
     data["files"]["../x"] = {"sha256": "0" * 64, "bytes": 1}
     write_manifest(onnx_dir, data)
-    code = main(["bench", str(onnx_dir), "--target", str(write_target(tmp_path)), "--out", str(tmp_path / "r.json")])
+    code = main(
+        ["bench", str(onnx_dir), "--target", str(write_target(tmp_path)), "--out", str(tmp_path / "r.json")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "manifest.json" in err and "'../x'" in err
     assert not (tmp_path / "r.json").exists()

@@ -172,3 +172,25 @@ def test_ir_root_is_not_net(ov_dir):
     (ov_dir / "openvino_model.xml").write_text("<html><body>hi</body></html>")
     rehash(ov_dir)
     _refused(ov_dir, "<html>", "not an OpenVINO IR")
+
+
+def test_bench_exits_2_when_the_runtime_cannot_load_a_checked_file(arts, tmp_path, capsys):
+    """A well-formed file ONNX Runtime refuses (an op it lacks): the entry errors and bench exits 2, not 0."""
+    import onnx
+    from bench_helpers import write_target
+
+    from edgedistill.bench.cli import main
+
+    folder = copy(arts["onnx"], tmp_path / "onnx-fp32")
+    model = onnx.load(str(folder / "model.onnx"))
+    model.graph.node[0].op_type = "NoSuchOpAnywhere"
+    onnx.save_model(model, str(folder / "model.onnx"))
+    rehash(folder)
+    out = tmp_path / "r.json"
+    fast = ["--set", "measurement.min_iterations=2", "--set", "measurement.min_seconds=0", "--quiet"]
+    code = main(["bench", str(folder), "--target", str(write_target(tmp_path)), "--out", str(out), *fast])
+    err = capsys.readouterr().err
+    import json
+
+    assert code == 2 and "could not be measured" in err
+    assert json.loads(out.read_text())["artifacts"][0]["status"] == "error"

@@ -49,7 +49,9 @@ def test_another_report_version(tmp_path, target, capsys, version):
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_inf_figures(tmp_path, target, capsys, constant):
-    text = json.dumps(bench_report(target, [report_entry()])).replace('"p50_ms": 4.0', f'"p50_ms": {constant}')
+    text = json.dumps(bench_report(target, [report_entry()])).replace(
+        '"p50_ms": 4.0', f'"p50_ms": {constant}'
+    )
     assert constant in text
     code, out = _gate_exit(tmp_path, target, text, capsys)
     assert code == 2 and constant in out and "report.json" in out
@@ -57,7 +59,12 @@ def test_nan_and_inf_figures(tmp_path, target, capsys, constant):
 
 @pytest.mark.parametrize(
     ("path", "value"),
-    [(("latency", "p50_ms"), -1.0), (("size_mb",), -5.0), (("memory", "peak_rss_mb"), -100.0), (("latency", "n"), -3)],
+    [
+        (("latency", "p50_ms"), -1.0),
+        (("size_mb",), -5.0),
+        (("memory", "peak_rss_mb"), -100.0),
+        (("latency", "n"), -3),
+    ],
 )
 def test_negative_figures_never_pass(tmp_path, target, capsys, path, value):
     entry = report_entry()
