@@ -30,8 +30,10 @@ def inside(folder: Path, name: str, source: str, what: str = "path") -> Path:
         raise ArtifactError(
             f"{source}: {what} {name!r} is absolute; an artifact may only name files in its folder"
         )
-    if any(part in ("..", "") for part in name.split("/")) or ".." in pure.parts:
+    if ".." in name.split("/") or ".." in pure.parts:
         raise ArtifactError(f"{source}: {what} {name!r} climbs out of the folder with '..'; {_FIX}")
+    if "" in name.split("/") or "." in name.split("/"):
+        raise ArtifactError(f"{source}: {what} {name!r} has an empty or '.' path component; {_FIX}")
     root = folder.resolve()
     target = (root / name).resolve()
     if target != root and root not in target.parents:

@@ -169,7 +169,12 @@ def _value(r: _Reader, vtype: int, what: str, depth: int = 0) -> Any:
 
 
 def _type_sizes() -> dict[int, tuple[int, int]]:
-    from gguf.constants import GGML_QUANT_SIZES
+    try:
+        from gguf.constants import GGML_QUANT_SIZES
+    except ImportError:
+        from edgedistill.errors import MissingDependencyError
+
+        raise MissingDependencyError("gguf", "gguf", "Checking a GGUF file") from None
 
     return {int(k): (int(v[0]), int(v[1])) for k, v in GGML_QUANT_SIZES.items()}
 

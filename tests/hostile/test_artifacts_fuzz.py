@@ -19,7 +19,7 @@ pytest.importorskip("gguf")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-FUZZ = settings(max_examples=300, deadline=500, suppress_health_check=list(HealthCheck), database=None)
+FUZZ = settings(max_examples=300, deadline=2000, suppress_health_check=list(HealthCheck), database=None)
 
 SEED_GGUF = gguf_bytes(
     kvs=[

@@ -121,7 +121,7 @@ def test_extra_file_not_in_manifest(onnx_dir):
     _refused(onnx_dir, "payload.py: not in the manifest")
 
 
-@pytest.mark.parametrize("name", ["../outside.bin", "sub/../../outside.bin", "/etc/passwd", "a//b"])
+@pytest.mark.parametrize("name", ["../outside.bin", "sub/../../outside.bin", "/etc/passwd", "a//b", "./x"])
 def test_manifest_naming_a_path_outside_the_folder(onnx_dir, name):
     data = manifest(onnx_dir)
     data["files"][name] = {"sha256": "0" * 64, "bytes": 0}
