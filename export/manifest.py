@@ -230,7 +230,8 @@ def verify_manifest(folder: str | Path) -> dict[str, Any]:
             problems.append(f"{name}: missing")
         elif actual[name].stat().st_size != entry["bytes"]:
             problems.append(
-                f"{name}: {actual[name].stat().st_size} bytes, the manifest says {entry['bytes']}"
+                f"{name}: sha256 differs (file changed since export: "
+                f"{actual[name].stat().st_size} bytes, the manifest says {entry['bytes']})"
             )
         elif sha256_file(actual[name]) != entry["sha256"]:
             problems.append(f"{name}: sha256 differs (file changed since export)")
