@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgedistill.errors import EdgeDistillError
+from edgedistill.errors import ArtifactError, EdgeDistillError
 from edgedistill.io import sha256_file
 
 _FORMATS_FOR_HF_FOLDER = "torch"
+_INPUT_DTYPES = ("int64", "int32", "float32", "float16", "bool", "int8", "uint8")
 _ARCH_TASKS = (("ForSequenceClassification", "sequence-classification"), ("ForCausalLM", "text-generation"))
 
 
@@ -123,6 +124,35 @@ def _guess_task(folder: Path, config: dict[str, Any]) -> str:
     )
 
 
+def _read_config(folder: Path) -> dict[str, Any]:
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(
+            f"{path}: not a readable JSON config ({exc}); save the model folder again"
+        ) from None
+    if not isinstance(config, dict):
+        raise ArtifactError(
+            f"{path}: a JSON {type(config).__name__}, not an object; save the model folder again"
+        )
+    return config
+
+
+def _check_inputs(folder: Path, inputs: list[Any]) -> None:
+    for i, spec in enumerate(inputs):
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise ArtifactError(
+                f"{folder / 'manifest.json'}: inputs[{i}] must be an object with a string 'name', got "
+                f"{spec!r:.120}; re-export the artifact with `edgedistill export`"
+            )
+        dtype = spec.get("dtype")
+        if dtype is not None and dtype not in _INPUT_DTYPES:
+            raise ArtifactError(
+                f"{folder / 'manifest.json'}: inputs[{i}].dtype {dtype!r:.60} is not one of {', '.join(_INPUT_DTYPES)}"
+            )
+
+
 def open_artifact(path: str | Path) -> Artifact:
     """Open an artifact folder, re-hashing every file against ``manifest.json`` (a mismatch raises).
 
@@ -138,11 +168,15 @@ def open_artifact(path: str | Path) -> Artifact:
         )
     folder = folder.resolve()
     if (folder / "manifest.json").is_file():
+        from edgedistill.export.artifact_checks import check_model_files
         from edgedistill.export.manifest import verify_manifest
 
         manifest = verify_manifest(folder)  # raises naming every file that differs
         fmt = str(manifest["format"])
         model_files = list(manifest.get("model_files") or [])
+        _check_inputs(folder, manifest.get("inputs") or [])
+        # before any runtime opens them: external data, IR consts and GGUF counts inside the files
+        check_model_files(folder, model_files, str(folder / "manifest.json"))
         return Artifact(
             path=folder,
             name=folder.name,
@@ -163,7 +197,7 @@ def open_artifact(path: str | Path) -> Artifact:
     if (folder / "config.json").is_file() and len(onnx_files) == 1:
         return _foreign_onnx(folder, onnx_files[0])
     if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = _read_config(folder)
         weights = sorted(p.name for p in folder.glob("*.safetensors"))
         files = sorted(p for p in folder.iterdir() if p.is_file())
         labels = (
@@ -196,8 +230,10 @@ def _foreign_onnx(folder: Path, model_file: str) -> Artifact:
 
     from edgedistill import numerics
     from edgedistill.bench.runtimes import runtime_for_format
+    from edgedistill.export.artifact_checks import check_onnx
 
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config = _read_config(folder)
+    check_onnx(folder / model_file, folder)  # external data inside the folder, before onnx reads more
     graph = onnx.load(str(folder / model_file), load_external_data=False).graph
     ran = numerics.onnx_ran(graph)
     precision = "int8" if ran.endswith("+int8") else {"f16": "fp16", "f32": "fp32"}[ran]

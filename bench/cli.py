@@ -144,7 +144,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         f"{_summary(report)}\nreport: {args.out}  (judge it with `edgedistill gate {args.out} --target {args.target}`)",
         file=sys.stderr,
     )
-    return 0
+    failed = [e for e in report["artifacts"] if e.get("status") == "error"]
+    for entry in failed:  # a measurement that failed is never a success: exit 2, the reason said
+        print(
+            f"edgedistill bench: error: {entry.get('name')} could not be measured: {entry.get('reason')}",
+            file=sys.stderr,
+        )
+    return 2 if failed else 0
 
 
 def cmd_gate(args: argparse.Namespace) -> int:

@@ -46,3 +46,7 @@ class MissingDependencyError(EdgeDistillError):
             f"{purpose} needs the Python package '{module}', which is not installed. "
             f"Install it with: pip install 'edgedistill[{extra}]'"
         )
+
+
+class ArtifactError(EdgeDistillError):
+    """An artifact file (manifest, ONNX, GGUF, OpenVINO IR) is malformed or names a path outside its folder."""

@@ -10,6 +10,7 @@ artifact to get those numerics, and the versions of the tools that built it.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from importlib import metadata
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgedistill import __version__, host
-from edgedistill.errors import EdgeDistillError
+from edgedistill.errors import ArtifactError
 from edgedistill.io import sha256_file
 
 if TYPE_CHECKING:
@@ -116,23 +117,128 @@ def build_manifest(
     }
 
 
-def verify_manifest(folder: str | Path) -> dict[str, Any]:
-    """Re-hash an artifact folder against its manifest; raise naming every file that differs."""
+MAX_MANIFEST_BYTES = 16 * 2**20  # a manifest lists files and figures; anything larger is not one
+_FIX = "re-export the artifact with `edgedistill export`"
+_REQUIRED = {"format": str, "precision": str, "task": str, "files": dict, "model_files": list}
+_OPTIONAL = {
+    "model_bytes": int,
+    "inputs": list,
+    "outputs": list,
+    "labels": dict,
+    "parity": dict,
+    "load": dict,
+}
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """``manifest.json`` parsed and checked field by field (types, version, every path inside the folder)."""
+    from edgedistill.export.artifact_checks import inside
+
     folder = Path(folder)
     path = folder / "manifest.json"
     if not path.is_file():
-        raise EdgeDistillError(
+        raise ArtifactError(
             f"{folder} has no manifest.json; it is not an artifact written by edgedistill export"
         )
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    actual = file_table(folder)
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ArtifactError(f"{path}: {path.stat().st_size} bytes is too large for a manifest; {_FIX}")
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(
+            f"{path}: not valid JSON at line {exc.lineno} column {exc.colno} ({exc.msg}; truncated?); {_FIX}"
+        ) from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ArtifactError(f"{path}: not a JSON manifest ({type(exc).__name__}: {exc}); {_FIX}") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(
+            f"{path}: the manifest is a JSON {type(manifest).__name__}, not an object; {_FIX}"
+        )
+    version = manifest.get("manifest_version")
+    if version != MANIFEST_VERSION or isinstance(version, bool):
+        raise ArtifactError(
+            f"{path}: field manifest_version is {version!r}; this edgedistill reads version {MANIFEST_VERSION} "
+            f"(export it again with this version, or upgrade edgedistill)"
+        )
+    problems = [
+        f"{key}: missing"
+        if key not in manifest
+        else f"{key}: {type(manifest[key]).__name__}, not {kind.__name__}"
+        for key, kind in _REQUIRED.items()
+        if not isinstance(manifest.get(key), kind)
+    ]
+    problems += [
+        f"{key}: {type(manifest[key]).__name__}, not {kind.__name__}"
+        for key, kind in _OPTIONAL.items()
+        if manifest.get(key) is not None
+        and (not isinstance(manifest[key], kind) or isinstance(manifest[key], bool))
+    ]
+    if problems:
+        raise ArtifactError(f"{path}: fields of the wrong kind: " + "; ".join(problems) + f"; {_FIX}")
+    for name, entry in manifest["files"].items():
+        inside(folder, name, str(path), "files entry")
+        ok = isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64
+        size = entry.get("bytes") if isinstance(entry, dict) else None
+        if not ok or not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ArtifactError(
+                f"{path}: files[{name!r}] must be {{'sha256': 64 hex chars, 'bytes': a count >= 0}}, got {entry!r:.200}; {_FIX}"
+            )
+    for name in manifest["model_files"]:
+        if not isinstance(name, str) or name not in manifest["files"]:
+            raise ArtifactError(f"{path}: model_files names {name!r:.200}, which files does not list; {_FIX}")
+    if isinstance(manifest.get("model_bytes"), int) and manifest["model_bytes"] < 0:
+        raise ArtifactError(f"{path}: field model_bytes is negative ({manifest['model_bytes']}); {_FIX}")
+    return manifest
+
+
+def _folder_files(folder: Path) -> dict[str, Path]:
+    """Every file under ``folder`` (symlinks not followed into directories); a link out of it is refused."""
+    from edgedistill.export.artifact_checks import inside, regular_file
+
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        for name in [*filenames, *dirnames]:
+            full = Path(dirpath) / name
+            rel = full.relative_to(folder).as_posix()
+            if full.is_symlink():
+                inside(folder, rel, str(folder), "symlink")  # refused when it points outside
+            if name in filenames and rel != "manifest.json":
+                regular_file(full, str(folder), "file")
+                found[rel] = full
+            elif name in dirnames and full.is_symlink():
+                raise ArtifactError(f"{folder}: {rel} is a symlink to a folder; copy the files in instead")
+    return found
+
+
+def verify_manifest(folder: str | Path) -> dict[str, Any]:
+    """Re-hash an artifact folder against its manifest; raise naming every file that differs.
+
+    The manifest is checked first (`read_manifest`: fields, version, every path inside the
+    folder), then the folder walked without following links out of it, and only then hashed.
+    """
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    actual = _folder_files(folder)
     problems = []
     for name, entry in manifest["files"].items():
         if name not in actual:
             problems.append(f"{name}: missing")
-        elif actual[name]["sha256"] != entry["sha256"]:
+        elif actual[name].stat().st_size != entry["bytes"]:
+            problems.append(
+                f"{name}: sha256 differs (file changed since export: "
+                f"{actual[name].stat().st_size} bytes, the manifest says {entry['bytes']})"
+            )
+        elif sha256_file(actual[name]) != entry["sha256"]:
             problems.append(f"{name}: sha256 differs (file changed since export)")
     problems += [f"{name}: not in the manifest" for name in actual if name not in manifest["files"]]
     if problems:
-        raise EdgeDistillError(f"{folder} does not match its manifest:\n  " + "\n  ".join(problems))
+        raise ArtifactError(
+            f"{folder} does not match its manifest.json (re-export it, or restore the files):\n  "
+            + "\n  ".join(problems)
+        )
     return manifest

@@ -6,7 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from edgedistill.bench.gating.checks import _baseline_checks, _budget_checks, _regression_checks
-from edgedistill.bench.gating.inputs import GateInputError, check_same_measurement, load_report
+from edgedistill.bench.gating.inputs import (
+    GateInputError,
+    check_report_figures,
+    check_same_measurement,
+    load_report,
+)
 from edgedistill.bench.gating.result import Check, GateResult
 
 
@@ -27,6 +32,8 @@ def gate(
     if not isinstance(report, dict):
         report_path = str(report)
         report = load_report(report)
+    else:
+        check_report_figures(report, "the report")
     if not isinstance(target, Target):
         try:
             target = load_target(target)
@@ -47,7 +54,11 @@ def gate(
             checks += _budget_checks(entry, budgets)
     checks += _regression_checks(report, regression)
     if baseline is not None:
-        base = baseline if isinstance(baseline, dict) else load_report(baseline, "baseline report")
+        if isinstance(baseline, dict):
+            check_report_figures(baseline, "the baseline report")
+            base = baseline
+        else:
+            base = load_report(baseline, "baseline report")
         checks += _baseline_checks(report, base, regression)
     ran = {
         e.get("name"): e.get("ran") for e in report["artifacts"] if e.get("role", "candidate") == "candidate"

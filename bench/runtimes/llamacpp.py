@@ -25,18 +25,10 @@ from edgedistill.bench.runtimes.base import WORKLOAD_TEXT, Runtime, Session, Tex
 
 
 def _context_length(gguf_file: Path) -> int | None:
-    """The model's trained context length from the GGUF metadata."""
-    try:
-        import gguf
-    except ImportError:
-        return None
-    reader = gguf.GGUFReader(str(gguf_file))
-    arch_field = reader.fields.get("general.architecture")
-    if arch_field is None:
-        return None
-    arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
-    field = reader.fields.get(f"{arch}.context_length")
-    return int(field.parts[field.data[0]][0]) if field is not None else None
+    """The model's trained context length, from a header checked before llama.cpp opens the file."""
+    from edgedistill.export.gguf.header import gguf_context_length, read_gguf_header
+
+    return gguf_context_length(read_gguf_header(gguf_file))
 
 
 class LlamaCppSession(Session):

@@ -51,7 +51,10 @@ def _captured_llama_log(llama_cpp) -> Iterator[list[str]]:
 
 def read_gguf_summary(gguf_file: Path) -> dict[str, Any]:
     """Tensor names/types, row lengths and the metadata that matters, read with ``gguf.GGUFReader``."""
+    from edgedistill.export.gguf.header import read_gguf_header
+
     gguf = _import_gguf()
+    read_gguf_header(gguf_file)  # bounded checks first: gguf-py trusts the header's counts
     try:
         reader = gguf.GGUFReader(str(gguf_file))
     except (OSError, ValueError) as exc:
