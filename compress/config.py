@@ -7,7 +7,7 @@ when quantization-aware training starts.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -321,6 +321,14 @@ class DistillRecipe(StrictModel):
     training: TrainingConfig = TrainingConfig()
     qat: QATConfig = QATConfig()
     on_policy: OnPolicyConfig = OnPolicyConfig()
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature_positive(cls, value: Any) -> Any:
+        points = [value.value] if isinstance(value, ConstantSchedule) else [value.start, value.end]
+        if any(p <= 0 for p in points):
+            raise ValueError(f"the temperature divides the logits: every value must be > 0, got {points}")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> DistillRecipe:
