@@ -400,6 +400,13 @@ class FinetuneRecipe(StrictModel):
     layers: int | list[int] | None = Field(
         None, description="Keep only these (or K uniform) layers before training: a no-KD student."
     )
+    num_labels: int | None = Field(
+        None,
+        ge=2,
+        le=100_000,
+        description="sequence-classification: classes (labels 0..N-1; others are bad rows). Unset: the "
+        "model's classification head, else the labels in the train file (at most 1000).",
+    )
     data: DataConfig = DataConfig()
     training: TrainingConfig = TrainingConfig()
 

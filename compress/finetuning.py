@@ -71,23 +71,30 @@ class SupervisedTrainer(Trainer):
         return (loss, anchor) if return_outputs else loss
 
 
-def _num_labels(recipe: FinetuneRecipe, config) -> tuple[int, bool]:
-    """Classes to train: the labels seen in the train file (at least 2), or the head's own count if larger.
+MAX_INFERRED_LABELS = 1000  # classes inferred from the data; set `num_labels` in the recipe for more
 
-    Returns (num_labels, replace_head): an existing head of the wrong size is replaced.
+
+def _num_labels(recipe: FinetuneRecipe, config) -> tuple[int, bool]:
+    """Classes to train and whether an existing head of another size is replaced.
+
+    The label range, as `distill` takes it from its teacher: `num_labels` of the recipe when set;
+    else the model's own classification head; else the labels seen in the train file (at least 2,
+    at most MAX_INFERRED_LABELS). Labels outside it are bad rows: refused under --strict, counted
+    and skipped otherwise (the data report lists them).
     """
+    has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+    if recipe.num_labels is not None:
+        return recipe.num_labels, has_head and config.num_labels != recipe.num_labels
+    if has_head:
+        return config.num_labels, False
     examples, _ = read_examples(
         recipe.data.train,
         recipe.data,
         needs_labels=True,
-        num_labels=None,
+        num_labels=MAX_INFERRED_LABELS,
         max_samples=recipe.data.max_train_samples,
     )
-    seen = max(2, max(e.label for e in examples) + 1)
-    has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
-    if has_head and config.num_labels >= seen:
-        return config.num_labels, False
-    return seen, has_head
+    return max(2, max(e.label for e in examples) + 1), False
 
 
 def finetune(
@@ -105,7 +112,9 @@ def finetune(
 
     set_seed(recipe.training.seed)
     task = recipe.task
-    models.check_model_folder(recipe.model.path, "model", recipe.model.allow_pickle)
+    models.check_model_folder(
+        recipe.model.path, "model", recipe.model.allow_pickle, recipe.model.trust_remote_code
+    )
     tokenizer = models.load_tokenizer(recipe.model.path, recipe.model.trust_remote_code)
     extra = {}
     if task == "sequence-classification":
