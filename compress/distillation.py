@@ -48,6 +48,7 @@ from edgedistill.compress.trainer import (
     model_inputs,
 )
 from edgedistill.compress.training import (
+    check_finite_weights,
     last_checkpoint,
     prepare_run_dir,
     resolved_config,
@@ -126,6 +127,7 @@ def _save_student(
     pruning_info: dict | None = None,
 ) -> Path:
     target = out / "student"
+    check_finite_weights(module.student, "after training")
     with atomic_dir(target) as tmp:
         student = module.student
         if recipe.task == "causal-lm":

@@ -28,6 +28,8 @@ from edgedistill.compress.evaluate import causal_lm_metrics, classification_metr
 from edgedistill.compress.losses import mean_pool, next_token_cross_entropy
 from edgedistill.compress.trainer import RichProgressCallback, model_inputs
 from edgedistill.compress.training import (
+    FiniteGuardMixin,
+    check_finite_weights,
     last_checkpoint,
     prepare_run_dir,
     resolved_config,
@@ -39,7 +41,7 @@ from edgedistill.errors import DataError
 from edgedistill.io import atomic_dir, atomic_write_json
 
 
-class SupervisedTrainer(Trainer):
+class SupervisedTrainer(FiniteGuardMixin, Trainer):
     """Cross-entropy through the model's own head (class labels, or next tokens), or
     in-batch-negatives for embedding pairs."""
 
@@ -178,6 +180,7 @@ def finetune(
         metrics = classification_metrics(collect_outputs(model, eval_ds, collator, task))
     elif causal_lm:
         metrics = causal_lm_metrics(collect_outputs(model, eval_ds, collator, task, vocab_size=vocab_size))
+    check_finite_weights(model, f"after training ({total_steps} steps)")
     with atomic_dir(out / "model") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -38,7 +38,9 @@ def read_config_json(folder: Path, role: str) -> dict[str, Any]:
     try:
         config = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise ModelLoadError(f"{path}: not UTF-8 at byte {exc.start}; write config.json as UTF-8 JSON") from None
+        raise ModelLoadError(
+            f"{path}: not UTF-8 at byte {exc.start}; write config.json as UTF-8 JSON"
+        ) from None
     except json.JSONDecodeError as exc:
         raise ModelLoadError(
             f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); the {role} folder needs "
@@ -84,7 +86,12 @@ def estimate_bytes(config: dict[str, Any], path: Path) -> tuple[int, dict[str, i
     experts = max(1, _int_field(config, ("num_local_experts", "num_experts", "n_routed_experts"), path) or 1)
     params = (vocab + positions) * hidden + layers * (4 * hidden * hidden + 2 * hidden * ffn * experts)
     dtype = str(config.get("torch_dtype") or config.get("dtype") or "float32").removeprefix("torch.")
-    sizes = {"hidden_size": hidden, "num_hidden_layers": layers, "intermediate_size": ffn, "vocab_size": vocab}
+    sizes = {
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "intermediate_size": ffn,
+        "vocab_size": vocab,
+    }
     return params * _TORCH_DTYPE_BYTES.get(dtype, 4), sizes
 
 
@@ -121,7 +128,9 @@ def check_safetensors(path: Path) -> None:
     """The header of one .safetensors file: length prefix, JSON, dtypes, offsets inside the file, no overlap."""
     size = path.stat().st_size
     if size < 8:
-        raise ModelLoadError(f"{path}: {size} bytes, shorter than the 8-byte header length; the file is truncated")
+        raise ModelLoadError(
+            f"{path}: {size} bytes, shorter than the 8-byte header length; the file is truncated"
+        )
     with open(path, "rb") as fh:
         (n,) = struct.unpack("<Q", fh.read(8))
         if n > MAX_SAFETENSORS_HEADER or n > size - 8:
@@ -133,7 +142,9 @@ def check_safetensors(path: Path) -> None:
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ModelLoadError(f"{path}: byte 8: the header is not valid JSON ({exc}); the file is corrupt") from None
+        raise ModelLoadError(
+            f"{path}: byte 8: the header is not valid JSON ({exc}); the file is corrupt"
+        ) from None
     if not isinstance(header, dict):
         raise ModelLoadError(f"{path}: byte 8: the header is not a JSON object; the file is corrupt")
     data_len = size - 8 - n
@@ -146,13 +157,19 @@ def check_safetensors(path: Path) -> None:
             raise ModelLoadError(f"{where}: header entry is not an object; the file is corrupt")
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
         if dtype not in DTYPE_BYTES:
-            raise ModelLoadError(f"{where}: unknown dtype {dtype!r}; the file is corrupt or from a newer format")
+            raise ModelLoadError(
+                f"{where}: unknown dtype {dtype!r}; the file is corrupt or from a newer format"
+            )
         ok_shape = isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
         ok_offsets = (
-            isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int and o >= 0 for o in offsets)
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(type(o) is int and o >= 0 for o in offsets)
         )
         if not ok_shape or not ok_offsets:
-            raise ModelLoadError(f"{where}: shape {shape!r} / data_offsets {offsets!r} are not non-negative integers")
+            raise ModelLoadError(
+                f"{where}: shape {shape!r} / data_offsets {offsets!r} are not non-negative integers"
+            )
         begin, end = offsets
         count = 1
         for d in shape:
@@ -167,9 +184,11 @@ def check_safetensors(path: Path) -> None:
             )
         spans.append((begin, end, name))
     spans.sort()
-    for (b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
+    for (b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:], strict=False):
         if b1 < e0:
-            raise ModelLoadError(f"{path}: tensors {n0!r} [{b0}, {e0}] and {n1!r} (from {b1}) overlap; the file is corrupt")
+            raise ModelLoadError(
+                f"{path}: tensors {n0!r} [{b0}, {e0}] and {n1!r} (from {b1}) overlap; the file is corrupt"
+            )
 
 
 def check_folder_contents(folder: Path, role: str, trust_remote_code: bool) -> None:

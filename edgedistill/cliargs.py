@@ -21,7 +21,8 @@ def parse_set(value: str) -> tuple[str, Any]:
         raise ConfigError(source, [("", "use KEY=VALUE, e.g. training.lr=3e-5")])
     if len(raw) > MAX_SET_CHARS:
         raise ConfigError(
-            source, [(key, f"a value of {len(raw)} characters (at most {MAX_SET_CHARS}); put it in the recipe file")]
+            source,
+            [(key, f"a value of {len(raw)} characters (at most {MAX_SET_CHARS}); put it in the recipe file")],
         )
     if key.count(".") >= MAX_KEY_DEPTH or any(not part for part in key.split(".")):
         raise ConfigError(source, [(key, f"not a dotted recipe key (a.b.c, at most {MAX_KEY_DEPTH} parts)")])

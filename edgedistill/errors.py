@@ -46,3 +46,7 @@ class MissingDependencyError(EdgeDistillError):
             f"{purpose} needs the Python package '{module}', which is not installed. "
             f"Install it with: pip install 'edgedistill[{extra}]'"
         )
+
+
+class TrainingError(EdgeDistillError):
+    """Training went wrong in a way the recipe can fix (a non-finite loss or weight, with its step)."""

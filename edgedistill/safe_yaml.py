@@ -155,7 +155,9 @@ def load_yaml_text(text: str, source: str) -> Any:
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(source, [(where, f"not valid YAML: {getattr(exc, 'problem', None) or exc}")]) from None
+            raise ConfigError(
+                source, [(where, f"not valid YAML: {getattr(exc, 'problem', None) or exc}")]
+            ) from None
         if node is None:
             return None
         _check_graph(node, source)
@@ -164,7 +166,9 @@ def load_yaml_text(text: str, source: str) -> Any:
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(source, [(where, f"cannot read this value: {getattr(exc, 'problem', exc)}")]) from None
+            raise ConfigError(
+                source, [(where, f"cannot read this value: {getattr(exc, 'problem', exc)}")]
+            ) from None
         except (ValueError, TypeError, OverflowError) as exc:  # e.g. a 5,000-digit integer
             raise ConfigError(source, [("", f"cannot read a value: {exc}")]) from None
     finally:
@@ -180,7 +184,13 @@ def read_yaml_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> Any:
     size = path.stat().st_size
     if size > max_bytes:
         raise ConfigError(
-            source, [("", f"{size} bytes; a recipe/target file is at most {max_bytes} bytes (is this the right file?)")]
+            source,
+            [
+                (
+                    "",
+                    f"{size} bytes; a recipe/target file is at most {max_bytes} bytes (is this the right file?)",
+                )
+            ],
         )
     with open(path, "rb") as fh:
         data = fh.read(max_bytes + 1)

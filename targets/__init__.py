@@ -158,14 +158,20 @@ class RuntimeOptions(StrictModel):
 class Workload(StrictModel):
     """What one timed inference is, and how the accuracy data is fed."""
 
-    batch_size: int = Field(1, ge=1, le=65_536, description="Sequences per inference (llama.cpp runs them one by one).")
+    batch_size: int = Field(
+        1, ge=1, le=65_536, description="Sequences per inference (llama.cpp runs them one by one)."
+    )
     sequence_lengths: list[int] = Field(
         default_factory=lambda: [128],
         description="Tokens per sequence (special tokens included). Several lengths are cycled through, "
         "one per iteration, so percentiles cover the mix.",
     )
-    prompt_tokens: int = Field(64, ge=1, le=1_048_576, description="LMs: prompt length for time-to-first-token.")
-    generate_tokens: int = Field(32, ge=2, le=1_048_576, description="LMs: tokens generated per request (greedy).")
+    prompt_tokens: int = Field(
+        64, ge=1, le=1_048_576, description="LMs: prompt length for time-to-first-token."
+    )
+    generate_tokens: int = Field(
+        32, ge=2, le=1_048_576, description="LMs: tokens generated per request (greedy)."
+    )
     eval_batch_size: int = Field(1, ge=1, description="Accuracy: sentences per inference.")
     eval_max_length: int = Field(128, ge=2, description="Accuracy: longest tokenized sentence (truncated).")
     eval_max_samples: int | None = Field(None, ge=1, description="Accuracy: only the first N rows of --data.")
@@ -190,7 +196,9 @@ class Measurement(StrictModel):
     warmup_iterations: int = Field(10, ge=0, le=1_000_000)
     min_iterations: int = Field(50, ge=1, le=1_000_000)
     min_seconds: float = Field(2.0, ge=0, le=86_400)
-    rounds: int = Field(1, ge=1, le=1000, description="Fresh processes per artifact; their samples are pooled.")
+    rounds: int = Field(
+        1, ge=1, le=1000, description="Fresh processes per artifact; their samples are pooled."
+    )
     compare_rounds: int = Field(
         10,
         ge=1,

@@ -81,7 +81,9 @@ def _read_tsv(src: _Source) -> _Records:
     with open(src.path, "rb") as fh:
         header_line = fh.readline(MAX_LINE_BYTES + 1)
     if len(header_line) > MAX_LINE_BYTES:
-        raise DataError(f"{src.name}, line 1: the header is longer than {MAX_LINE_BYTES} bytes; is this a TSV?")
+        raise DataError(
+            f"{src.name}, line 1: the header is longer than {MAX_LINE_BYTES} bytes; is this a TSV?"
+        )
     if not header_line.strip():
         raise DataError(f"{src.name}: the file is empty; a TSV needs a header line naming its columns.")
     try:
