@@ -184,6 +184,10 @@ def distill(
     """Run distillation; returns the report (also written to ``out_dir/distill_report.json``)."""
     out = Path(out_dir)
     resolved = resolved_config(recipe)
+    # A hostile or broken teacher folder is refused before the run folder is made.
+    models.check_model_folder(
+        recipe.teacher.path, "teacher", recipe.teacher.allow_pickle, recipe.teacher.trust_remote_code
+    )
     resumed = prepare_run_dir(out, resolved, overwrite, "distill")
     from transformers import set_seed
 

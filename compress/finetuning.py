@@ -109,14 +109,15 @@ def finetune(
 ) -> dict:
     out = Path(out_dir)
     resolved = resolved_config(recipe)
+    # A hostile or broken model folder is refused before the run folder is made.
+    models.check_model_folder(
+        recipe.model.path, "model", recipe.model.allow_pickle, recipe.model.trust_remote_code
+    )
     resumed = prepare_run_dir(out, resolved, overwrite, "finetune")
     from transformers import AutoConfig, set_seed
 
     set_seed(recipe.training.seed)
     task = recipe.task
-    models.check_model_folder(
-        recipe.model.path, "model", recipe.model.allow_pickle, recipe.model.trust_remote_code
-    )
     tokenizer = models.load_tokenizer(recipe.model.path, recipe.model.trust_remote_code)
     extra = {}
     if task == "sequence-classification":
