@@ -114,8 +114,27 @@ def load_model(
         raise ModelLoadError(f"could not load the {role} from {where} as a {task} model: {exc}") from exc
 
 
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
+
 def load_tokenizer(path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
+
+    folder = Path(path).expanduser()
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        # transformers 5 would build an empty vocabulary here, turning every word into [UNK].
+        raise ModelLoadError(
+            f"{path} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)}): save the tokenizer "
+            "into the folder too (tokenizer.save_pretrained(folder))."
+        )
 
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
