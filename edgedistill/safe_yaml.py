@@ -142,9 +142,23 @@ class _CountingLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+def _problem(exc: yaml.YAMLError, text: str, what: str) -> tuple[str, str]:
+    """(where, message) of a PyYAML error: its mark, or the position of a refused character."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return f"line {line}, character {exc.position}", f"character #x{char:04x} is not allowed in YAML text"
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return where, f"{what}: {getattr(exc, 'problem', None) or exc}"
+
+
 def load_yaml_text(text: str, source: str) -> Any:
     """Parse one YAML document from ``text`` within the bounds above; ConfigError otherwise."""
-    loader = _CountingLoader(text)
+    try:
+        loader = _CountingLoader(text)
+    except yaml.YAMLError as exc:  # the reader refuses control characters up front
+        raise ConfigError(source, [_problem(exc, text, "not valid YAML")]) from None
     try:
         try:
             node = loader.get_single_node()
@@ -153,23 +167,15 @@ def load_yaml_text(text: str, source: str) -> Any:
                 source, [("", f"nested too deeply to parse (at most {MAX_DEPTH} levels); flatten it")]
             ) from None
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(
-                source, [(where, f"not valid YAML: {getattr(exc, 'problem', None) or exc}")]
-            ) from None
+            raise ConfigError(source, [_problem(exc, text, "not valid YAML")]) from None
         if node is None:
             return None
         _check_graph(node, source)
         try:
             return loader.construct_document(node)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(
-                source, [(where, f"cannot read this value: {getattr(exc, 'problem', exc)}")]
-            ) from None
-        except (ValueError, TypeError, OverflowError) as exc:  # e.g. a 5,000-digit integer
+            raise ConfigError(source, [_problem(exc, text, "cannot read this value")]) from None
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # e.g. a 5,000-digit integer
             raise ConfigError(source, [("", f"cannot read a value: {exc}")]) from None
     finally:
         loader.dispose()
