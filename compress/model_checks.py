@@ -54,13 +54,21 @@ def read_config_json(folder: Path, role: str) -> dict[str, Any]:
 
 
 def check_remote_code(config: dict[str, Any], folder: Path, role: str, trust_remote_code: bool) -> None:
-    if "auto_map" in config and not trust_remote_code:
-        raise ModelLoadError(
-            f"{folder / 'config.json'}: field auto_map names Python code in the folder "
-            f"({', '.join(map(str, config['auto_map']))[:200]}), which would run on load. Refused by default: "
-            f"use a model transformers supports natively, or, only for code you trust, set "
-            f"`{role}.trust_remote_code: true` (CLI: --trust-remote-code)."
-        )
+    """An ``auto_map`` needs the folder's own code unless transformers knows the model_type natively
+    (then, without trust_remote_code, transformers uses its own class and the folder's code never runs)."""
+    if "auto_map" not in config or trust_remote_code:
+        return
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if config.get("model_type") in CONFIG_MAPPING_NAMES:
+        return
+    raise ModelLoadError(
+        f"{folder / 'config.json'}: field auto_map names Python code in the folder "
+        f"({', '.join(map(str, config['auto_map']))[:200]}) for model_type {config.get('model_type')!r}, which "
+        f"transformers does not know, so loading would run that code. Refused by default: use a model "
+        f"transformers supports natively, or, only for code you trust, set `{role}.trust_remote_code: true` "
+        f"(CLI: --trust-remote-code)."
+    )
 
 
 def _int_field(config: dict[str, Any], names: tuple[str, ...], path: Path) -> int | None:

@@ -61,12 +61,27 @@ def test_pickle_payload_never_runs(folder, tmp_path, allow_pickle, bounded):
     assert not marker.exists()
 
 
-def test_auto_map_needs_trust_remote_code(folder):
+def _auto_map(folder: Path, model_type: str | None, marker: Path) -> None:
     config = json.loads((folder / "config.json").read_text())
     config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
+    if model_type:
+        config["model_type"] = model_type
     (folder / "config.json").write_text(json.dumps(config))
-    (folder / "modeling_evil.py").write_text("raise SystemExit('remote code ran')\n")
-    _refused(folder, "config.json", "auto_map", "trust_remote_code")
+    (folder / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+
+
+def test_auto_map_of_unknown_type_needs_trust_remote_code(folder, tmp_path):
+    marker = tmp_path / "CODE_RAN"
+    _auto_map(folder, "evil-model", marker)
+    _refused(folder, "config.json", "auto_map", "'evil-model'", "trust_remote_code")
+    assert not marker.exists()
+
+
+def test_auto_map_of_native_type_loads_the_native_class_without_running_code(folder, tmp_path):
+    marker = tmp_path / "CODE_RAN"
+    _auto_map(folder, None, marker)  # model_type stays bert: transformers ignores auto_map
+    assert type(load_model(ModelSource(path=str(folder)), TASK)).__name__ == "BertModel"
+    assert not marker.exists()
 
 
 def _write_safetensors(
@@ -172,9 +187,7 @@ def test_cli_finetune_pickle_folder_exit_2_nothing_written(folder, tmp_path, cli
 
 
 def test_cli_distill_auto_map_exit_2_out_not_created(folder, tmp_path, cli, write):
-    config = json.loads((folder / "config.json").read_text())
-    config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
-    (folder / "config.json").write_text(json.dumps(config))
+    _auto_map(folder, "evil-model", tmp_path / "CODE_RAN")
     data = write("d.tsv", "sentence\tlabel\n" + "a b c\t0\n" * 4)
     out = tmp_path / "out"
     rc, err = cli("distill", "--teacher", folder, "--student-layers", "1", "--train", data, "--eval", data,
