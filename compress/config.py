@@ -7,7 +7,7 @@ when quantization-aware training starts.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -322,6 +322,14 @@ class DistillRecipe(StrictModel):
     qat: QATConfig = QATConfig()
     on_policy: OnPolicyConfig = OnPolicyConfig()
 
+    @field_validator("temperature")
+    @classmethod
+    def _temperature_positive(cls, value: Any) -> Any:
+        points = [value.value] if isinstance(value, ConstantSchedule) else [value.start, value.end]
+        if any(p <= 0 for p in points):
+            raise ValueError(f"the temperature divides the logits: every value must be > 0, got {points}")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> DistillRecipe:
         if self.losses is None:
@@ -391,6 +399,13 @@ class FinetuneRecipe(StrictModel):
     model: ModelSource
     layers: int | list[int] | None = Field(
         None, description="Keep only these (or K uniform) layers before training: a no-KD student."
+    )
+    num_labels: int | None = Field(
+        None,
+        ge=2,
+        le=100_000,
+        description="sequence-classification: classes (labels 0..N-1; others are bad rows). Unset: the "
+        "model's classification head, else the labels in the train file (at most 1000).",
     )
     data: DataConfig = DataConfig()
     training: TrainingConfig = TrainingConfig()

@@ -48,6 +48,7 @@ from edgedistill.compress.trainer import (
     model_inputs,
 )
 from edgedistill.compress.training import (
+    check_finite_weights,
     last_checkpoint,
     prepare_run_dir,
     resolved_config,
@@ -126,6 +127,7 @@ def _save_student(
     pruning_info: dict | None = None,
 ) -> Path:
     target = out / "student"
+    check_finite_weights(module.student, "after training")
     with atomic_dir(target) as tmp:
         student = module.student
         if recipe.task == "causal-lm":
@@ -182,6 +184,10 @@ def distill(
     """Run distillation; returns the report (also written to ``out_dir/distill_report.json``)."""
     out = Path(out_dir)
     resolved = resolved_config(recipe)
+    # A hostile or broken teacher folder is refused before the run folder is made.
+    models.check_model_folder(
+        recipe.teacher.path, "teacher", recipe.teacher.allow_pickle, recipe.teacher.trust_remote_code
+    )
     resumed = prepare_run_dir(out, resolved, overwrite, "distill")
     from transformers import set_seed
 

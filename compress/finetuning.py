@@ -28,6 +28,8 @@ from edgedistill.compress.evaluate import causal_lm_metrics, classification_metr
 from edgedistill.compress.losses import mean_pool, next_token_cross_entropy
 from edgedistill.compress.trainer import RichProgressCallback, model_inputs
 from edgedistill.compress.training import (
+    FiniteGuardMixin,
+    check_finite_weights,
     last_checkpoint,
     prepare_run_dir,
     resolved_config,
@@ -39,7 +41,7 @@ from edgedistill.errors import DataError
 from edgedistill.io import atomic_dir, atomic_write_json
 
 
-class SupervisedTrainer(Trainer):
+class SupervisedTrainer(FiniteGuardMixin, Trainer):
     """Cross-entropy through the model's own head (class labels, or next tokens), or
     in-batch-negatives for embedding pairs."""
 
@@ -71,23 +73,30 @@ class SupervisedTrainer(Trainer):
         return (loss, anchor) if return_outputs else loss
 
 
-def _num_labels(recipe: FinetuneRecipe, config) -> tuple[int, bool]:
-    """Classes to train: the labels seen in the train file (at least 2), or the head's own count if larger.
+MAX_INFERRED_LABELS = 1000  # classes inferred from the data; set `num_labels` in the recipe for more
 
-    Returns (num_labels, replace_head): an existing head of the wrong size is replaced.
+
+def _num_labels(recipe: FinetuneRecipe, config) -> tuple[int, bool]:
+    """Classes to train and whether an existing head of another size is replaced.
+
+    The label range, as `distill` takes it from its teacher: `num_labels` of the recipe when set;
+    else the model's own classification head; else the labels seen in the train file (at least 2,
+    at most MAX_INFERRED_LABELS). Labels outside it are bad rows: refused under --strict, counted
+    and skipped otherwise (the data report lists them).
     """
+    has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+    if recipe.num_labels is not None:
+        return recipe.num_labels, has_head and config.num_labels != recipe.num_labels
+    if has_head:
+        return config.num_labels, False
     examples, _ = read_examples(
         recipe.data.train,
         recipe.data,
         needs_labels=True,
-        num_labels=None,
+        num_labels=MAX_INFERRED_LABELS,
         max_samples=recipe.data.max_train_samples,
     )
-    seen = max(2, max(e.label for e in examples) + 1)
-    has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
-    if has_head and config.num_labels >= seen:
-        return config.num_labels, False
-    return seen, has_head
+    return max(2, max(e.label for e in examples) + 1), False
 
 
 def finetune(
@@ -100,12 +109,15 @@ def finetune(
 ) -> dict:
     out = Path(out_dir)
     resolved = resolved_config(recipe)
+    # A hostile or broken model folder is refused before the run folder is made.
+    models.check_model_folder(
+        recipe.model.path, "model", recipe.model.allow_pickle, recipe.model.trust_remote_code
+    )
     resumed = prepare_run_dir(out, resolved, overwrite, "finetune")
     from transformers import AutoConfig, set_seed
 
     set_seed(recipe.training.seed)
     task = recipe.task
-    models.check_model_folder(recipe.model.path, "model", recipe.model.allow_pickle)
     tokenizer = models.load_tokenizer(recipe.model.path, recipe.model.trust_remote_code)
     extra = {}
     if task == "sequence-classification":
@@ -169,6 +181,7 @@ def finetune(
         metrics = classification_metrics(collect_outputs(model, eval_ds, collator, task))
     elif causal_lm:
         metrics = causal_lm_metrics(collect_outputs(model, eval_ds, collator, task, vocab_size=vocab_size))
+    check_finite_weights(model, f"after training ({total_steps} steps)")
     with atomic_dir(out / "model") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

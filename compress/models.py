@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import copy
 import logging
+import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from edgedistill.compress.config import ModelSource, StudentConfig
+from edgedistill.compress.model_checks import check_folder_contents
 from edgedistill.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -45,8 +47,13 @@ def _looks_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or path.count("/") != 1 or Path(path).suffix != ""
 
 
-def check_model_folder(path: str, role: str, allow_pickle: bool) -> Path | None:
-    """Validate a local model folder; return None when ``path`` should be treated as a hub id."""
+def check_model_folder(
+    path: str, role: str, allow_pickle: bool, trust_remote_code: bool = False
+) -> Path | None:
+    """Validate a local model folder; return None when ``path`` should be treated as a hub id.
+
+    Before any weight is read: config.json is JSON, needs no remote code (unless trusted), fits in
+    memory, and every safetensors header is sound (`compress.model_checks`)."""
     folder = Path(path).expanduser()
     if not folder.exists():
         if _looks_local(path):
@@ -76,6 +83,7 @@ def check_model_folder(path: str, role: str, allow_pickle: bool) -> Path | None:
             )
         if not pickles:
             raise ModelLoadError(f"{role} {path} has a config.json but no weights (*.safetensors)")
+    check_folder_contents(folder, role, trust_remote_code)
     return folder
 
 
@@ -83,7 +91,7 @@ def load_model(
     source: ModelSource, task: str, role: str = "teacher", attn_implementation: str | None = None, **kwargs
 ):
     """Load a model for ``task`` from a folder or hub id with the safety defaults above."""
-    folder = check_model_folder(source.path, role, source.allow_pickle)
+    folder = check_model_folder(source.path, role, source.allow_pickle, source.trust_remote_code)
     cls = auto_class(task)
     extra = dict(kwargs)
     if attn_implementation:
@@ -95,17 +103,42 @@ def load_model(
             use_safetensors=None if source.allow_pickle else True,
             **extra,
         )
-    except (OSError, ValueError) as exc:
+    except pickle.UnpicklingError as exc:  # allow_pickle: torch's weights_only refused a non-tensor object
+        raise ModelLoadError(
+            f"{role} {folder or source.path}: the pickle weights hold objects other than tensors, which "
+            f"torch's weights_only loader refuses (they could run code): convert the weights to safetensors. "
+            f"({str(exc).splitlines()[0]})"
+        ) from None
+    except (OSError, ValueError, RuntimeError) as exc:
         where = f"folder {folder}" if folder else f"hub id {source.path!r} (no network? pass a local folder)"
         raise ModelLoadError(f"could not load the {role} from {where} as a {task} model: {exc}") from exc
+
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    folder = Path(path).expanduser()
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        # transformers 5 would build an empty vocabulary here, turning every word into [UNK].
+        raise ModelLoadError(
+            f"{path} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)}): save the tokenizer "
+            "into the folder too (tokenizer.save_pretrained(folder))."
+        )
+
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ModelLoadError(
             f"could not load a tokenizer from {path}: {exc}. The folder needs tokenizer files."
         ) from exc

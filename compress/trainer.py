@@ -31,6 +31,7 @@ from transformers import Trainer, TrainerCallback
 from edgedistill.compress.config import DistillRecipe, LossSpec
 from edgedistill.compress.losses import DistillLoss, LossInputs, StudentOutputs, TeacherOutputs, mean_pool
 from edgedistill.compress.schedules import schedule_value
+from edgedistill.compress.training import FiniteGuardMixin
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -126,7 +127,7 @@ def _tied_keys(module: nn.Module) -> set[str]:
     return {name for names in by_storage.values() if len(names) > 1 for name in names}
 
 
-class DistillTrainer(Trainer):
+class DistillTrainer(FiniteGuardMixin, Trainer):
     """Trainer whose model is a ``DistillationModule`` and whose teacher stays frozen outside it."""
 
     def __init__(

@@ -8,10 +8,11 @@ import shutil
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from edgedistill.compress.config import TrainingConfig
 from edgedistill.config import dump_config
-from edgedistill.errors import EdgeDistillError
+from edgedistill.errors import EdgeDistillError, TrainingError
 from edgedistill.io import atomic_write_json, atomic_write_text
 
 
@@ -124,3 +125,45 @@ def _prepare(out: Path, resolved: dict, overwrite: bool, kind: str) -> bool:
 
 def resolved_config(recipe) -> dict:
     return dump_config(recipe)
+
+
+def check_finite_loss(loss: torch.Tensor, step: int) -> None:
+    """A NaN/inf loss stops training at ``step``, before its gradients reach the weights."""
+    if not bool(torch.isfinite(loss.detach()).all()):
+        raise TrainingError(
+            f"training step {step}: the loss is {float(loss.detach().float().mean())} (not finite); nothing "
+            "from this step was applied or saved. Lower training.lr, check the temperature and the data."
+        )
+
+
+def check_finite_weights(model: torch.nn.Module, step: int | str) -> None:
+    """Refuse to go on (or save) with a NaN/inf weight, naming the first such parameter."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.is_floating_point() and not bool(torch.isfinite(param).all()):
+                when = f"training step {step}" if isinstance(step, int) else step
+                raise TrainingError(
+                    f"{when}: weight {name} is not finite, so the model is not saved. "
+                    "Lower training.lr (or use warmup), check the data, or start from a finite checkpoint."
+                )
+
+
+class FiniteWeightsCallback(TrainerCallback):
+    """Checks the weights at every logging step and before every checkpoint."""
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if model is not None and (control.should_save or state.global_step % max(1, args.logging_steps) == 0):
+            check_finite_weights(model, state.global_step)
+
+
+class FiniteGuardMixin:
+    """For Trainer subclasses (put first): the loss of every training step, and the weights, stay finite."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_callback(FiniteWeightsCallback())
+
+    def training_step(self, model, inputs, *args, **kwargs):
+        loss = super().training_step(model, inputs, *args, **kwargs)
+        check_finite_loss(loss, self.state.global_step + 1)
+        return loss

@@ -86,7 +86,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    skip = {"recipe", "out", "overwrite", "sets", "quiet", "func", "command", "verbose"}
+    skip = {"recipe", "out", "overwrite", "sets", "quiet", "func", "command", "verbose", "debug"}
     overrides = {k: v for k, v in vars(args).items() if k not in skip and v is not None}
     overrides.update(dict(args.sets))
     return overrides
@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="edgedistill", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"edgedistill {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="full tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("distill", help="distill a student from a teacher (optionally quantization-aware)")
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return func(args)
     except EdgeDistillError as exc:
-        if args.verbose:
+        if args.debug:
             raise
         print(f"edgedistill {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -305,6 +306,16 @@ def main(argv: list[str] | None = None) -> int:
             f"edgedistill {args.command}: interrupted; run the same command again to resume", file=sys.stderr
         )
         return 130
+    except Exception as exc:  # anything not raised on purpose is a bug: one line, exit 2
+        if args.debug:
+            raise
+        detail = " ".join(str(exc).split())[:300]
+        print(
+            f"edgedistill {args.command}: unexpected error {type(exc).__name__}: {detail} "
+            "(a bug; rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgedistill.errors import ConfigError
+from edgedistill.safe_yaml import read_yaml_file
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -22,7 +22,11 @@ M = TypeVar("M", bound=BaseModel)
 class StrictModel(BaseModel):
     """Base for all config sections: unknown keys are refused, values are validated on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # allow_inf_nan=False: `.inf`/`.nan` are refused for every float field (a NaN learning rate, an
+    # infinite min_seconds would otherwise pass `gt=0`-style bounds or hang a measurement).
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False
+    )
 
 
 def _loc_to_path(loc: tuple[Any, ...]) -> str:
@@ -60,6 +64,11 @@ def problems_from_validation(err: ValidationError, raw: Any = None) -> list[tupl
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; `edgedistill schema` lists the valid keys)"
+        elif loc == ("version",) and e["type"] == "literal_error":
+            msg = (
+                f"version {e.get('input')!r} is not one this edgedistill reads ({msg}); "
+                "write the file for that version, or upgrade edgedistill"
+            )
         problems.append((_loc_to_path(loc), msg))
     return problems
 
@@ -78,15 +87,10 @@ def set_dotted(raw: dict[str, Any], dotted_key: str, value: Any) -> None:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``, read within `edgedistill.safe_yaml`'s bounds (size, aliases,
+    depth, duplicate keys, plain tags only)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(str(path), [("", "file not found; pass the path of an existing YAML file")])
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(str(path), [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    raw = read_yaml_file(path)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -50,3 +50,7 @@ class MissingDependencyError(EdgeDistillError):
 
 class ArtifactError(EdgeDistillError):
     """An artifact file (manifest, ONNX, GGUF, OpenVINO IR) is malformed or names a path outside its folder."""
+
+
+class TrainingError(EdgeDistillError):
+    """Training went wrong in a way the recipe can fix (a non-finite loss or weight, with its step)."""

@@ -158,14 +158,20 @@ class RuntimeOptions(StrictModel):
 class Workload(StrictModel):
     """What one timed inference is, and how the accuracy data is fed."""
 
-    batch_size: int = Field(1, ge=1, description="Sequences per inference (llama.cpp runs them one by one).")
+    batch_size: int = Field(
+        1, ge=1, le=65_536, description="Sequences per inference (llama.cpp runs them one by one)."
+    )
     sequence_lengths: list[int] = Field(
         default_factory=lambda: [128],
         description="Tokens per sequence (special tokens included). Several lengths are cycled through, "
         "one per iteration, so percentiles cover the mix.",
     )
-    prompt_tokens: int = Field(64, ge=1, description="LMs: prompt length for time-to-first-token.")
-    generate_tokens: int = Field(32, ge=2, description="LMs: tokens generated per request (greedy).")
+    prompt_tokens: int = Field(
+        64, ge=1, le=1_048_576, description="LMs: prompt length for time-to-first-token."
+    )
+    generate_tokens: int = Field(
+        32, ge=2, le=1_048_576, description="LMs: tokens generated per request (greedy)."
+    )
     eval_batch_size: int = Field(1, ge=1, description="Accuracy: sentences per inference.")
     eval_max_length: int = Field(128, ge=2, description="Accuracy: longest tokenized sentence (truncated).")
     eval_max_samples: int | None = Field(None, ge=1, description="Accuracy: only the first N rows of --data.")
@@ -177,24 +183,32 @@ class Workload(StrictModel):
             raise ValueError("name at least one sequence length")
         if any(v < 2 for v in value):
             raise ValueError("sequence lengths are >= 2 (they include the special tokens)")
+        if len(value) > 1000 or any(v > 1_048_576 for v in value):
+            raise ValueError("at most 1000 sequence lengths, each at most 1048576 tokens")
         return value
 
 
 class Measurement(StrictModel):
     """Warmup, then at least ``min_iterations`` AND at least ``min_seconds``, in fresh processes."""
 
-    warmup_iterations: int = Field(10, ge=0)
-    min_iterations: int = Field(50, ge=1)
-    min_seconds: float = Field(2.0, ge=0)
-    rounds: int = Field(1, ge=1, description="Fresh processes per artifact; their samples are pooled.")
+    # Upper bounds keep a hostile or mistyped target from hanging a bench (NaN/inf are refused
+    # for every float by StrictModel): a day of measuring, a million iterations, 1,000 processes.
+    warmup_iterations: int = Field(10, ge=0, le=1_000_000)
+    min_iterations: int = Field(50, ge=1, le=1_000_000)
+    min_seconds: float = Field(2.0, ge=0, le=86_400)
+    rounds: int = Field(
+        1, ge=1, le=1000, description="Fresh processes per artifact; their samples are pooled."
+    )
     compare_rounds: int = Field(
         10,
         ge=1,
+        le=1000,
         description="With --baseline-artifact: processes per side, candidate and baseline alternating.",
     )
     max_compare_rounds: int | None = Field(
         None,
         ge=1,
+        le=1000,
         description="With --baseline-artifact: when the first look (compare_rounds a side) is inconclusive, "
         "keep alternating up to this many processes a side and decide again on all of them. "
         "Unset: no extension.",
@@ -202,7 +216,9 @@ class Measurement(StrictModel):
     rss_poll_interval_ms: float = Field(
         10.0, gt=0, description="How often the parent samples the child's RSS."
     )
-    timeout_s: float = Field(900.0, gt=0, description="A measuring process running longer is killed.")
+    timeout_s: float = Field(
+        900.0, gt=0, le=86_400, description="A measuring process running longer is killed."
+    )
 
     @model_validator(mode="after")
     def _extension(self) -> Measurement:
@@ -270,7 +286,13 @@ class Target(StrictModel):
     """One device target: hardware it needs, runtime settings, workload, measurement and budgets."""
 
     version: Literal[1] = TARGET_VERSION
-    name: str = Field(..., min_length=1)
+    name: str = Field(
+        ...,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Letters, digits, '.', '_' and '-' (it becomes part of file names): no '/', '..' or NUL.",
+    )
     description: str = ""
     requires: Literal["cpu", "cuda"] = Field(
         "cpu", description="Hardware that must exist, else the target is skipped."
@@ -290,6 +312,13 @@ class Target(StrictModel):
     measurement: Measurement = Field(default_factory=Measurement)
     budgets: Budgets = Field(default_factory=Budgets)
     regression: Regression = Field(default_factory=Regression)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_file_name(cls, value: str) -> str:
+        if ".." in value:
+            raise ValueError(f"{value!r}: no '..' in a target name (it becomes part of file names)")
+        return value
 
     @field_validator("formats")
     @classmethod

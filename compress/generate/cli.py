@@ -93,7 +93,7 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-_NOT_CONFIG = {"config", "out", "force", "restart", "sets", "quiet", "func", "command", "verbose"}
+_NOT_CONFIG = {"config", "out", "force", "restart", "sets", "quiet", "func", "command", "verbose", "debug"}
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

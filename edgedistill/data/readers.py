@@ -16,6 +16,33 @@ from edgedistill.errors import DataError
 
 logger = logging.getLogger(__name__)
 
+MAX_LINE_BYTES = 16 << 20  # one TSV/JSONL line (a record); longer lines are bad rows, never read whole
+MAX_JSON_ARRAY_BYTES = 256 << 20  # a `.json` array is parsed whole; larger files go as JSON lines
+TOO_LONG = "line longer than the limit"
+
+
+def _bounded_lines(fh: Any, start: int) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) per line; (line number, None) for a line over MAX_LINE_BYTES, whose
+    rest is skipped in bounded chunks so memory stays bounded whatever the file holds."""
+    number = start
+    while True:
+        raw = fh.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while True:
+                chunk = fh.readline(1 << 20)
+                if not chunk or chunk.endswith(b"\n"):
+                    break
+            yield number, None
+        else:
+            yield number, raw
+        number += 1
+
+
+def _too_long(line_number: int) -> _Raw:
+    return _Raw(line_number, None, (MALFORMED_ROW, f"{TOO_LONG} ({MAX_LINE_BYTES} bytes): split or drop it"))
+
 
 @dataclass
 class _Raw:
@@ -52,7 +79,11 @@ def _read_tsv(src: _Source) -> _Records:
     # SST-2/GLUE TSVs are unquoted: a '"' is text, so csv.QUOTE_NONE semantics (split on tabs only).
     # Lines are decoded one by one so a bad byte costs one row, reported with its line number.
     with open(src.path, "rb") as fh:
-        header_line = fh.readline()
+        header_line = fh.readline(MAX_LINE_BYTES + 1)
+    if len(header_line) > MAX_LINE_BYTES:
+        raise DataError(
+            f"{src.name}, line 1: the header is longer than {MAX_LINE_BYTES} bytes; is this a TSV?"
+        )
     if not header_line.strip():
         raise DataError(f"{src.name}: the file is empty; a TSV needs a header line naming its columns.")
     try:
@@ -62,8 +93,11 @@ def _read_tsv(src: _Source) -> _Records:
 
     def records(_wanted: list[str]) -> Iterator[_Raw]:
         with open(src.path, "rb") as fh:
-            fh.readline()  # the header, read above
-            for line_number, raw in enumerate(fh, start=2):
+            fh.readline(MAX_LINE_BYTES + 1)  # the header, read above
+            for line_number, raw in _bounded_lines(fh, start=2):
+                if raw is None:
+                    yield _too_long(line_number)
+                    continue
                 raw = raw.rstrip(b"\r\n")
                 if not raw:
                     continue  # a blank line holds no record
@@ -130,7 +164,10 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, tuple[s
     """(line number, object, None) per JSON-lines record, or (line number, None, (reason, message))
     for a line that is not UTF-8, not JSON, or not a JSON object. Blank lines are skipped."""
     with open(path, "rb") as fh:
-        for line_number, raw in enumerate(fh, start=1):
+        for line_number, raw in _bounded_lines(fh, start=1):
+            if raw is None:
+                yield line_number, None, _too_long(line_number).problem
+                continue
             if not raw.strip():
                 continue
             try:
@@ -140,6 +177,9 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, tuple[s
                 continue
             except json.JSONDecodeError as exc:
                 yield line_number, None, (MALFORMED_ROW, f"invalid JSON: {exc.msg}")
+                continue
+            except (ValueError, RecursionError) as exc:  # a 5,000-digit number, nesting past the stack
+                yield line_number, None, (MALFORMED_ROW, f"unreadable JSON value: {str(exc)[:120]}")
                 continue
             if not isinstance(record, dict):
                 yield line_number, None, (MALFORMED_ROW, f"a JSON {type(record).__name__}, not an object")
@@ -161,9 +201,15 @@ def _read_json(src: _Source) -> _Records:
         first = fh.read(4096).lstrip()
     if not first.startswith(b"["):
         return _read_jsonl(src)
+    size = src.path.stat().st_size
+    if size > MAX_JSON_ARRAY_BYTES:
+        raise DataError(
+            f"{src.name}: a JSON array of {size} bytes is parsed whole (limit {MAX_JSON_ARRAY_BYTES}); "
+            "write it as JSON lines (one object a line, .jsonl), which is read row by row."
+        )
     try:
         rows = json.loads(src.path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise DataError(
             f"{src.name}: not a valid UTF-8 JSON array ({exc}); fix the file or write it as JSON lines."
         ) from exc

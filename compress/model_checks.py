@@ -1,0 +1,208 @@
+"""Checks on a model folder before anything is loaded: config.json, remote code, size, safetensors headers.
+
+`check_model_folder` runs these so a hostile or broken folder is refused with a `ModelLoadError`
+that names the file, the field or byte offset and the fix, before transformers allocates a
+tensor or imports a module: a config asking for 10**12 parameters would otherwise be allocated
+(and the process OOM-killed), an ``auto_map`` would need code from the folder, and a safetensors
+header whose length prefix says 2**60 would be read into memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+from edgedistill.errors import ModelLoadError
+
+MAX_CONFIG_BYTES = 4 << 20  # config.json of real models is a few KB (a big id2label: some 100 KB)
+MAX_SAFETENSORS_HEADER = 100 << 20  # the format's own reference reader refuses larger headers
+# Bytes per element of every safetensors dtype.
+DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+_TORCH_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+
+
+def read_config_json(folder: Path, role: str) -> dict[str, Any]:
+    """config.json as a dict: size capped, valid JSON, an object."""
+    path = folder / "config.json"
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ModelLoadError(f"{path}: {size} bytes; a model config.json is at most {MAX_CONFIG_BYTES} bytes")
+    try:
+        config = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ModelLoadError(
+            f"{path}: not UTF-8 at byte {exc.start}; write config.json as UTF-8 JSON"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); the {role} folder needs "
+            "the config.json save_pretrained writes"
+        ) from None
+    except RecursionError:
+        raise ModelLoadError(f"{path}: nested too deeply to be a model config") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{path}: a JSON {type(config).__name__}, expected an object of config fields")
+    return config
+
+
+def check_remote_code(config: dict[str, Any], folder: Path, role: str, trust_remote_code: bool) -> None:
+    """An ``auto_map`` needs the folder's own code unless transformers knows the model_type natively
+    (then, without trust_remote_code, transformers uses its own class and the folder's code never runs)."""
+    if "auto_map" not in config or trust_remote_code:
+        return
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if config.get("model_type") in CONFIG_MAPPING_NAMES:
+        return
+    raise ModelLoadError(
+        f"{folder / 'config.json'}: field auto_map names Python code in the folder "
+        f"({', '.join(map(str, config['auto_map']))[:200]}) for model_type {config.get('model_type')!r}, which "
+        f"transformers does not know, so loading would run that code. Refused by default: use a model "
+        f"transformers supports natively, or, only for code you trust, set `{role}.trust_remote_code: true` "
+        f"(CLI: --trust-remote-code)."
+    )
+
+
+def _int_field(config: dict[str, Any], names: tuple[str, ...], path: Path) -> int | None:
+    for name in names:
+        if name in config and config[name] is not None:
+            value = config[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ModelLoadError(f"{path}: field {name} is {value!r}; it must be a non-negative integer")
+            return value
+    return None
+
+
+def estimate_bytes(config: dict[str, Any], path: Path) -> tuple[int, dict[str, int]]:
+    """Rough parameter bytes of a transformer with this config (embeddings + layers), and the sizes used."""
+    sub = config.get("text_config")
+    if isinstance(sub, dict):  # multimodal configs keep the language model's sizes here
+        config = {**config, **sub}
+    hidden = _int_field(config, ("hidden_size", "n_embd", "d_model", "dim"), path) or 0
+    layers = _int_field(config, ("num_hidden_layers", "n_layer", "num_layers", "n_layers"), path) or 0
+    ffn = _int_field(config, ("intermediate_size", "n_inner", "ffn_dim", "hidden_dim"), path) or 4 * hidden
+    vocab = _int_field(config, ("vocab_size",), path) or 0
+    positions = _int_field(config, ("max_position_embeddings", "n_positions"), path) or 0
+    experts = max(1, _int_field(config, ("num_local_experts", "num_experts", "n_routed_experts"), path) or 1)
+    params = (vocab + positions) * hidden + layers * (4 * hidden * hidden + 2 * hidden * ffn * experts)
+    dtype = str(config.get("torch_dtype") or config.get("dtype") or "float32").removeprefix("torch.")
+    sizes = {
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "intermediate_size": ffn,
+        "vocab_size": vocab,
+    }
+    return params * _TORCH_DTYPE_BYTES.get(dtype, 4), sizes
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else physical pages; None when unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_model_size(config: dict[str, Any], folder: Path, role: str) -> None:
+    """Refuse a config whose weights cannot fit in the memory available now, before allocating."""
+    path = folder / "config.json"
+    need, sizes = estimate_bytes(config, path)
+    available = available_memory_bytes()
+    if available is not None and need > available:
+        shown = ", ".join(f"{k}={v}" for k, v in sizes.items())
+        raise ModelLoadError(
+            f"{path}: this {role} would need about {need / 1e9:.3g} GB for its weights alone ({shown}), "
+            f"but {available / 1e9:.3g} GB of memory is available. Check these fields, or use a machine "
+            "with more memory."
+        )
+
+
+def check_safetensors(path: Path) -> None:
+    """The header of one .safetensors file: length prefix, JSON, dtypes, offsets inside the file, no overlap."""
+    size = path.stat().st_size
+    if size < 8:
+        raise ModelLoadError(
+            f"{path}: {size} bytes, shorter than the 8-byte header length; the file is truncated"
+        )
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        if n > MAX_SAFETENSORS_HEADER or n > size - 8:
+            raise ModelLoadError(
+                f"{path}: byte 0: header length {n} but the file has {size - 8} bytes after it "
+                f"(limit {MAX_SAFETENSORS_HEADER}); the file is truncated or not safetensors: save it again"
+            )
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelLoadError(
+            f"{path}: byte 8: the header is not valid JSON ({exc}); the file is corrupt"
+        ) from None
+    if not isinstance(header, dict):
+        raise ModelLoadError(f"{path}: byte 8: the header is not a JSON object; the file is corrupt")
+    data_len = size - 8 - n
+    spans = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        where = f"{path}: tensor {name!r}"
+        if not isinstance(entry, dict):
+            raise ModelLoadError(f"{where}: header entry is not an object; the file is corrupt")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if dtype not in DTYPE_BYTES:
+            raise ModelLoadError(
+                f"{where}: unknown dtype {dtype!r}; the file is corrupt or from a newer format"
+            )
+        ok_shape = isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
+        ok_offsets = (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(type(o) is int and o >= 0 for o in offsets)
+        )
+        if not ok_shape or not ok_offsets:
+            raise ModelLoadError(
+                f"{where}: shape {shape!r} / data_offsets {offsets!r} are not non-negative integers"
+            )
+        begin, end = offsets
+        count = 1
+        for d in shape:
+            count *= d
+        if not begin <= end <= data_len:
+            raise ModelLoadError(
+                f"{where}: data_offsets [{begin}, {end}] run past the {data_len} data bytes; the file is truncated"
+            )
+        if end - begin != count * DTYPE_BYTES[dtype]:
+            raise ModelLoadError(
+                f"{where}: {end - begin} bytes for shape {shape} of {dtype} ({count * DTYPE_BYTES[dtype]} expected)"
+            )
+        spans.append((begin, end, name))
+    spans.sort()
+    for (b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:], strict=False):
+        if b1 < e0:
+            raise ModelLoadError(
+                f"{path}: tensors {n0!r} [{b0}, {e0}] and {n1!r} (from {b1}) overlap; the file is corrupt"
+            )
+
+
+def check_folder_contents(folder: Path, role: str, trust_remote_code: bool) -> None:
+    """Every check above, on a local model folder that has a config.json."""
+    config = read_config_json(folder, role)
+    check_remote_code(config, folder, role, trust_remote_code)
+    check_model_size(config, folder, role)
+    for path in sorted(folder.glob("*.safetensors")):
+        check_safetensors(path)
