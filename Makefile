@@ -55,13 +55,15 @@ test-compat: $(COMPAT_STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
-# Hostile-input fuzz of the file readers (tests/hostile/fuzz_readers.py: READERS): EXAMPLES
-# inputs per reader within FUZZ_SECONDS each; results in fuzz-results/fuzz.json.
+# Hostile-input fuzz of the file readers, EXAMPLES inputs per reader: recipes and targets
+# (tests/hostile/fuzz_readers.py: READERS, within FUZZ_SECONDS each; fuzz-results/fuzz.json), then
+# the GGUF header and manifest readers (hypothesis, benchmarks/fuzz_artifacts.py).
 EXAMPLES     ?= 10000
 FUZZ_SECONDS ?= 600
 fuzz: $(STAMP)
 	mkdir -p fuzz-results
 	$(BIN)/python tests/hostile/fuzz_readers.py --examples $(EXAMPLES) --seconds $(FUZZ_SECONDS) --json fuzz-results/fuzz.json
+	$(BIN)/python benchmarks/fuzz_artifacts.py --examples $(EXAMPLES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgedistill compress export bench targets tests examples benchmarks
