@@ -39,6 +39,7 @@ from edgedistill.bench.plan import _Plan
 from edgedistill.bench.progress import _Progress
 from edgedistill.errors import DataError, EdgeDistillError, MissingDependencyError
 from edgedistill.io import atomic_write_json
+from edgedistill.signals import interruptible
 
 REPORT_VERSION = 1
 
@@ -77,6 +78,7 @@ def _skip_reason(plan: _Plan, artifact: Artifact, host_reason: str | None) -> st
     return runtime.unavailable_reason(plan.options, plan.target.requires)
 
 
+@interruptible
 def bench(
     artifacts: Sequence[str | Path],
     target: Any,

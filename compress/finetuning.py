@@ -36,7 +36,8 @@ from edgedistill.compress.training import (
     world_size,
 )
 from edgedistill.errors import DataError
-from edgedistill.io import atomic_dir, atomic_write_json
+from edgedistill.io import atomic_dir, atomic_write_json, disk_full_as_error
+from edgedistill.signals import interruptible
 
 
 class SupervisedTrainer(Trainer):
@@ -90,6 +91,7 @@ def _num_labels(recipe: FinetuneRecipe, config) -> tuple[int, bool]:
     return seen, has_head
 
 
+@interruptible
 def finetune(
     recipe: FinetuneRecipe,
     out_dir: str | Path,
@@ -159,7 +161,8 @@ def finetune(
     )
     trainer.remove_callback(PrinterCallback)
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=last_checkpoint(out / "checkpoints"))
+    with disk_full_as_error(out / "checkpoints"):  # a checkpoint torn by a full disk is skipped on resume
+        trainer.train(resume_from_checkpoint=last_checkpoint(out / "checkpoints"))
     seconds = time.perf_counter() - started
     if not trainer.is_world_process_zero():
         return {}
