@@ -103,7 +103,7 @@ def last_checkpoint(folder: Path) -> str | None:
         if match and entry.is_dir():
             found.append((int(match.group(1)), entry))
     complete = None
-    for step, entry in sorted(found, reverse=True):
+    for _step, entry in sorted(found, reverse=True):
         if checkpoint_is_complete(entry):
             complete = entry
             break
