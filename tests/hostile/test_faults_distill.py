@@ -184,3 +184,26 @@ def test_sigterm_is_an_interruption_and_resumes(tmp_path, straight, tiny_bert_cl
     proc = run_cli(args)
     assert proc.returncode == 0, proc.stderr
     _assert_same_as_straight(out, straight)
+
+
+def test_full_disk_during_checkpointing_is_typed_and_resumes_after_space_is_freed(
+    tmp_path, straight, tiny_bert_classifier, tiny_data
+):
+    """--out on a 3 MiB tmpfs: a checkpoint (weights + Adam state, about 1 MiB) cannot be written.
+    The run stops with one line naming the folder and the free space (exit 2); with space freed
+    (the tmpfs grown) the same command resumes from the last complete checkpoint to the same weights."""
+    from _faults_helpers import resize, small_disk
+
+    with small_disk(tmp_path / "disk", "3M") as disk:
+        out = disk / "out"
+        args = distill_args(tiny_bert_classifier, tiny_data, out, steps=STEPS)
+        proc = run_cli(args)
+        assert proc.returncode == 2, proc.stderr
+        line = proc.stderr.strip().splitlines()[-1]
+        assert line.startswith("edgedistill distill: error: ") and "MiB free" in line, proc.stderr
+        assert str(out / "checkpoints") in line and "Traceback" not in proc.stderr
+        assert not (out / "student").exists() and leftovers(out) == []
+        resize(disk, "64M")
+        proc = run_cli(args)
+        assert proc.returncode == 0, proc.stderr
+        _assert_same_as_straight(out, straight)
