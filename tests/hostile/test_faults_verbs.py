@@ -146,6 +146,10 @@ def bench_setup(exported, tmp_path, tiny_data):
     return {"args": args, "report": report, "scratch": scratch, "env": env}
 
 
+def _scratch(setup) -> list:
+    return sorted(setup["scratch"].glob("edgedistill-bench-*"))  # (runtimes keep their own files there)
+
+
 def _workers(proc) -> list:
     import psutil
 
@@ -183,9 +187,9 @@ def test_bench_killed_mid_measurement_leaves_no_worker_and_the_previous_report(b
     assert alive == [], f"measuring processes outlived bench: {alive}"
     assert bench_setup["report"].read_text() == '{"previous": "good"}\n'
     if sig == signal.SIGTERM:
-        assert INTERRUPTED in err and list(bench_setup["scratch"].iterdir()) == []
+        assert INTERRUPTED in err and _scratch(bench_setup) == []
     else:  # SIGKILL: the scratch folder stays until the next bench sweeps it
-        assert list(bench_setup["scratch"].iterdir())
+        assert _scratch(bench_setup), "expected the killed bench's scratch folder"
         import subprocess
         import sys
 
@@ -205,7 +209,7 @@ def test_bench_killed_mid_measurement_leaves_no_worker_and_the_previous_report(b
         )
         assert done.returncode == 0, done.stderr
         assert json.loads(bench_setup["report"].read_text())["artifacts"]
-        assert list(bench_setup["scratch"].iterdir()) == []
+        assert _scratch(bench_setup) == [], "the next bench sweeps a dead bench's scratch"
 
 
 # --- generate -------------------------------------------------------------------------------------
