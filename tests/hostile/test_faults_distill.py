@@ -150,6 +150,7 @@ def test_kill9_at_a_qat_step_boundary_resumes_to_the_same_weights(
     assert bitwise_equal(resumed, straight["weights"]), max_abs_diff(resumed, straight["weights"])
 
 
+@pytest.mark.slow
 def test_repeated_kill9_at_random_moments_resumes_to_the_same_weights(
     tmp_path, straight, tiny_bert_classifier, tiny_data
 ):
@@ -172,6 +173,7 @@ def test_repeated_kill9_at_random_moments_resumes_to_the_same_weights(
     assert leftovers(out) == []
 
 
+@pytest.mark.slow
 def test_sigterm_is_an_interruption_and_resumes(tmp_path, straight, tiny_bert_classifier, tiny_data):
     out = tmp_path / "out"
     args = distill_args(tiny_bert_classifier, tiny_data, out, steps=STEPS)
@@ -186,6 +188,7 @@ def test_sigterm_is_an_interruption_and_resumes(tmp_path, straight, tiny_bert_cl
     _assert_same_as_straight(out, straight)
 
 
+@pytest.mark.slow
 def test_full_disk_during_checkpointing_is_typed_and_resumes_after_space_is_freed(
     tmp_path, straight, tiny_bert_classifier, tiny_data
 ):

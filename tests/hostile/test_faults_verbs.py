@@ -43,6 +43,7 @@ def finetuned(tmp_path_factory, tiny_bert_classifier, tiny_data):
     return weights(out / "model")
 
 
+@pytest.mark.slow
 def test_finetune_kill9_at_a_step_boundary_resumes_to_the_same_weights(
     tmp_path, finetuned, tiny_bert_classifier, tiny_data
 ):
@@ -57,6 +58,7 @@ def test_finetune_kill9_at_a_step_boundary_resumes_to_the_same_weights(
     assert bitwise_equal(got, finetuned), max_abs_diff(got, finetuned)
 
 
+@pytest.mark.slow
 def test_finetune_sigterm_is_an_interruption_and_resumes(
     tmp_path, finetuned, tiny_bert_classifier, tiny_data
 ):
@@ -117,6 +119,7 @@ def test_export_sigterm_is_an_interruption_and_leaves_nothing_behind(exported, t
     assert tree_digest(exported / "onnx-fp32") == before and leftovers(exported) == []
 
 
+@pytest.mark.slow
 def test_export_on_a_full_disk_is_typed_and_keeps_the_previous_artifact(tmp_path, tiny_bert_classifier):
     with small_disk(tmp_path / "disk", "24M") as disk:
         out = disk / "artifacts"
@@ -232,6 +235,7 @@ def _generate_args(teacher: Path, prompts: Path, out: Path) -> list:
     ]
 
 
+@pytest.mark.slow
 def test_generate_sigterm_and_repeated_kill9_resume_to_the_uninterrupted_samples(tmp_path, lm_teacher):
     from tiny_llama import SAMPLE_SENTENCES
 
@@ -264,6 +268,7 @@ def test_generate_sigterm_and_repeated_kill9_resume_to_the_uninterrupted_samples
 # --- run ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_kill9_in_distill_then_sigterm_in_bench_then_rerun_finishes(
     tmp_path, tiny_bert_classifier, tiny_data
 ):
