@@ -63,13 +63,16 @@ def disk_full_as_error(path: str | os.PathLike) -> Iterator[None]:
         if not is_disk_full(exc):
             raise
         raise DiskFullError(path, free_bytes(path), _FULL[exc.errno]) from exc
-    except RuntimeError as exc:
-        # torch.save and safetensors wrap the OSError in their own message ("file write failed")
+    except DiskFullError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (re-raised unless it is a full disk)
+        # torch.save and safetensors wrap the OSError in their own exception types and messages
+        # ("file write failed", "SafetensorError: ... No space left on device (os error 28)")
         text = str(exc).lower()
         free = free_bytes(path)
-        if "no space left" in text:
+        if "no space left" in text or "os error 28" in text:
             raise DiskFullError(path, free, _FULL[errno.ENOSPC]) from exc
-        if "file too large" in text:
+        if "file too large" in text or "os error 27" in text:
             raise DiskFullError(path, free, _FULL[errno.EFBIG]) from exc
         if "write" in text and free is not None and free < _NEARLY_FULL:
             raise DiskFullError(path, free, f"a write failed with the disk nearly full ({exc})") from exc
