@@ -67,16 +67,28 @@ def disk_full_as_error(path: str | os.PathLike) -> Iterator[None]:
         raise
     except Exception as exc:  # noqa: BLE001 (re-raised unless it is a full disk)
         # torch.save and safetensors wrap the OSError in their own exception types and messages
-        # ("file write failed", "SafetensorError: ... No space left on device (os error 28)")
-        text = str(exc).lower()
+        # ("PytorchStreamWriter failed writing file", "basic_ios::clear: iostream error",
+        # "SafetensorError: ... No space left on device (os error 28)")
+        text = " | ".join(str(e).lower() for e in _chain(exc))
         free = free_bytes(path)
         if "no space left" in text or "os error 28" in text:
             raise DiskFullError(path, free, _FULL[errno.ENOSPC]) from exc
         if "file too large" in text or "os error 27" in text:
             raise DiskFullError(path, free, _FULL[errno.EFBIG]) from exc
-        if "write" in text and free is not None and free < _NEARLY_FULL:
+        failed_io = any(word in text for word in ("write", "iostream", "i/o error"))
+        if failed_io and free is not None and free < _NEARLY_FULL:
             raise DiskFullError(path, free, f"a write failed with the disk nearly full ({exc})") from exc
         raise
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or while handling (torch.save's ENOSPC
+    surfaces as "unexpected pos" raised while its writer closes, over "iostream error")."""
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen and len(seen) < 8:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
 
 
 def _alive(pid: int) -> bool:

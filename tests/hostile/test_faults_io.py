@@ -173,3 +173,24 @@ def test_sigterm_becomes_an_interruption_only_during_a_verb(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:3] == ["interrupted True", "restored True", "own handler kept"]
+
+
+@pytest.mark.parametrize("writer", ["safetensors", "torch.save"])
+def test_full_disk_inside_a_library_writer_is_recognised(writer, tmp_path):
+    """Trainer checkpoints are written by safetensors (SafetensorError "... os error 28") and
+    torch.save (RuntimeError "basic_ios::clear: iostream error", measured): both become DiskFullError."""
+    import torch
+
+    from edgedistill.io import disk_full_as_error
+
+    state = {"w": torch.zeros(1 << 19)}  # 2 MiB
+    with small_disk(tmp_path / "disk", "1M") as disk:
+        with pytest.raises(DiskFullError, match="MiB free") as err:
+            with disk_full_as_error(disk / "checkpoint-1"):
+                if writer == "safetensors":
+                    from safetensors.torch import save_file
+
+                    save_file(state, str(disk / "model.safetensors"))
+                else:
+                    torch.save(state, disk / "optimizer.pt")
+        assert str(disk / "checkpoint-1") in str(err.value)
