@@ -102,7 +102,7 @@ def finetune_args(model: Path, data: dict[str, Path], out: Path, steps: int = 8)
     ]
 
 
-def run_cli(args: list, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(args: list, cwd: Path | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*CLI, *map(str, args)], env=ENV, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
@@ -114,7 +114,7 @@ def start_cli(args: list, cwd: Path | None = None) -> subprocess.Popen:
     )
 
 
-def wait_until(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 240) -> bool:
+def wait_until(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 600) -> bool:
     """Poll ``ready`` until it holds (True) or the process ends first (False)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -126,7 +126,7 @@ def wait_until(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float
     raise AssertionError(f"timed out waiting; the process is {'alive' if proc.poll() is None else 'gone'}")
 
 
-def stop(proc: subprocess.Popen, sig: int = signal.SIGKILL, timeout: float = 120) -> tuple[int, str]:
+def stop(proc: subprocess.Popen, sig: int = signal.SIGKILL, timeout: float = 300) -> tuple[int, str]:
     """Send ``sig`` and wait; returns (exit status, stderr)."""
     if proc.poll() is None:
         proc.send_signal(sig)

@@ -183,7 +183,7 @@ def test_bench_killed_mid_measurement_leaves_no_worker_and_the_previous_report(b
     bench_setup["report"].write_text('{"previous": "good"}\n')
     proc = _start_bench(bench_setup)
     found: list = []
-    assert wait_until(proc, lambda: bool(found.extend(_workers(proc)) or found), timeout=120)
+    assert wait_until(proc, lambda: bool(found.extend(_workers(proc)) or found), timeout=600)
     rc, err = stop(proc, sig)
     assert rc == (-signal.SIGKILL if sig == signal.SIGKILL else 130), err
     _, alive = psutil.wait_procs(found, timeout=10)
@@ -208,7 +208,7 @@ def test_bench_killed_mid_measurement_leaves_no_worker_and_the_previous_report(b
             env=bench_setup["env"],
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=900,
         )
         assert done.returncode == 0, done.stderr
         assert json.loads(bench_setup["report"].read_text())["artifacts"]
