@@ -39,6 +39,7 @@ from edgedistill.bench.plan import _Plan
 from edgedistill.bench.progress import _Progress
 from edgedistill.errors import DataError, EdgeDistillError, MissingDependencyError
 from edgedistill.io import atomic_write_json
+from edgedistill.signals import interruptible
 
 REPORT_VERSION = 1
 
@@ -77,6 +78,21 @@ def _skip_reason(plan: _Plan, artifact: Artifact, host_reason: str | None) -> st
     return runtime.unavailable_reason(plan.options, plan.target.requires)
 
 
+def _remove_dead_scratch(tmp_root: Path) -> None:
+    """Scratch folders of benches that were SIGKILLed (their ``finally`` never ran) are removed."""
+    for folder in tmp_root.glob("edgedistill-bench-*-*"):
+        pid = folder.name.split("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
+@interruptible
 def bench(
     artifacts: Sequence[str | Path],
     target: Any,
@@ -138,7 +154,8 @@ def bench(
             max_samples=target.workload.eval_max_samples,
         )
 
-    work_dir = Path(tempfile.mkdtemp(prefix="edgedistill-bench-"))
+    _remove_dead_scratch(Path(tempfile.gettempdir()))
+    work_dir = Path(tempfile.mkdtemp(prefix=f"edgedistill-bench-{os.getpid()}-"))
     plan = _Plan(target=target, options=options, cpus=cpus, warnings=warnings, work_dir=work_dir)
     texts_file = None
     if eval_data is not None:

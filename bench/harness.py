@@ -85,7 +85,42 @@ def run_worker(
     cmd = [sys.executable, "-m", "edgedistill.bench._worker", str(job_file), str(result_file)]
     cpu_before = psutil.cpu_times()
     with open(stderr_file, "wb") as err, open(folder / "stdout.txt", "wb") as out:
-        proc = subprocess.Popen(cmd, env=worker_env(int(job["options"]["threads"])), stdout=out, stderr=err)
+        proc = subprocess.Popen(
+            cmd,
+            env=worker_env(int(job["options"]["threads"])),
+            stdout=out,
+            stderr=err,
+            preexec_fn=_die_with_parent(),
+        )
+    try:
+        return _watch(proc, job, folder, cpu_before, timeout_s, poll_interval_s)
+    except BaseException:  # Ctrl-C or SIGTERM (edgedistill.signals): no measuring process outlives bench
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        raise
+
+
+def _die_with_parent():
+    """A preexec_fn that makes the measuring process get SIGKILL when bench dies (even by kill -9).
+
+    ctypes is loaded here, in the parent: importing after fork in a threaded process can deadlock.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _watch(proc, job, folder: Path, cpu_before, timeout_s: float, poll_interval_s: float) -> dict[str, Any]:
+    import psutil
+
+    result_file, stderr_file = folder / "result.json", folder / "stderr.txt"
     polled_peak, polls = 0, 0
     started = time.monotonic()
     status, rusage, timed_out = None, None, False

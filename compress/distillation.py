@@ -56,7 +56,8 @@ from edgedistill.compress.training import (
     training_arguments,
     world_size,
 )
-from edgedistill.io import atomic_dir, atomic_path, atomic_write_json
+from edgedistill.io import atomic_dir, atomic_path, atomic_write_json, disk_full_as_error
+from edgedistill.signals import interruptible
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ def _save_student(
     return target
 
 
+@interruptible
 def distill(
     recipe: DistillRecipe,
     out_dir: str | Path,
@@ -294,7 +296,8 @@ def distill(
         )
         trainer.remove_callback(PrinterCallback)  # the rich bar shows progress; logs go to the report
         started = time.perf_counter()
-        trainer.train(resume_from_checkpoint=last_checkpoint(phase_dir))
+        with disk_full_as_error(phase_dir):  # a checkpoint torn by a full disk is skipped on resume
+            trainer.train(resume_from_checkpoint=last_checkpoint(phase_dir))
         train_seconds += time.perf_counter() - started
         history.extend(h for h in trainer.state.log_history if "global_step" in h)
         return trainer

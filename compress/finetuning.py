@@ -38,7 +38,8 @@ from edgedistill.compress.training import (
     world_size,
 )
 from edgedistill.errors import DataError
-from edgedistill.io import atomic_dir, atomic_write_json
+from edgedistill.io import atomic_dir, atomic_write_json, disk_full_as_error
+from edgedistill.signals import interruptible
 
 
 class SupervisedTrainer(FiniteGuardMixin, Trainer):
@@ -99,6 +100,7 @@ def _num_labels(recipe: FinetuneRecipe, config) -> tuple[int, bool]:
     return max(2, max(e.label for e in examples) + 1), False
 
 
+@interruptible
 def finetune(
     recipe: FinetuneRecipe,
     out_dir: str | Path,
@@ -171,7 +173,8 @@ def finetune(
     )
     trainer.remove_callback(PrinterCallback)
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=last_checkpoint(out / "checkpoints"))
+    with disk_full_as_error(out / "checkpoints"):  # a checkpoint torn by a full disk is skipped on resume
+        trainer.train(resume_from_checkpoint=last_checkpoint(out / "checkpoints"))
     seconds = time.perf_counter() - started
     if not trainer.is_world_process_zero():
         return {}

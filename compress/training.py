@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -14,6 +15,8 @@ from edgedistill.compress.config import TrainingConfig
 from edgedistill.config import dump_config
 from edgedistill.errors import EdgeDistillError, TrainingError
 from edgedistill.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 
 def world_size() -> int:
@@ -68,10 +71,47 @@ def training_arguments(
     )
 
 
-def last_checkpoint(folder: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def checkpoint_is_complete(folder: Path) -> bool:
+    """A Trainer checkpoint is complete when its ``trainer_state.json`` (written last) parses and
+    names the step in the folder's name, and its weights and optimizer state are there."""
+    import json
 
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    step = folder.name.rpartition("-")[2]
+    has_weights = any((folder / n).is_file() for n in ("model.safetensors", "pytorch_model.bin"))
+    has_optimizer = (folder / "optimizer.pt").is_file() and (folder / "scheduler.pt").is_file()
+    has_rng = any(folder.glob("rng_state*.pth"))  # without it a resumed run draws other numbers
+    return str(state.get("global_step")) == step and has_weights and has_optimizer and has_rng
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest COMPLETE ``checkpoint-N`` in ``folder`` (None when there is none).
+
+    A process killed while Trainer writes a checkpoint leaves a torn or empty folder; resuming
+    from it fails (HF's ``get_last_checkpoint`` only looks at the names). Torn folders newer than
+    the last complete one are removed by rank 0, so Trainer's rotation never counts them either.
+    """
+    import re
+
+    if not folder.is_dir():
+        return None
+    found = []
+    for entry in folder.iterdir():
+        match = re.fullmatch(r"checkpoint-(\d+)", entry.name)
+        if match and entry.is_dir():
+            found.append((int(match.group(1)), entry))
+    complete = None
+    for _step, entry in sorted(found, reverse=True):
+        if checkpoint_is_complete(entry):
+            complete = entry
+            break
+        if int(os.environ.get("RANK", "0")) == 0:
+            log.warning("%s is incomplete (interrupted while saving); resuming from an earlier one", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+    return str(complete) if complete is not None else None
 
 
 def _wait_for_rank_zero(out: Path, run_id: str, timeout_s: float = 300.0) -> None:

@@ -54,3 +54,17 @@ class ArtifactError(EdgeDistillError):
 
 class TrainingError(EdgeDistillError):
     """Training went wrong in a way the recipe can fix (a non-finite loss or weight, with its step)."""
+
+
+class DiskFullError(EdgeDistillError):
+    """A write ran out of space (or hit a file-size limit); nothing already written was replaced."""
+
+    def __init__(self, path, free_bytes: int | None, cause: str = "no space left on the device"):
+        self.path = str(path)
+        self.free_bytes = free_bytes
+        free = "unknown" if free_bytes is None else f"{free_bytes / 2**20:.1f} MiB"
+        super().__init__(
+            f"{self.path}: {cause} ({free} free there); the previous output, if any, is untouched and "
+            f"no temporary file was left. Free some space (or choose another --out) and run the same "
+            f"command again"
+        )

@@ -33,6 +33,7 @@ from edgedistill.config import StrictModel, dump_config
 from edgedistill.errors import EdgeDistillError
 from edgedistill.export.config import ExportConfig
 from edgedistill.io import atomic_write_json, sha256_file
+from edgedistill.signals import interruptible
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +236,7 @@ def stage_gate(recipe: RunRecipe, out: Path, target, report_path: str) -> dict[s
 # ----------------------------------------------------------------------------------------------
 
 
+@interruptible
 def run(
     recipe: RunRecipe,
     out_dir: str | Path,

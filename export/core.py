@@ -65,6 +65,7 @@ from edgedistill.export.tracing import (  # noqa: F401
     traceable,
 )
 from edgedistill.io import atomic_dir, atomic_write_json
+from edgedistill.signals import interruptible
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,7 @@ def export_artifact(
     return manifest
 
 
+@interruptible
 def export(
     student_dir: str | Path,
     out_dir: str | Path,

@@ -36,6 +36,7 @@ from edgedistill.compress.generate.store import (
 )
 from edgedistill.config import dump_config
 from edgedistill.io import atomic_write_json
+from edgedistill.signals import interruptible
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +214,7 @@ def _generate_batch(
     return results
 
 
+@interruptible
 def generate(
     cfg: GenerateConfig,
     out: str | Path,
