@@ -1,6 +1,6 @@
 """Hostile recipe and target YAML: every case is one ConfigError naming the file, where and the fix.
 
-Measured on the landed code first (docs/_reliability_inputs.md has the before column): a
+Measured on the landed code first (docs/reliability.md, part A, has the before column): a
 billion-laughs file, bad UTF-8, deep nesting and a 5,000-digit integer crashed with raw Python
 errors or expanded unboundedly; duplicate keys were silently merged; `.inf` and 10**12 iteration
 counts and a target named `../x` were accepted.
