@@ -102,6 +102,21 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4g}"
 
 
+_TIMING_KEYS = ("p50_latency_ms", "p95_latency_ms", "p99_latency_ms", "min_throughput_per_s", "ttft_ms",
+                "min_decode_tokens_per_s")  # fmt: skip
+
+
+def _emulated_reason(entry: dict[str, Any], key: str) -> str | None:
+    """Budgets an emulated device (qemu-user) cannot speak for: its timings and its memory are the emulator's."""
+    if not entry.get("emulated"):
+        return None
+    if key in _TIMING_KEYS:
+        return "latency under emulation is not a device latency"
+    if key == "peak_rss_mb":
+        return "memory under emulation is the emulator's (qemu-user), not a device's"
+    return None
+
+
 def _budget_checks(entry: dict[str, Any], budgets: dict[str, Any]) -> list[Check]:
     name, task, status = entry["name"], entry.get("task"), entry.get("status")
     checks = []
@@ -118,6 +133,10 @@ def _budget_checks(entry: dict[str, Any], budgets: dict[str, Any]) -> list[Check
             checks.append(
                 Check(name, spec.key, "skipped", "not measured: the run failed", None, limit, spec.unit)
             )
+            continue
+        emulated = _emulated_reason(entry, spec.key)
+        if emulated:
+            checks.append(Check(name, spec.key, "skipped", emulated, None, limit, spec.unit))
             continue
         if task not in spec.tasks:
             checks.append(
