@@ -52,7 +52,7 @@ class AdbDevice(RemoteDevice):
         )
 
     def exec(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
-        return self._adb(["shell", shlex.join(argv)], timeout)
+        return self._adb(["shell", self.shell_line(argv)], timeout)
 
     def check_transport(self, proc: subprocess.CompletedProcess, what: str) -> None:
         err = (proc.stderr or "").lower()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import shlex
 import subprocess
 import zipfile
 from pathlib import Path
@@ -106,6 +107,11 @@ class RemoteDevice:
 
     def pull(self, remote: str, local: Path, timeout: float) -> None:
         raise NotImplementedError
+
+    def shell_line(self, argv: list[str]) -> str:
+        """The command line a device shell runs: in the work folder (so no ``edgedistill/`` folder of
+        the login directory shadows the bundle), then ``argv`` quoted."""
+        return f"cd {shlex.quote(self.workdir)} 2>/dev/null; {shlex.join(argv)}"
 
     def python_env(self) -> list[str]:
         """``env VAR=... `` words that start the device's Python on the bundle."""

@@ -59,7 +59,8 @@ class Arm64EmulatedDevice(RemoteDevice):
         return list(self.python)
 
     def exec(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        cwd = self.workdir if Path(self.workdir).is_dir() else None  # never a folder with an edgedistill/ in it
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=cwd)
 
     def push(self, local: Path, remote: str, timeout: float) -> None:
         Path(remote).parent.mkdir(parents=True, exist_ok=True)
@@ -71,6 +72,7 @@ class Arm64EmulatedDevice(RemoteDevice):
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
+        out["cpu_model"] = f"qemu-aarch64 -cpu {self.cpu or 'max (qemu default)'}"
         out["emulation"] = {
             "emulator": "qemu-user",
             "note": EMULATION_NOTE,

@@ -81,6 +81,10 @@ def facts() -> dict:
     machine = u.machine
     isa = _auxv_isa() if machine in ("aarch64", "arm64") else None
     cpuinfo_machine = "x86_64" if "sse2" in flags else ("aarch64" if "asimd" in flags or "fp" in flags else None)
+    other = bool(cpuinfo_machine and machine and cpuinfo_machine != machine)
+    emulator_host = None
+    if other:  # qemu-user passes the host's /proc/cpuinfo through: it describes the emulator's host
+        emulator_host, model, flags = model, None, []
     return {
         "machine": machine,
         "uname": " ".join([u.system, u.node, u.release, u.version, u.machine]),
@@ -91,8 +95,8 @@ def facts() -> dict:
         "cpu_count": os.cpu_count(),
         "cpuinfo_flags": flags,
         "hwcap_isa": isa,
-        # qemu-user passes the host's /proc/cpuinfo through: then it describes the emulator's host
-        "cpuinfo_is_other_machine": bool(cpuinfo_machine and machine and cpuinfo_machine != machine),
+        "cpuinfo_is_other_machine": other,
+        "emulator_host_cpu": emulator_host,
         "python": platform.python_version(),
         "python_executable": sys.executable,
     }

@@ -58,7 +58,7 @@ class SshDevice(RemoteDevice):
         return f"{self.user}@{self.host}" if self.user else self.host
 
     def exec(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
-        cmd = ["ssh", *self.options(), "-p", str(self.port), self._target(), "--", shlex.join(argv)]
+        cmd = ["ssh", *self.options(), "-p", str(self.port), self._target(), "--", self.shell_line(argv)]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
     def check_transport(self, proc: subprocess.CompletedProcess, what: str) -> None:
