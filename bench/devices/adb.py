@@ -35,6 +35,7 @@ class AdbDevice(RemoteDevice):
         self.serial = str(spec["serial"])
         self.adb = str(spec.get("adb") or "adb")
         self.native: dict[str, str] = dict(spec.get("native") or {})
+        self.can_predict = bool(spec.get("python")) or not self.native
 
     def default_workdir(self) -> str:
         return "/data/local/tmp/edgedistill"
@@ -97,6 +98,20 @@ class AdbDevice(RemoteDevice):
         self.facts = {"uname": uname, "machine": uname.split()[-1] if uname else None, "cpu_model": model,
                       "cpuinfo_flags": features, "python": None}  # fmt: skip
         return self.facts
+
+    def verify_copy(self, remote_dir: str, hashes: dict[str, str]) -> dict[str, Any]:
+        if self.spec.get("python") or not self.native:
+            return super().verify_copy(remote_dir, hashes)
+        # no Python on the phone: its own sha256sum (toybox has one) hashes the copy there
+        proc = self._call(["sh", "-c", f"cd {shlex.quote(remote_dir)} 2>/dev/null && sha256sum -- {' '.join(shlex.quote(r) for r in hashes)}"],
+                          self.timeout_s + 300, "sha256sum")  # fmt: skip
+        seen = {}
+        for line in proc.stdout.splitlines():
+            digest, _, name = line.strip().partition(" ")
+            seen[name.strip().lstrip("*")] = digest
+        missing = [r for r in hashes if r not in seen]
+        mismatched = [r for r in hashes if r in seen and seen[r] != hashes[r]]
+        return {"ok": not missing and not mismatched, "files": len(hashes), "missing": missing, "mismatched": mismatched}
 
     def runtime_reason(self, runtime: Any) -> str | None:
         tool = self.native_tool(runtime.formats[0] if runtime.formats else "")

@@ -177,6 +177,10 @@ class RemoteDevice:
             f"{', '.join(bad)} for {' '.join(self.python)} there (pip install {' '.join(runtime.packages[:1])} numpy tokenizers)"
         )
 
+    def verify_copy(self, remote_dir: str, hashes: dict[str, str]) -> dict[str, Any]:
+        """sha256 of the device's copy against ``hashes`` (computed on the device), by `remote verify`."""
+        return self.remote("verify", remote_dir, f"{remote_dir}.sha256.json", timeout=self.timeout_s + 300)
+
     def push_artifact(self, path: Path) -> str:
         """Copy an artifact folder to the device once and check its sha256 there; returns its path there."""
         key = str(Path(path).resolve())
@@ -188,13 +192,13 @@ class RemoteDevice:
         hashes_file = self.run_dir / f"hashes-{digest}.json"
         hashes_file.write_text(json.dumps(hashes), encoding="utf-8")
         self.push(hashes_file, f"{remote_dir}.sha256.json", self.timeout_s + 60)
-        check = self.remote("verify", remote_dir, f"{remote_dir}.sha256.json", timeout=self.timeout_s + 300)
+        check = self.verify_copy(remote_dir, hashes)
         if not check.get("ok"):  # not there yet (or changed): copy, then check again
             dirs = sorted({f"{remote_dir}/{Path(rel).parent.as_posix()}".rstrip("/.") for rel in hashes})
             self._call(["mkdir", "-p", remote_dir, *dirs], self.timeout_s + 20, "mkdir")
             for rel in hashes:
                 self.push(Path(path) / rel, f"{remote_dir}/{rel}", self.timeout_s + 600)
-            check = self.remote("verify", remote_dir, f"{remote_dir}.sha256.json", timeout=self.timeout_s + 300)
+            check = self.verify_copy(remote_dir, hashes)
         if not check.get("ok"):
             raise DeviceError(
                 f"{path}: the copy on device {self.address()} at {remote_dir} does not match its sha256 "
