@@ -84,10 +84,17 @@ def _device_block(target, device, reason: str | None) -> dict[str, Any]:
     if target.device.kind == "local":
         return {"kind": "local", "emulated": False, "note": "the bench host itself (see host)"}
     if device is None:
-        return {"kind": target.device.kind, "status": "unavailable", "reason": reason, "emulated": target.device.kind == "arm64-emulated"}
+        return {
+            "kind": target.device.kind,
+            "status": "unavailable",
+            "reason": reason,
+            "emulated": target.device.kind == "arm64-emulated",
+        }
     block = {"status": "used", **device.describe()}
     if device.emulated:
-        block["latency_note"] = "latency under emulation is not a device latency: the gate never judges a latency budget on it"
+        block["latency_note"] = (
+            "latency under emulation is not a device latency: the gate never judges a latency budget on it"
+        )
     return block
 
 
@@ -142,7 +149,9 @@ def bench(
         cpus, host_problem = None, None
         threads = target.runtime.threads or int((device.facts.get("cpu_count") if device else None) or 1)
         if target.runtime.cpu_affinity is not None:
-            warnings = [f"cpu_affinity is not applied on a {target.device.kind} device (threads: {threads} are)"]
+            warnings = [
+                f"cpu_affinity is not applied on a {target.device.kind} device (threads: {threads} are)"
+            ]
     options = target.runtime.model_dump()
     options["threads"] = threads
     options["cpus"] = cpus
@@ -161,7 +170,9 @@ def bench(
             max_samples=target.workload.eval_max_samples,
         )
 
-    plan = _Plan(target=target, options=options, cpus=cpus, warnings=warnings, work_dir=work_dir, device=device)
+    plan = _Plan(
+        target=target, options=options, cpus=cpus, warnings=warnings, work_dir=work_dir, device=device
+    )
     texts_file = None
     if eval_data is not None:
         texts_file = work_dir / "texts.json"

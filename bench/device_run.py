@@ -42,7 +42,10 @@ def compare_outputs(here, there, task: str) -> dict[str, Any]:
     a = np.asarray(here, dtype=np.float64).reshape(len(here), -1)
     b = np.asarray(there, dtype=np.float64).reshape(len(there), -1)
     if a.shape != b.shape:
-        return {"status": "error", "reason": f"device outputs have shape {list(b.shape)}, this host's {list(a.shape)}"}
+        return {
+            "status": "error",
+            "reason": f"device outputs have shape {list(b.shape)}, this host's {list(a.shape)}",
+        }
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     cos = np.where(norms > 0, (a * b).sum(axis=1) / np.where(norms > 0, norms, 1.0), 1.0)
     out = {
@@ -65,9 +68,15 @@ def device_parity(plan: Any, artifact: Artifact, device: Any) -> dict[str, Any]:
     from edgedistill.export.parity.inputs import BUILTIN_SENTENCES
 
     if not getattr(device, "can_predict", True):
-        return {"status": "not measured", "reason": "the device runs a native benchmark binary (no Python): outputs are not read back"}
+        return {
+            "status": "not measured",
+            "reason": "the device runs a native benchmark binary (no Python): outputs are not read back",
+        }
     if artifact.task not in PARITY_TASKS:
-        return {"status": "not measured", "reason": f"device parity covers {', '.join(PARITY_TASKS)}, not {artifact.task}"}
+        return {
+            "status": "not measured",
+            "reason": f"device parity covers {', '.join(PARITY_TASKS)}, not {artifact.task}",
+        }
     texts_file = plan.work_dir / "parity-texts.json"
     texts_file.write_text(json.dumps(list(BUILTIN_SENTENCES)), encoding="utf-8")
     job = plan.job("accuracy", artifact, texts_file=str(texts_file))
@@ -76,7 +85,9 @@ def device_parity(plan: Any, artifact: Artifact, device: Any) -> dict[str, Any]:
         here = plan.run(job, local=True)
     except EdgeDistillError as exc:  # the latency figures stand; the parity run's failure is reported
         return {"status": "error", "reason": str(exc)}
-    block = compare_outputs(np.load(here["predictions_file"]), np.load(there["predictions_file"]), artifact.task)
+    block = compare_outputs(
+        np.load(here["predictions_file"]), np.load(there["predictions_file"]), artifact.task
+    )
     block.update(
         sentences="export parity built-in sentences",
         reference="this host, same runtime and artifact",

@@ -49,5 +49,12 @@ class _Plan:
         if self.device is not None and not local:
             return self.device.run(job, timeout_s=m.timeout_s, poll_interval_s=poll, work_dir=folder)
         if local and self.device is not None:
-            job = {**job, "options": {**job["options"], "threads": self.options.get("host_threads") or job["options"]["threads"]}, "cpus": None}
+            job = {
+                **job,
+                "options": {
+                    **job["options"],
+                    "threads": self.options.get("host_threads") or job["options"]["threads"],
+                },
+                "cpus": None,
+            }
         return run_worker(job, timeout_s=m.timeout_s, poll_interval_s=poll, work_dir=folder)

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, parser, write_summary
+from common import parser, write_summary
 
 
 def tiny_students(root: Path) -> dict[str, Path]:
@@ -58,8 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     t = time.monotonic()
     students = tiny_students(work)
     fast = {"parity_samples": 16, "calib_samples": 8, "int8_method": "dynamic"}
-    export(students["classifier"], work / "cls", ExportConfig(formats=["onnx"], precisions=["fp32", "int8"], **fast))
-    export(students["encoder"], work / "enc", ExportConfig(formats=["gguf"], precisions=["q8_0"], parity_samples=8))
+    export(
+        students["classifier"],
+        work / "cls",
+        ExportConfig(formats=["onnx"], precisions=["fp32", "int8"], **fast),
+    )
+    export(
+        students["encoder"],
+        work / "enc",
+        ExportConfig(formats=["gguf"], precisions=["q8_0"], parity_samples=8),
+    )
     times["students_and_export"] = round(time.monotonic() - t, 1)
     target = load_target("cpu", {"device": {"kind": "arm64-emulated"}, "measurement.min_iterations": 10,
                                  "measurement.min_seconds": 0.1, "measurement.warmup_iterations": 1,
@@ -80,10 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         x86_top1 = outs[0].get("top1_agreement")
         p = entry.get("device_parity") or {}
         if entry["status"] != "measured":
-            rows.append(f"| {entry['name']} | {x86_diff:.3g} | {x86_top1} | {entry['status']}: {entry['reason'][:90]} | | | |")
+            rows.append(
+                f"| {entry['name']} | {x86_diff:.3g} | {x86_top1} | {entry['status']}: {entry['reason'][:90]} | | | |"
+            )
             continue
         rt = (p.get("device_runtime") or {}).get("onnxruntime")
-        rows.append(f"| {entry['name']} | {x86_diff:.3g} | {x86_top1} | {p['max_abs_diff']:.3g} | {p['cosine_min']:.6f} | {p.get('top1_agreement')} | {rt} |")
+        rows.append(
+            f"| {entry['name']} | {x86_diff:.3g} | {x86_top1} | {p['max_abs_diff']:.3g} | {p['cosine_min']:.6f} | {p.get('top1_agreement')} | {rt} |"
+        )
     dev = report["device"]
     md = "\n".join(
         [f"Device: {dev.get('cpu_model')} ({dev.get('machine')}, HWCAP {' '.join(dev.get('hwcap_isa') or [])}); "

@@ -286,7 +286,9 @@ class Target(StrictModel):
     precisions: list[str] | None = Field(
         None, description="Artifact precisions accepted (unset: all); others are skipped with the reason."
     )
-    device: DeviceSpec = Field(default_factory=DeviceSpec, description="Where to measure (default: this host).")
+    device: DeviceSpec = Field(
+        default_factory=DeviceSpec, description="Where to measure (default: this host)."
+    )
     runtime: RuntimeOptions = Field(default_factory=RuntimeOptions)
     workload: Workload = Field(default_factory=Workload)
     measurement: Measurement = Field(default_factory=Measurement)

@@ -29,14 +29,19 @@ class DeviceSpec(StrictModel):
         "(default python3 over ssh; unset over adb with `native` set: Python-free).",
     )
     workdir: str | None = Field(
-        None, description="Folder on the device (default /tmp/edgedistill-bench, adb /data/local/tmp/edgedistill)."
+        None,
+        description="Folder on the device (default /tmp/edgedistill-bench, adb /data/local/tmp/edgedistill).",
     )
-    connect_timeout_s: float = Field(10.0, gt=0, description="ssh ConnectTimeout and the base of every call's limit.")
+    connect_timeout_s: float = Field(
+        10.0, gt=0, description="ssh ConnectTimeout and the base of every call's limit."
+    )
     native: dict[str, str] = Field(
         default_factory=dict,
         description="adb: native benchmark binaries already on the phone, e.g. {llama-bench: /data/local/tmp/lcpp/llama-bench}.",
     )
-    sysroot: str | None = Field(None, description="arm64-emulated: the sysroot cache (default ~/.cache/edgedistill/arm64).")
+    sysroot: str | None = Field(
+        None, description="arm64-emulated: the sysroot cache (default ~/.cache/edgedistill/arm64)."
+    )
     qemu_cpu: str | None = Field(None, description="arm64-emulated: qemu -cpu model (default: qemu's).")
     parity: bool = Field(
         True,

@@ -21,7 +21,13 @@ def tiny_onnx(tmp_path_factory, classifier: Path) -> dict[str, Path]:
     from edgedistill.export import ExportConfig, export
 
     root = tmp_path_factory.mktemp("device_artifacts")
-    cfg = ExportConfig(formats=["onnx"], precisions=["fp32", "int8"], parity_samples=6, calib_samples=6, int8_method="dynamic")
+    cfg = ExportConfig(
+        formats=["onnx"],
+        precisions=["fp32", "int8"],
+        parity_samples=6,
+        calib_samples=6,
+        int8_method="dynamic",
+    )
     export(classifier, root / "cls", cfg)
     _CACHE["onnx"] = {"onnx-fp32": root / "cls" / "onnx-fp32", "onnx-int8": root / "cls" / "onnx-int8"}
     return _CACHE["onnx"]
@@ -39,7 +45,9 @@ def sshd_missing_reason() -> str | None:
     if shutil.which("ssh") is None or shutil.which("ssh-keygen") is None or shutil.which("scp") is None:
         return "ssh/scp/ssh-keygen not installed (apt-get install openssh-client)"
     if os.geteuid() != 0:
-        return "sshd on a loopback port is started as root here (privilege separation needs root); run as root"
+        return (
+            "sshd on a loopback port is started as root here (privilege separation needs root); run as root"
+        )
     return None
 
 
@@ -64,7 +72,9 @@ class Sshd:
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
             "Subsystem sftp internal-sftp\nMaxStartups 50\nMaxSessions 50\n"
         )
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stderr=open(self.folder / "sshd.log", "wb"))
+        self.proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(cfg)], stderr=open(self.folder / "sshd.log", "wb")
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from devices_helpers import tiny_onnx
 
 pytest.importorskip("onnxruntime")
@@ -26,7 +25,7 @@ from edgedistill.bench import bench  # noqa: E402
 SERIAL = "FAKE0123"
 FAST = {"measurement": {"warmup_iterations": 2, "min_iterations": 30, "min_seconds": 0.1, "timeout_s": 120}}
 
-FAKE_ADB = r'''#!{python}
+FAKE_ADB = r"""#!{python}
 import json, os, shutil, subprocess, sys
 log = os.environ["FAKE_ADB_LOG"]
 with open(log, "a") as fh:
@@ -46,9 +45,9 @@ if verb == "shell":
     sys.exit(subprocess.run(["sh", "-c", rest[0]]).returncode)
 sys.stderr.write("fake adb: unsupported verb %s\n" % verb)
 sys.exit(1)
-'''
+"""
 
-FAKE_LLAMA_BENCH = r'''#!{python}
+FAKE_LLAMA_BENCH = r"""#!{python}
 import json, sys, time
 with open("{log}", "a") as fh:
     fh.write(json.dumps(sys.argv[1:]) + "\n")
@@ -61,7 +60,7 @@ print(json.dumps([
     {**common, "n_prompt": p, "n_gen": 0, "samples_ns": [2_000_000 + i for i in range(r)]},
     {**common, "n_prompt": 0, "n_gen": n, "samples_ns": [8_000_000 + i for i in range(r)]},
 ]))
-'''
+"""
 
 
 def _script(path: Path, text: str) -> Path:
@@ -90,7 +89,14 @@ def onnx(tmp_path_factory, tiny_bert_classifier):
 def test_adb_runner_with_fake_adb_python_path_builds_adb_commands_and_measures(fake_adb, onnx, tmp_path):
     adb, log = fake_adb
     phone = tmp_path / "phone-data-local-tmp"
-    device = {"kind": "adb", "serial": SERIAL, "adb": str(adb), "python": sys.executable, "workdir": str(phone), "parity": False}
+    device = {
+        "kind": "adb",
+        "serial": SERIAL,
+        "adb": str(adb),
+        "python": sys.executable,
+        "workdir": str(phone),
+        "parity": False,
+    }
     report = bench([onnx["onnx-int8"]], write_target(tmp_path, device=device, **FAST))
     (entry,) = report["artifacts"]
     assert entry["status"] == "measured", entry.get("reason")
@@ -111,23 +117,43 @@ def test_adb_runner_with_fake_adb_python_path_builds_adb_commands_and_measures(f
 
 def test_adb_runner_with_fake_adb_unknown_serial_is_skipped_not_passed(fake_adb, onnx, tmp_path):
     adb, _ = fake_adb
-    device = {"kind": "adb", "serial": "NOPHONE", "adb": str(adb), "python": sys.executable, "workdir": str(tmp_path / "p")}
+    device = {
+        "kind": "adb",
+        "serial": "NOPHONE",
+        "adb": str(adb),
+        "python": sys.executable,
+        "workdir": str(tmp_path / "p"),
+    }
     report = bench([onnx["onnx-int8"]], write_target(tmp_path, device=device, **FAST))
     (entry,) = report["artifacts"]
-    assert entry["status"] == "skipped" and "adb://NOPHONE" in entry["reason"] and "not found" in entry["reason"]
+    assert (
+        entry["status"] == "skipped" and "adb://NOPHONE" in entry["reason"] and "not found" in entry["reason"]
+    )
 
 
-def test_adb_runner_with_fake_adb_and_fake_llama_bench_python_free_path(fake_adb, tmp_path, tiny_bert_encoder):
+def test_adb_runner_with_fake_adb_and_fake_llama_bench_python_free_path(
+    fake_adb, tmp_path, tiny_bert_encoder
+):
     pytest.importorskip("llama_cpp")  # GGUF export checks parity with llama.cpp here
     from edgedistill.export import ExportConfig, export
 
     adb, log = fake_adb
-    export(tiny_bert_encoder, tmp_path / "enc", ExportConfig(formats=["gguf"], precisions=["q8_0"], parity_samples=4))
+    export(
+        tiny_bert_encoder,
+        tmp_path / "enc",
+        ExportConfig(formats=["gguf"], precisions=["q8_0"], parity_samples=4),
+    )
     tool_log = tmp_path / "llama-bench-argv.jsonl"
     tool = _script(tmp_path / "bin" / "llama-bench" if (tmp_path / "bin").mkdir() is None else None,
                    FAKE_LLAMA_BENCH.replace("{python}", sys.executable).replace("{log}", str(tool_log)))  # fmt: skip
     phone = tmp_path / "phone"
-    device = {"kind": "adb", "serial": SERIAL, "adb": str(adb), "workdir": str(phone), "native": {"llama-bench": str(tool)}}
+    device = {
+        "kind": "adb",
+        "serial": SERIAL,
+        "adb": str(adb),
+        "workdir": str(phone),
+        "native": {"llama-bench": str(tool)},
+    }
     target = write_target(tmp_path, device=device, **FAST)
     report = bench([tmp_path / "enc" / "gguf-q8_0"], target)
     (entry,) = report["artifacts"]
@@ -136,7 +162,11 @@ def test_adb_runner_with_fake_adb_and_fake_llama_bench_python_free_path(fake_adb
     model = argv[argv.index("-m") + 1]
     assert model.startswith(f"{phone}/artifacts/") and model.endswith(".gguf")
     assert argv[argv.index("-p") + 1] == "16" and argv[argv.index("-n") + 1] == "8"
-    assert argv[argv.index("-t") + 1] == "1" and argv[argv.index("-r") + 1] == "30" and argv[-2:] == ["-o", "json"]
+    assert (
+        argv[argv.index("-t") + 1] == "1"
+        and argv[argv.index("-r") + 1] == "30"
+        and argv[-2:] == ["-o", "json"]
+    )
     assert entry["lm"]["ttft_ms"]["p50_ms"] == pytest.approx(2.0, abs=0.01)
     assert entry["latency"]["p50_ms"] == pytest.approx(10.0, abs=0.01)
     assert entry["memory"]["peak_rss_mb"] > 25  # VmHWM polled by the sh loop on the "phone"

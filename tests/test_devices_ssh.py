@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from devices_helpers import Sshd, free_port, sshd_missing_reason, tiny_onnx
 
 pytest.importorskip("onnxruntime")
@@ -19,7 +18,15 @@ from edgedistill.bench import bench, gate  # noqa: E402
 pytestmark = pytest.mark.skipif(sshd_missing_reason() is not None, reason=str(sshd_missing_reason()))
 
 DEVICE_PYTHON = sys.executable  # a python3 with numpy, tokenizers and onnxruntime: the "board's" Python
-FAST = {"measurement": {"warmup_iterations": 2, "min_iterations": 30, "min_seconds": 0.1, "compare_rounds": 2, "timeout_s": 120}}
+FAST = {
+    "measurement": {
+        "warmup_iterations": 2,
+        "min_iterations": 30,
+        "min_seconds": 0.1,
+        "compare_rounds": 2,
+        "timeout_s": 120,
+    }
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +52,9 @@ def test_ssh_bench_report_has_device_block_hash_check_and_device_rss(sshd, onnx,
     report = bench([onnx["onnx-int8"]], target, out=out)
     assert json.loads(out.read_text())["device"]["kind"] == "ssh"
     dev = report["device"]
-    assert dev["status"] == "used" and dev["address"] == f"ssh://{sshd.device()['user']}@127.0.0.1:{sshd.port}"
+    assert (
+        dev["status"] == "used" and dev["address"] == f"ssh://{sshd.device()['user']}@127.0.0.1:{sshd.port}"
+    )
     assert dev["machine"] and dev["uname"] and dev["cpu_model"] and dev["cpuinfo_flags"] and dev["python"]
     assert dev["emulated"] is False
     (entry,) = report["artifacts"]
@@ -58,7 +67,9 @@ def test_ssh_bench_report_has_device_block_hash_check_and_device_rss(sshd, onnx,
     hashes = json.loads(copies[0].read_text())
     assert "model.onnx" in hashes and "manifest.json" in hashes
     parity = entry["device_parity"]
-    assert parity["status"] == "measured" and parity["top1_agreement"] == 1.0 and parity["max_abs_diff"] < 1e-4
+    assert (
+        parity["status"] == "measured" and parity["top1_agreement"] == 1.0 and parity["max_abs_diff"] < 1e-4
+    )
     assert gate(out, target).exit_code == 0
 
 
@@ -101,13 +112,18 @@ def test_ssh_unreachable_host_is_skipped_and_gate_does_not_pass(onnx, tmp_path):
 def test_ssh_missing_runtime_on_device_is_a_clear_skip(sshd, onnx, tmp_path):
     # /usr/bin/python3 here has no onnxruntime/numpy: the device's Python, not this host's, decides
     target = _target(tmp_path, sshd.device(python="/usr/bin/python3", workdir=str(tmp_path / "board")))
-    probe = __import__("subprocess").run(["/usr/bin/python3", "-c", "import onnxruntime"], capture_output=True)
+    probe = __import__("subprocess").run(
+        ["/usr/bin/python3", "-c", "import onnxruntime"], capture_output=True
+    )
     if probe.returncode == 0:
         pytest.skip("/usr/bin/python3 has onnxruntime: no Python without it to stand for a bare device")
     report = bench([onnx["onnx-int8"]], target)
     (entry,) = report["artifacts"]
     assert entry["status"] == "skipped"
-    assert "onnxruntime runtime is missing on device ssh://" in entry["reason"] and "pip install" in entry["reason"]
+    assert (
+        "onnxruntime runtime is missing on device ssh://" in entry["reason"]
+        and "pip install" in entry["reason"]
+    )
 
 
 def test_ssh_measurement_past_its_time_limit_is_an_error(sshd, onnx, tmp_path):

@@ -71,7 +71,9 @@ def build_bundle(path: Path) -> Path:
 
 def folder_hashes(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` (relative POSIX paths)."""
-    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 class RemoteDevice:
@@ -149,7 +151,11 @@ class RemoteDevice:
     def open(self) -> dict[str, Any]:
         """Reach the device, ship the bundle, read its facts. `DeviceUnavailable` when it is not there."""
         try:
-            self._call(["mkdir", "-p", f"{self.workdir}/artifacts", f"{self.workdir}/jobs"], self.timeout_s + 20, "mkdir")
+            self._call(
+                ["mkdir", "-p", f"{self.workdir}/artifacts", f"{self.workdir}/jobs"],
+                self.timeout_s + 20,
+                "mkdir",
+            )
             bundle = build_bundle(self.run_dir / "bundle.zip")
             self.push(bundle, f"{self.workdir}/bundle.zip", self.timeout_s + 60)
             self.facts = self.remote("facts", timeout=self.timeout_s + 60)
@@ -160,7 +166,13 @@ class RemoteDevice:
         return self.facts
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "address": self.address(), "emulated": self.emulated, "workdir": self.workdir, **self.facts}
+        return {
+            "kind": self.kind,
+            "address": self.address(),
+            "emulated": self.emulated,
+            "workdir": self.workdir,
+            **self.facts,
+        }
 
     def runtime_reason(self, runtime: Any) -> str | None:
         """Why ``runtime`` cannot run on the device (its module does not import there), or None."""
@@ -207,7 +219,9 @@ class RemoteDevice:
         self._pushed[key] = remote_dir
         return remote_dir
 
-    def run(self, job: dict[str, Any], *, timeout_s: float, poll_interval_s: float, work_dir: Path) -> dict[str, Any]:
+    def run(
+        self, job: dict[str, Any], *, timeout_s: float, poll_interval_s: float, work_dir: Path
+    ) -> dict[str, Any]:
         """Run one measurement job on the device; the result as `run_worker` returns it, ``device`` added."""
         self._jobs += 1
         name = f"job-{self._jobs:04d}"
@@ -222,7 +236,12 @@ class RemoteDevice:
         local_job.parent.mkdir(parents=True, exist_ok=True)
         local_job.write_text(json.dumps(job), encoding="utf-8")
         self.push(local_job, f"{remote_job_dir}/job.json", self.timeout_s + 60)
-        args = [f"{remote_job_dir}/job.json", f"{remote_job_dir}/result.json", str(timeout_s), str(poll_interval_s)]
+        args = [
+            f"{remote_job_dir}/job.json",
+            f"{remote_job_dir}/result.json",
+            str(timeout_s),
+            str(poll_interval_s),
+        ]
         prefix = self.child_prefix()
         if prefix is not None:
             args.append(json.dumps(prefix))

@@ -22,7 +22,9 @@ class LocalDevice:
     def runtime_reason(self, runtime: Any) -> str | None:
         return None  # the host's runtime checks (`Runtime.unavailable_reason`) apply
 
-    def run(self, job: dict[str, Any], *, timeout_s: float, poll_interval_s: float, work_dir: Path) -> dict[str, Any]:
+    def run(
+        self, job: dict[str, Any], *, timeout_s: float, poll_interval_s: float, work_dir: Path
+    ) -> dict[str, Any]:
         from edgedistill.bench.harness import run_worker
 
         return run_worker(job, timeout_s=timeout_s, poll_interval_s=poll_interval_s, work_dir=work_dir)

@@ -59,8 +59,12 @@ class Arm64EmulatedDevice(RemoteDevice):
         return list(self.python)
 
     def exec(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
-        cwd = self.workdir if Path(self.workdir).is_dir() else None  # never a folder with an edgedistill/ in it
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=cwd)
+        cwd = (
+            self.workdir if Path(self.workdir).is_dir() else None
+        )  # never a folder with an edgedistill/ in it
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=cwd
+        )
 
     def push(self, local: Path, remote: str, timeout: float) -> None:
         Path(remote).parent.mkdir(parents=True, exist_ok=True)

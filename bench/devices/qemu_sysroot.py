@@ -37,7 +37,12 @@ PYTHON = "python3.11"
 EXTRA_DEBS = ("libstdc++6", "libgcc-s1", "libgomp1", "ca-certificates")
 WHEELS = ("numpy", "onnxruntime", "tokenizers")
 OPTIONAL_WHEELS = ("llama-cpp-python",)
-PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
+PLATFORMS = (
+    "manylinux_2_28_aarch64",
+    "manylinux_2_27_aarch64",
+    "manylinux_2_17_aarch64",
+    "manylinux2014_aarch64",
+)
 SITE = "opt/edgedistill/site"
 # Versions known to import under qemu-user 7.2 (Debian bookworm's), tried when the host's version
 # does not: onnxruntime 1.32's aarch64 wheel dies with SIGSEGV at import under qemu 7.2 (measured).
@@ -152,7 +157,11 @@ def _unpack_wheel(whl: Path, site: Path) -> None:
 
 def _remove_dist(site: Path, name: str) -> None:
     module = IMPORT_NAMES.get(name, name.replace("-", "_"))
-    for path in [site / module, *site.glob(f"{name.replace('-', '_')}-*.dist-info"), *site.glob(f"{module}.libs")]:
+    for path in [
+        site / module,
+        *site.glob(f"{name.replace('-', '_')}-*.dist-info"),
+        *site.glob(f"{module}.libs"),
+    ]:
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -168,7 +177,10 @@ def qemu_env(base: Path | None = None) -> dict[str, str]:
 def _imports(base: Path, name: str) -> bool:
     module = IMPORT_NAMES.get(name, name.replace("-", "_"))
     proc = subprocess.run(
-        [*qemu_python_cmd(base), "-c", f"import {module}"], env=qemu_env(base), capture_output=True, timeout=600
+        [*qemu_python_cmd(base), "-c", f"import {module}"],
+        env=qemu_env(base),
+        capture_output=True,
+        timeout=600,
     )
     return proc.returncode == 0
 
@@ -178,7 +190,9 @@ def build(base: Path | None = None, *, log=_say) -> dict:
     base = base or DEFAULT_ROOT
     gone = missing_tools()
     if gone:
-        raise SysrootError(f"cannot build the arm64 sysroot: {', '.join(gone)} not found (apt-get install qemu-user)")
+        raise SysrootError(
+            f"cannot build the arm64 sysroot: {', '.join(gone)} not found (apt-get install qemu-user)"
+        )
     cache, root, debs, wheels = base / "cache", base / "root", base / "debs", base / "wheels"
     for d in (cache / "lists" / "partial", cache / "apt" / "archives" / "partial", debs, wheels, root):
         d.mkdir(parents=True, exist_ok=True)

@@ -72,7 +72,11 @@ def facts() -> dict:
         if key == "cpu part" and not model:
             model = f"ARM CPU part {value.strip()}"
     os_name = next(
-        (line.split("=", 1)[1].strip('"') for line in _read("/etc/os-release").splitlines() if line.startswith("PRETTY_NAME=")),
+        (
+            line.split("=", 1)[1].strip('"')
+            for line in _read("/etc/os-release").splitlines()
+            if line.startswith("PRETTY_NAME=")
+        ),
         None,
     )
     if os_name is None and Path("/system/build.prop").exists():
@@ -80,7 +84,9 @@ def facts() -> dict:
     u = platform.uname()
     machine = u.machine
     isa = _auxv_isa() if machine in ("aarch64", "arm64") else None
-    cpuinfo_machine = "x86_64" if "sse2" in flags else ("aarch64" if "asimd" in flags or "fp" in flags else None)
+    cpuinfo_machine = (
+        "x86_64" if "sse2" in flags else ("aarch64" if "asimd" in flags or "fp" in flags else None)
+    )
     other = bool(cpuinfo_machine and machine and cpuinfo_machine != machine)
     emulator_host = None
     if other:  # qemu-user passes the host's /proc/cpuinfo through: it describes the emulator's host
@@ -129,7 +135,12 @@ def verify(folder: str, hashes_file: str) -> dict:
                 h.update(block)
         if h.hexdigest() != sha:
             mismatched.append(rel)
-    return {"ok": not missing and not mismatched, "files": len(expected), "missing": missing, "mismatched": mismatched}
+    return {
+        "ok": not missing and not mismatched,
+        "files": len(expected),
+        "missing": missing,
+        "mismatched": mismatched,
+    }
 
 
 def _status_kb(pid: int, key: str) -> int | None:
@@ -178,10 +189,19 @@ def measure(job_file: str, result_file: str, timeout_s: float, poll_s: float, pr
     wall = time.monotonic() - started
     tail = (folder / "stderr.txt").read_text(encoding="utf-8", errors="replace")[-3000:]
     if timed_out:
-        return {"ok": False, "timed_out": True, "error": f"the measuring process on the device ran past {timeout_s:.0f} s and was killed", "stderr_tail": tail}
+        return {
+            "ok": False,
+            "timed_out": True,
+            "error": f"the measuring process on the device ran past {timeout_s:.0f} s and was killed",
+            "stderr_tail": tail,
+        }
     if not Path(inner).is_file():
         code = os.waitstatus_to_exitcode(status)
-        return {"ok": False, "error": f"the measuring process on the device exited with code {code} without a result", "stderr_tail": tail}
+        return {
+            "ok": False,
+            "error": f"the measuring process on the device exited with code {code} without a result",
+            "stderr_tail": tail,
+        }
     result = json.loads(Path(inner).read_text(encoding="utf-8"))
     memory = result.setdefault("memory", {})
     memory["polled_peak_rss_mb"] = round(peak_kb * 1024 / 1e6, 2) if polls else None

@@ -9,7 +9,6 @@ remote command's) becomes `DeviceError`.
 
 from __future__ import annotations
 
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -63,14 +62,20 @@ class SshDevice(RemoteDevice):
 
     def check_transport(self, proc: subprocess.CompletedProcess, what: str) -> None:
         if proc.returncode == 255:
-            raise DeviceError(f"{self.address()}: ssh failed during {what}: {(proc.stderr or '').strip()[-600:]}")
+            raise DeviceError(
+                f"{self.address()}: ssh failed during {what}: {(proc.stderr or '').strip()[-600:]}"
+            )
 
     def _scp(self, src: str, dst: str, timeout: float, what: str) -> None:
         cmd = ["scp", "-q", "-p", *self.options(), "-P", str(self.port), src, dst]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            )
         except subprocess.TimeoutExpired:
-            raise DeviceError(f"{self.address()}: scp of {what} did not finish within {timeout:.0f} s") from None
+            raise DeviceError(
+                f"{self.address()}: scp of {what} did not finish within {timeout:.0f} s"
+            ) from None
         if proc.returncode != 0:
             raise DeviceError(f"{self.address()}: scp of {what} failed: {(proc.stderr or '').strip()[-600:]}")
 
