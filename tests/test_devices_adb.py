@@ -173,3 +173,20 @@ def test_adb_runner_with_fake_adb_and_fake_llama_bench_python_free_path(
     shell = next(c[3] for c in _calls(log) if c[2] == "shell" and "VmHWM" in c[3])
     assert f"LD_LIBRARY_PATH={tmp_path}/bin/lib" in shell and "VmHWM" in shell
     assert report["device"]["python"] is None  # no Python on the phone was used
+
+
+def test_device_examples_load_and_device_blocks_are_validated(tmp_path):
+    from edgedistill.errors import ConfigError
+    from edgedistill.targets import load_target
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "targets"
+    assert load_target(root / "board-ssh.yaml").device.kind == "ssh"
+    phone = load_target(root / "phone-adb.yaml").device
+    assert phone.kind == "adb" and phone.native["llama-bench"].endswith("llama-bench")
+    for bad, why in (
+        ({"kind": "ssh"}, "needs host"),
+        ({"kind": "adb"}, "needs serial"),
+        ({"kind": "pager"}, "kind"),
+    ):
+        with pytest.raises(ConfigError, match=why):
+            load_target(write_target(tmp_path, device=bad))

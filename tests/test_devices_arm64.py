@@ -21,6 +21,8 @@ from bench_helpers import write_target  # noqa: E402
 from edgedistill.bench import bench, gate  # noqa: E402
 from edgedistill.bench.devices import qemu_sysroot  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 FAST = {"measurement": {"warmup_iterations": 1, "min_iterations": 30, "min_seconds": 0.1, "timeout_s": 300}}
 
 
