@@ -92,6 +92,16 @@ class Sshd:
         return {"kind": "ssh", "host": "127.0.0.1", "port": self.port, "user": getpass.getuser(),
                 "key": str(self.key), "connect_timeout_s": 5, **extra}  # fmt: skip
 
+    def drop(self) -> None:
+        """A lost connection: kill this sshd and every session process it forked (by their ids)."""
+        import psutil
+
+        if self.proc.poll() is None:
+            for child in psutil.Process(self.proc.pid).children(recursive=True):
+                child.kill()
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()

@@ -57,6 +57,7 @@ def test_ssh_bench_report_has_device_block_hash_check_and_device_rss(sshd, onnx,
     )
     assert dev["machine"] and dev["uname"] and dev["cpu_model"] and dev["cpuinfo_flags"] and dev["python"]
     assert dev["emulated"] is False
+    assert "bundle.zip" in dev["runner"]  # the device side ran from the shipped zip
     (entry,) = report["artifacts"]
     assert entry["status"] == "measured", entry.get("reason")
     assert entry["device"] == "ssh" and entry["emulated"] is False
@@ -154,3 +155,23 @@ def test_ssh_connection_refused_port_names_the_address(tmp_path):
     device = open_device({"kind": "ssh", "host": "127.0.0.1", "port": port, "connect_timeout_s": 2}, tmp_path)
     with pytest.raises(DeviceUnavailable, match=f"127.0.0.1:{port}"):
         device.open()
+
+
+def test_ssh_connection_lost_after_open_is_a_device_error(onnx, tmp_path):
+    from edgedistill.bench.devices import open_device
+    from edgedistill.bench.devices.base import DeviceError
+
+    server = Sshd(tmp_path / "lost")
+    device = open_device(
+        server.device(python=DEVICE_PYTHON, workdir=str(tmp_path / "board")), tmp_path / "run"
+    )
+    device.open()
+    server.drop()  # the board goes away mid-run: listener and the open master connection killed
+    with pytest.raises(DeviceError, match="(ssh|scp of .*) failed|did not finish"):
+        device.run(
+            {"kind": "latency", "artifact": {"path": str(onnx["onnx-int8"])}, "options": {"threads": 1}},
+            timeout_s=10,
+            poll_interval_s=0.01,
+            work_dir=tmp_path / "job",
+        )
+    device.close()

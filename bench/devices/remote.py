@@ -105,6 +105,8 @@ def facts() -> dict:
         "emulator_host_cpu": emulator_host,
         "python": platform.python_version(),
         "python_executable": sys.executable,
+        # where this runner was imported from: inside the shipped bundle.zip, not an installed edgedistill
+        "runner": __file__,
     }
 
 
