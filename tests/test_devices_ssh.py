@@ -72,6 +72,14 @@ def test_ssh_bench_report_has_device_block_hash_check_and_device_rss(sshd, onnx,
         parity["status"] == "measured" and parity["top1_agreement"] == 1.0 and parity["max_abs_diff"] < 1e-4
     )
     assert gate(out, target).exit_code == 0
+    # the same report, had it come from an emulated device: the gate judges no latency or memory on it
+    raw = json.loads(out.read_text())
+    raw["device"]["emulated"] = raw["artifacts"][0]["emulated"] = True
+    out.write_text(json.dumps(raw))
+    checks = {c.budget: c for c in gate(out, target).checks}
+    assert checks["p50_latency_ms"].status == checks["p95_latency_ms"].status == "skipped"
+    assert checks["p50_latency_ms"].message == "latency under emulation is not a device latency"
+    assert checks["peak_rss_mb"].status == "skipped" and checks["artifact_size_mb"].status == "passed"
 
 
 def test_ssh_corrupted_copy_on_device_is_an_error_not_a_pass(sshd, onnx, tmp_path):
@@ -138,13 +146,21 @@ def test_ssh_measurement_past_its_time_limit_is_an_error(sshd, onnx, tmp_path):
 def test_ssh_interleaved_baseline_comparison_runs_on_the_device(sshd, onnx, tmp_path):
     device = sshd.device(python=DEVICE_PYTHON, workdir=str(tmp_path / "board"), parity=False)
     target = _target(tmp_path, device)
-    report = bench([onnx["onnx-int8"]], target, baseline_artifact=onnx["onnx-fp32"])
+    out = tmp_path / "report.json"
+    report = bench([onnx["onnx-int8"]], target, baseline_artifact=onnx["onnx-fp32"], out=out)
     (comparison,) = report["comparisons"]
     assert comparison["interleaved"] and comparison["candidate_rounds"] == comparison["baseline_rounds"] == 2
     assert comparison["result"]["verdict"] and len(comparison["baseline_samples_ms"]) >= 60
     cand = next(e for e in report["artifacts"] if e["role"] == "candidate")
     assert cand["status"] == "measured" and len(cand["latency"]["rounds"]) == 2
     assert len(list((tmp_path / "board" / "artifacts").glob("*.sha256.json"))) == 2
+    regression = [c for c in gate(out, target).checks if c.budget.startswith("regression_latency")]
+    assert regression and regression[0].status in ("passed", "failed", "inconclusive")
+    raw = json.loads(out.read_text())
+    raw["device"]["emulated"] = True
+    out.write_text(json.dumps(raw))
+    (emulated,) = [c for c in gate(out, target).checks if c.budget.startswith("regression_latency")]
+    assert emulated.status == "skipped" and "emulation" in emulated.message
 
 
 def test_ssh_connection_refused_port_names_the_address(tmp_path):

@@ -205,7 +205,14 @@ def _regression_checks(report: dict[str, Any], regression: dict[str, Any]) -> li
     from edgedistill.bench.stats import compare_processes
 
     checks = []
+    emulated = bool((report.get("device") or {}).get("emulated"))
     for comp in report.get("comparisons") or []:
+        if emulated:  # timings under qemu-user say nothing of a device's regression
+            name = f"regression_latency vs {comp['baseline']}"
+            checks.append(
+                Check(comp["candidate"], name, "skipped", "latency under emulation is not a device latency")
+            )
+            continue
         result = compare_processes(
             comp["candidate_round_medians_ms"],
             comp["baseline_round_medians_ms"],
@@ -255,6 +262,10 @@ def _baseline_checks(
             continue
         name = entry["name"]
         base = _match(entry, base_entries)
+        if entry.get("emulated") or (base or {}).get("emulated"):
+            reason = "latency under emulation is not a device latency"
+            checks.append(Check(name, "regression_latency vs baseline report", "skipped", reason))
+            continue
         if entry.get("status") != "measured":
             reason = (
                 entry.get("reason") if entry.get("status") == "skipped" else "not measured: the run failed"
