@@ -35,6 +35,7 @@ from edgedistill.bench.accuracy import EvalData, accuracy_block, read_eval_data
 from edgedistill.bench.artifact import Artifact, open_artifact
 from edgedistill.bench.blocks import _applied_block, _latency_block, _lm_block, _memory_block, _ran_fields
 from edgedistill.bench.compare import _baseline_entry, _compare_interleaved
+from edgedistill.bench.device_run import device_parity, open_target_device
 from edgedistill.bench.plan import _Plan
 from edgedistill.bench.progress import _Progress
 from edgedistill.errors import DataError, EdgeDistillError, MissingDependencyError
@@ -75,6 +76,8 @@ def _skip_reason(plan: _Plan, artifact: Artifact, host_reason: str | None) -> st
     if reason:
         return reason
     runtime = get_runtime(artifact.runtime)  # MissingDependencyError propagates: an error, not a skip
+    if plan.device is not None:  # the runtime must import on the device, not here
+        return plan.device.runtime_reason(runtime)
     return runtime.unavailable_reason(plan.options, plan.target.requires)
 
 
@@ -90,6 +93,24 @@ def _remove_dead_scratch(tmp_root: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
         except PermissionError:
             pass
+
+
+def _device_block(target, device, reason: str | None) -> dict[str, Any]:
+    if target.device.kind == "local":
+        return {"kind": "local", "emulated": False, "note": "the bench host itself (see host)"}
+    if device is None:
+        return {
+            "kind": target.device.kind,
+            "status": "unavailable",
+            "reason": reason,
+            "emulated": target.device.kind == "arm64-emulated",
+        }
+    block = {"status": "used", **device.describe()}
+    if device.emulated:
+        block["latency_note"] = (
+            "latency under emulation is not a device latency: the gate never judges a latency budget on it"
+        )
+    return block
 
 
 @interruptible
@@ -134,13 +155,24 @@ def bench(
         if names.count(a.name) > 1:
             a.name = f"{a.path.parent.name}/{a.name}"
 
+    work_dir = Path(tempfile.mkdtemp(prefix=f"edgedistill-bench-{os.getpid()}-"))
+    device, device_reason = open_target_device(target, work_dir)
     cpus, host_problem, warnings = resolve_cpus(target.runtime.cpu_affinity)
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = target.runtime.threads or (len(cpus) if cpus else allowed)
+    host_threads = target.runtime.threads or (len(cpus) if cpus else allowed)
+    threads = host_threads
+    if target.device.kind != "local":  # the device's CPUs, not this host's
+        cpus, host_problem = None, None
+        threads = target.runtime.threads or int((device.facts.get("cpu_count") if device else None) or 1)
+        if target.runtime.cpu_affinity is not None:
+            warnings = [
+                f"cpu_affinity is not applied on a {target.device.kind} device (threads: {threads} are)"
+            ]
     options = target.runtime.model_dump()
     options["threads"] = threads
     options["cpus"] = cpus
-    host_reason = _hardware_reason(target) or host_problem
+    options["host_threads"] = host_threads
+    host_reason = device_reason or _hardware_reason(target) or host_problem
 
     needs_labels = any(a.task == "sequence-classification" for a in opened)
     eval_data = None
@@ -155,8 +187,9 @@ def bench(
         )
 
     _remove_dead_scratch(Path(tempfile.gettempdir()))
-    work_dir = Path(tempfile.mkdtemp(prefix=f"edgedistill-bench-{os.getpid()}-"))
-    plan = _Plan(target=target, options=options, cpus=cpus, warnings=warnings, work_dir=work_dir)
+    plan = _Plan(
+        target=target, options=options, cpus=cpus, warnings=warnings, work_dir=work_dir, device=device
+    )
     texts_file = None
     if eval_data is not None:
         texts_file = work_dir / "texts.json"
@@ -175,6 +208,8 @@ def bench(
         with _Progress(progress, total).running() as bar:
             for artifact in opened:
                 entry = {"role": "candidate", **artifact.describe()}
+                if target.device.kind != "local":
+                    entry.update(device=target.device.kind, emulated=bool(device and device.emulated))
                 entries.append(entry)
                 try:
                     reason = _skip_reason(plan, artifact, host_reason)
@@ -207,6 +242,9 @@ def bench(
                         lm=_lm_block(rounds),
                         memory=_memory_block(rounds),
                     )
+                    if device is not None and target.device.parity:
+                        bar.step(f"{artifact.name}: parity on the device")
+                        entry["device_parity"] = device_parity(plan, artifact, device)
                     if eval_data is not None:
                         bar.step(f"{artifact.name}: accuracy")
                         entry["accuracy"] = _accuracy(
@@ -218,6 +256,8 @@ def bench(
             if baseline is not None:
                 entries.append(_baseline_entry(baseline, comparisons))
     finally:
+        if device is not None:
+            device.close()
         shutil.rmtree(work_dir, ignore_errors=True)
 
     report = {
@@ -242,6 +282,7 @@ def bench(
             "cpus": cpus,
             "warnings": warnings,
         },
+        "device": _device_block(target, device, device_reason),
         "data": None
         if eval_data is None
         else {
@@ -290,7 +331,8 @@ def _accuracy(
                     raise EdgeDistillError(
                         f"reference {ref_path} is a {ref_artifact.task} model, not {artifact.task}"
                     )
-                ref_result = plan.run(plan.job("accuracy", ref_artifact, texts_file=str(texts_file)))
+                ref_job = plan.job("accuracy", ref_artifact, texts_file=str(texts_file))
+                ref_result = plan.run(ref_job, local=True)  # the reference runs here
                 cache[key] = (
                     {
                         "path": key,

@@ -22,6 +22,7 @@ class _Plan:
     cpus: list[int] | None
     warnings: list[str]
     work_dir: Path
+    device: Any = None  # edgedistill.bench.devices: where jobs run (None: this host)
 
     def job(
         self, kind: str, artifact: Artifact, overrides: Mapping[str, Any] | None = None, **extra: Any
@@ -38,11 +39,22 @@ class _Plan:
             **extra,
         }
 
-    def run(self, job: dict[str, Any]) -> dict[str, Any]:
+    def run(self, job: dict[str, Any], *, local: bool = False) -> dict[str, Any]:
+        """Run one job on the target's device (``local``: on this host, e.g. a torch reference)."""
         from edgedistill.bench.harness import run_worker
 
         folder = Path(tempfile.mkdtemp(prefix=f"{job['kind']}-", dir=self.work_dir))
         m = self.target.measurement
-        return run_worker(
-            job, timeout_s=m.timeout_s, poll_interval_s=m.rss_poll_interval_ms / 1000.0, work_dir=folder
-        )
+        poll = m.rss_poll_interval_ms / 1000.0
+        if self.device is not None and not local:
+            return self.device.run(job, timeout_s=m.timeout_s, poll_interval_s=poll, work_dir=folder)
+        if local and self.device is not None:
+            job = {
+                **job,
+                "options": {
+                    **job["options"],
+                    "threads": self.options.get("host_threads") or job["options"]["threads"],
+                },
+                "cpus": None,
+            }
+        return run_worker(job, timeout_s=m.timeout_s, poll_interval_s=poll, work_dir=folder)

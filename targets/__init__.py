@@ -27,6 +27,7 @@ from pydantic import Field, field_validator, model_validator
 from edgedistill.config import StrictModel, load_config, set_dotted, validate
 from edgedistill.errors import ConfigError
 from edgedistill.export.config import FORMATS, PRECISIONS
+from edgedistill.targets.device import DeviceSpec
 
 TARGET_VERSION = 1
 BUILTIN_DIR = Path(__file__).resolve().parent
@@ -307,6 +308,9 @@ class Target(StrictModel):
     precisions: list[str] | None = Field(
         None, description="Artifact precisions accepted (unset: all); others are skipped with the reason."
     )
+    device: DeviceSpec = Field(
+        default_factory=DeviceSpec, description="Where to measure (default: this host)."
+    )
     runtime: RuntimeOptions = Field(default_factory=RuntimeOptions)
     workload: Workload = Field(default_factory=Workload)
     measurement: Measurement = Field(default_factory=Measurement)
@@ -394,6 +398,7 @@ def target_from_dict(
 
 __all__ = [
     "Budgets",
+    "DeviceSpec",
     "LlamaCppOptions",
     "Measurement",
     "OnnxRuntimeOptions",

@@ -102,6 +102,21 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4g}"
 
 
+_TIMING_KEYS = ("p50_latency_ms", "p95_latency_ms", "p99_latency_ms", "min_throughput_per_s", "ttft_ms",
+                "min_decode_tokens_per_s")  # fmt: skip
+
+
+def _emulated_reason(entry: dict[str, Any], key: str) -> str | None:
+    """Budgets an emulated device (qemu-user) cannot speak for: its timings and its memory are the emulator's."""
+    if not entry.get("emulated"):
+        return None
+    if key in _TIMING_KEYS:
+        return "latency under emulation is not a device latency"
+    if key == "peak_rss_mb":
+        return "memory under emulation is the emulator's (qemu-user), not a device's"
+    return None
+
+
 def _budget_checks(entry: dict[str, Any], budgets: dict[str, Any]) -> list[Check]:
     name, task, status = entry["name"], entry.get("task"), entry.get("status")
     checks = []
@@ -118,6 +133,10 @@ def _budget_checks(entry: dict[str, Any], budgets: dict[str, Any]) -> list[Check
             checks.append(
                 Check(name, spec.key, "skipped", "not measured: the run failed", None, limit, spec.unit)
             )
+            continue
+        emulated = _emulated_reason(entry, spec.key)
+        if emulated:
+            checks.append(Check(name, spec.key, "skipped", emulated, None, limit, spec.unit))
             continue
         if task not in spec.tasks:
             checks.append(
@@ -186,7 +205,14 @@ def _regression_checks(report: dict[str, Any], regression: dict[str, Any]) -> li
     from edgedistill.bench.stats import compare_processes
 
     checks = []
+    emulated = bool((report.get("device") or {}).get("emulated"))
     for comp in report.get("comparisons") or []:
+        if emulated:  # timings under qemu-user say nothing of a device's regression
+            name = f"regression_latency vs {comp['baseline']}"
+            checks.append(
+                Check(comp["candidate"], name, "skipped", "latency under emulation is not a device latency")
+            )
+            continue
         result = compare_processes(
             comp["candidate_round_medians_ms"],
             comp["baseline_round_medians_ms"],
@@ -236,6 +262,10 @@ def _baseline_checks(
             continue
         name = entry["name"]
         base = _match(entry, base_entries)
+        if entry.get("emulated") or (base or {}).get("emulated"):
+            reason = "latency under emulation is not a device latency"
+            checks.append(Check(name, "regression_latency vs baseline report", "skipped", reason))
+            continue
         if entry.get("status") != "measured":
             reason = (
                 entry.get("reason") if entry.get("status") == "skipped" else "not measured: the run failed"
