@@ -75,8 +75,14 @@ def _export(module, example: tuple, names: list[str], max_length: int):
     batch = Dim("batch", min=1, max=MAX_BATCH)
     seq = Dim("seq", min=2, max=max_length)
     shapes = tuple({0: batch, 1: seq} for _ in names)
+    # the wrapper takes ``*tensors`` (one varargs parameter); the graph module pt2e returns takes
+    # one parameter per tensor
+    if isinstance(module, torch.fx.GraphModule):
+        dynamic_shapes: tuple = shapes
+    else:
+        dynamic_shapes = (shapes,)
     try:
-        return torch.export.export(module, example, dynamic_shapes=shapes, strict=False)
+        return torch.export.export(module, example, dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as exc:  # torch.export raises many types (UserError, GuardOnDataDependent...)
         raise ExportError(f"torch.export of the student failed: {str(exc)[:1500]}") from exc
 
