@@ -148,6 +148,7 @@ def test_pte_fp32_and_int8_pass_parity_in_executorch_runtime(pte_cls, tiny_bert_
 
 
 @needs_executorch
+@pytest.mark.slow  # one more XNNPACK lowering (~25 s on a busy 2-core machine)
 def test_pte_encoder_fp32_matches_torch_embeddings(tmp_path, tiny_bert_encoder):
     report = export(
         tiny_bert_encoder, tmp_path, ExportConfig(formats=["executorch"], precisions=["fp32"], **FAST)
@@ -199,7 +200,7 @@ def test_bench_measures_ort_and_pte_through_their_runtimes(tmp_path, ort_cls, re
     for (fmt, _), entry in by_name.items():
         assert entry["runtime"] == {"ort": "onnxruntime", "executorch": "executorch"}[fmt], entry
         assert entry["status"] == "measured", entry
-        assert entry["latency"]["p50_ms"] > 0 and set(entry["latency"]["by_workload"]) == {"seq16"}
+        assert entry["latency"]["p50_ms"] > 0, entry
     if not is_installed("executorch"):
         pytest.skip("executorch not installed: .pte not measured")
 
