@@ -140,6 +140,18 @@ class ExecuTorchPlugin(FormatPlugin):
     def export(
         self, student: StudentInfo, precision: str, tmp_dir: Path, cfg: ExportConfig
     ) -> ArtifactResult:
+        # torchao logs a WARNING per CUDA-only extension it cannot load on a CPU build; not ours to show
+        torchao_log = logging.getLogger("torchao")
+        level = torchao_log.level
+        torchao_log.setLevel(logging.ERROR)
+        try:
+            return self._export(student, precision, tmp_dir, cfg)
+        finally:
+            torchao_log.setLevel(level)
+
+    def _export(
+        self, student: StudentInfo, precision: str, tmp_dir: Path, cfg: ExportConfig
+    ) -> ArtifactResult:
         import torch
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
