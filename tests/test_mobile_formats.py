@@ -201,6 +201,11 @@ def test_bench_measures_ort_and_pte_through_their_runtimes(tmp_path, ort_cls, re
         assert entry["runtime"] == {"ort": "onnxruntime", "executorch": "executorch"}[fmt], entry
         assert entry["status"] == "measured", entry
         assert entry["latency"]["p50_ms"] > 0, entry
+        effective = entry["applied"]["effective"]
+        if fmt == "ort":  # the saved runtime optimizations replayed, as in export parity
+            assert effective["session_config"]["session.enable_saved_runtime_optimizations"] == "1"
+        else:  # XNNPACK's thread pool sized to the target's threads
+            assert effective["xnnpack_threadpool_threads"] == 1 and entry["ran"] in ("f32", "f32+int8")
     if not is_installed("executorch"):
         pytest.skip("executorch not installed: .pte not measured")
 
