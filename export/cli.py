@@ -13,7 +13,7 @@ from typing import Any
 
 from edgedistill.cliargs import add_set_flag
 
-FORMAT_CHOICES = ("onnx", "openvino", "gguf", "all")
+FORMAT_CHOICES = ("onnx", "openvino", "gguf", "ort", "executorch", "all")
 
 
 def _listed(value: str) -> list[str]:

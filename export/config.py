@@ -15,7 +15,8 @@ from edgedistill.config import StrictModel
 
 EXPORT_CONFIG_VERSION = 1
 
-FORMATS = ("onnx", "openvino", "gguf")
+# ort: ONNX Runtime mobile (.ort); executorch: a .pte lowered to XNNPACK (extra [executorch])
+FORMATS = ("onnx", "openvino", "gguf", "ort", "executorch")
 TASKS = ("sequence-classification", "feature-extraction", "text-generation")
 # Every precision name any format plugin may offer; a plugin declares the subset it supports.
 PRECISIONS = (
@@ -97,7 +98,7 @@ class ExportConfig(StrictModel):
     version: Literal[1] = EXPORT_CONFIG_VERSION
     formats: list[str] = Field(
         default_factory=lambda: ["onnx"],
-        description="onnx, openvino, gguf, or all (every format whose runtime is installed)",
+        description="onnx, openvino, gguf, ort, executorch, or all (every format whose runtime is installed)",
     )
     precisions: list[str] = Field(default_factory=lambda: ["fp32"], description=", ".join(PRECISIONS))
     task: Task | None = Field(

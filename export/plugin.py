@@ -137,6 +137,8 @@ PLUGINS: dict[str, str] = {
     "onnx": "edgedistill.export.onnx:OnnxPlugin",
     "openvino": "edgedistill.export.openvino:OpenVINOPlugin",
     "gguf": "edgedistill.export.gguf:GGUFPlugin",
+    "ort": "edgedistill.export.ort:OrtPlugin",
+    "executorch": "edgedistill.export.pte:ExecuTorchPlugin",
 }
 
 

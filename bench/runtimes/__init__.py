@@ -20,11 +20,14 @@ RUNTIMES: dict[str, str] = {
     "openvino": "edgedistill.bench.runtimes.openvino:OpenVINORuntime",
     "llamacpp": "edgedistill.bench.runtimes.llamacpp:LlamaCppRuntime",
     "torch": "edgedistill.bench.runtimes.torch:TorchRuntime",
+    "executorch": "edgedistill.bench.runtimes.executorch:ExecuTorchRuntime",
 }
 
 # artifact format (manifest "format") -> the runtime that runs it
 FORMAT_RUNTIMES: dict[str, str] = {
     "onnx": "onnxruntime",
+    "ort": "onnxruntime",  # ONNX Runtime's mobile format, in the same runtime
+    "executorch": "executorch",
     "openvino": "openvino",
     "gguf": "llamacpp",
     "torch": "torch",

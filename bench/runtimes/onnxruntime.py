@@ -1,4 +1,7 @@
-"""ONNX Runtime: ``model.onnx`` artifacts in an `InferenceSession` with the target's threads and providers.
+"""ONNX Runtime: ``model.onnx`` (and mobile ``model.ort``) artifacts in an `InferenceSession` with the target's threads and providers.
+
+An ``.ort`` artifact also gets the session config entries its manifest's ``load`` names (the
+saved runtime optimizations replayed, as on a reduced mobile build).
 
 ``intra_op_num_threads`` defaults to the target's ``threads``; ``inter_op_num_threads`` to 1
 (sequential execution, so it matters only with ``execution_mode: parallel``). Every provider the
@@ -51,7 +54,15 @@ class OrtSession(Session):
         providers = [
             (p, dict(provider_options.get(p, {}))) for p in o.get("providers") or ["CPUExecutionProvider"]
         ]
-        model = next((f for f in artifact.get("model_files", []) if f.endswith(".onnx")), "model.onnx")
+        model = next(
+            (f for f in artifact.get("model_files", []) if f.endswith((".onnx", ".ort"))), "model.onnx"
+        )
+        from_manifest: dict[str, Any] = {}
+        if model.endswith(".ort"):
+            # replay the runtime optimizations the mobile conversion saved, as the export's parity did
+            from_manifest = dict((artifact.get("load") or {}).get("session_config") or {})
+            for key, value in from_manifest.items():
+                so.add_session_config_entry(str(key), str(value))
         self.session = ort.InferenceSession(str(Path(artifact["path"]) / model), so, providers=providers)
         self.output_names = [out.name for out in self.session.get_outputs()]
         self.effective = {
@@ -60,7 +71,7 @@ class OrtSession(Session):
             "inter_op_num_threads": so.inter_op_num_threads,
             "execution_mode": o.get("execution_mode", "sequential"),
             "graph_optimization_level": o.get("graph_optimization_level", "all"),
-            "session_config": dict(o.get("session_config") or {}),
+            "session_config": {**from_manifest, **dict(o.get("session_config") or {})},
         }
         self.runtime_info = {"onnxruntime": ort.__version__, "device": ort.get_device()}
 
@@ -73,7 +84,7 @@ class OrtSession(Session):
 
 class OnnxRuntime(Runtime):
     name = "onnxruntime"
-    formats = ("onnx",)
+    formats = ("onnx", "ort")
     requires = (("onnxruntime", "onnx"),)
     packages = ("onnxruntime", "onnxruntime-gpu")
 
