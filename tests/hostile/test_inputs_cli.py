@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from _inputs_helpers import billion_laughs, bounded, cli, write  # noqa: F401  (pytest fixtures)
 
 import edgedistill.compress.finetuning as finetuning
 from edgedistill.errors import ConfigError

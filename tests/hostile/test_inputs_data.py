@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from _inputs_helpers import billion_laughs, bounded, cli, write  # noqa: F401  (pytest fixtures)
 
 from edgedistill.data import DataConfig, read_examples
 from edgedistill.data import readers as data_readers

@@ -10,6 +10,7 @@ import string
 
 import pytest
 import yaml
+from _inputs_helpers import billion_laughs, bounded, cli, write  # noqa: F401  (pytest fixtures)
 from fuzz_readers import READERS, _mutate, check_one
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -10,6 +10,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from _inputs_helpers import billion_laughs, bounded, cli, write  # noqa: F401  (pytest fixtures)
 
 from edgedistill.compress.config import ModelSource
 from edgedistill.compress.models import check_model_folder, load_model, load_tokenizer

@@ -4,6 +4,7 @@ flag) or by the recipe validation (ConfigError naming the key); nothing is writt
 from __future__ import annotations
 
 import pytest
+from _inputs_helpers import billion_laughs, bounded, cli, write  # noqa: F401  (pytest fixtures)
 
 from edgedistill.cliargs import parse_set
 from edgedistill.errors import ConfigError

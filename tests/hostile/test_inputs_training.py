@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _inputs_helpers import billion_laughs, bounded, cli, write  # noqa: F401  (pytest fixtures)
 
 from edgedistill.compress.config import FinetuneRecipe
 from edgedistill.compress.training import check_finite_weights

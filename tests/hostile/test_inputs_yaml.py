@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _inputs_helpers import billion_laughs, bounded, cli, write  # noqa: F401  (pytest fixtures)
 
 from edgedistill.compress.config import DistillRecipe
 from edgedistill.config import load_config

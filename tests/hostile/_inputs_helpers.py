@@ -78,3 +78,6 @@ BILLION_LAUGHS = "\n".join(
         for i in range(1, 9)
     ]
 )
+
+# Not a conftest.py on purpose: tests/ has no __init__.py, so a second module named `conftest`
+# would shadow tests/conftest.py for every `from conftest import ...` in a full run.
