@@ -35,6 +35,7 @@ from edgedistill.export.core import (
     model_input_names,
     task_output_names,
 )
+from edgedistill.export.tracing import traceable
 from edgedistill.io import atomic_write_json
 
 if TYPE_CHECKING:
@@ -46,26 +47,6 @@ PTE_FILE = "model.pte"
 # the order of the .pte's positional inputs and the name of its output (an app needs both)
 IO_FILE = "executorch_io.json"
 MAX_BATCH = 16
-
-
-def _wrapped(model, task: str, input_names: list[str]):
-    """Positional int64 inputs, one tensor out; the padding mask made 4-D and additive here."""
-    import torch
-
-    output_name = task_output_names(task)[0]
-
-    class TaskOutput(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *tensors):
-            inputs = dict(zip(input_names, tensors, strict=True))
-            mask = inputs["attention_mask"][:, None, None, :].to(torch.float32)
-            inputs["attention_mask"] = (1.0 - mask) * torch.finfo(torch.float32).min
-            return getattr(self.inner(**inputs, return_dict=True), output_name)
-
-    return TaskOutput(model).eval()
 
 
 def _export(module, example: tuple, names: list[str], max_length: int):
@@ -167,7 +148,7 @@ class ExecuTorchPlugin(FormatPlugin):
             raise ExportError(
                 f"{student.path}: the model's forward takes no attention_mask; executorch export needs one"
             )
-        module = _wrapped(model, student.task, names)
+        module = traceable(model, student.task, names, additive_mask=True)
         batch = example_batch(student, tokenizer, names)
         example = tuple(batch[n].to(torch.int64) for n in names)
         max_length = max_sequence_length(student, tokenizer, cfg)

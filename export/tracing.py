@@ -112,8 +112,12 @@ def causal_additive_mask(input_ids, attention_mask=None):
     )
 
 
-def traceable(model, task: str, input_names: list[str]):
-    """Wrap an HF model so tracing sees positional tensor inputs and one named tensor output."""
+def traceable(model, task: str, input_names: list[str], *, additive_mask: bool = False):
+    """Wrap an HF model so tracing sees positional tensor inputs and one named tensor output.
+
+    ``additive_mask`` (encoders): the 2-D padding mask is made 4-D and additive here with plain
+    tensor ops, instead of by transformers' mask builder (which pt2e's prepared graphs cannot run).
+    """
     import torch
 
     output_name = task_output_names(task)[0]
@@ -126,6 +130,9 @@ def traceable(model, task: str, input_names: list[str]):
         def forward(self, *tensors):
             inputs = dict(zip(input_names, tensors, strict=True))
             extra = {}
+            if additive_mask and task != "text-generation":
+                mask = inputs["attention_mask"][:, None, None, :].to(torch.float32)
+                inputs["attention_mask"] = (1.0 - mask) * torch.finfo(torch.float32).min
             if task == "text-generation":
                 extra["use_cache"] = False  # full-sequence logits, no KV
                 inputs["attention_mask"] = causal_additive_mask(
