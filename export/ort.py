@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgedistill.export.core import ArtifactResult, ExportError, RuntimeRun, StudentInfo
+from edgedistill.export.onnx.files import run_feeds
 from edgedistill.export.onnx.plugin import OnnxPlugin
 
 if TYPE_CHECKING:
@@ -159,16 +160,7 @@ class OrtPlugin(OnnxPlugin):
             )
         except Exception as exc:  # ORT raises its own exception types
             raise ExportError(f"onnxruntime cannot load {artifact_dir / ORT_FILE}: {exc}") from exc
-        names = [i.name for i in session.get_inputs()]
-        output_names = [o.name for o in session.get_outputs()]
-        results = []
-        for feed in inputs:
-            missing = [n for n in names if n not in feed]
-            if missing:
-                raise ExportError(f"the ORT model needs inputs {missing} the tokenizer does not produce")
-            results.append(
-                dict(zip(output_names, session.run(None, {n: feed[n] for n in names}), strict=True))
-            )
+        results = run_feeds(session, inputs, "ORT")
         quantized = "+int8" if _has_int8_ops(artifact_dir / OPS_CONFIG) else ""
         return RuntimeRun(
             outputs=results,

@@ -89,3 +89,19 @@ def op_counts(path: Path) -> dict[str, int]:
 
     model = onnx.load(str(path), load_external_data=False)
     return dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
+
+
+def run_feeds(session, inputs: list[dict], model: str) -> list[dict[str, np.ndarray]]:
+    """Every feed through an ONNX Runtime ``session``: output name -> array, one dict a feed.
+
+    A feed missing an input the model needs is an ExportError naming ``model`` ("ONNX", "ORT").
+    """
+    names = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    results = []
+    for feed in inputs:
+        missing = [n for n in names if n not in feed]
+        if missing:
+            raise ExportError(f"the {model} model needs inputs {missing} the tokenizer does not produce")
+        results.append(dict(zip(outputs, session.run(None, {n: feed[n] for n in names}), strict=True)))
+    return results

@@ -28,6 +28,7 @@ from edgedistill.export.onnx.files import (
     QUANT_OPS,
     check_onnx,
     op_counts,
+    run_feeds,
     signature,
 )
 from edgedistill.export.onnx.float_export import export_float
@@ -180,15 +181,7 @@ class OnnxPlugin(FormatPlugin):
             session = ort.InferenceSession(str(artifact_dir / MODEL_FILE), providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types
             raise ExportError(f"onnxruntime cannot load the exported model: {exc}") from exc
-        names = [i.name for i in session.get_inputs()]
-        outputs = [o.name for o in session.get_outputs()]
-        results = []
-        for feed in inputs:
-            missing = [n for n in names if n not in feed]
-            if missing:
-                raise ExportError(f"the ONNX model needs inputs {missing} the tokenizer does not produce")
-            values = session.run(None, {n: feed[n] for n in names})
-            results.append(dict(zip(outputs, values, strict=True)))
+        results = run_feeds(session, inputs, "ONNX")
         return RuntimeRun(
             outputs=results,
             settings={
