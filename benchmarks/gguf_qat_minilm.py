@@ -1,6 +1,6 @@
 """GGUF-aware QAT on the real all-MiniLM-L6-v2 teacher: post-training Q4_0 vs a Q4_0-aware student (issue 13, part 3).
 
-Two 3-layer students of the real MiniLM teacher (its layers 0, 2, 4 as the initialisation, the
+Two 3-layer students of the real MiniLM teacher (three of its layers as the initialisation, the
 quickstart's losses: embedding_cosine + hidden_mse + attention_kl), trained on the same SST-2 train
 sentences in the same order for the same number of steps (equal training compute):
 
