@@ -8,6 +8,7 @@
 6. `lm_sst2.py`       -- LM distillation on SST-2 sentences: no KD / token KD / sequence KD, Q4_0 PTQ vs QAT, llama.cpp.
 7. `isa_numerics.py`  -- what each runtime computes on this CPU generation (OpenVINO bf16 / dynamic int8, llama.cpp AMX).
 8. `gguf_latency.py`  -- where a GGUF encoder's time goes: harness vs llama.cpp settings vs its kernels, against ORT.
+9. `gguf_qat_minilm.py` -- real MiniLM teacher: post-training Q4_0 / Q4_K_M of a float student vs a Q4_0-aware student, llama.cpp.
 
 Results land in `bench-results/<name>/summary.{json,md}`; `docs/benchmarks.md` quotes them with
 the command that produced each table. Finished training runs are skipped, so an interrupted
@@ -36,6 +37,7 @@ BENCHMARKS = {
     "lm_sst2": True,
     "isa_numerics": False,
     "gguf_latency": False,
+    "gguf_qat_minilm": True,
 }
 
 

@@ -225,8 +225,8 @@ class QATConfig(StrictModel):
 
     mode: Literal["int8", "gguf_q8_0", "gguf_q4_0", "ov_int8_wo", "ov_int4_wo", "none"] = Field(
         "none",
-        description="int8: NNCF fake-quant (ONNX/OpenVINO int8 export). gguf_q8_0 / gguf_q4_0 (causal-lm): "
-        "the exact GGUF block quantization of the weights and llama.cpp's Q8_0 activations, so the GGUF "
+        description="int8: NNCF fake-quant (ONNX/OpenVINO int8 export). gguf_q8_0 / gguf_q4_0 (causal-lm "
+        "Llama/Qwen2/Gemma, feature-extraction BERT): the exact GGUF block quantization of the weights and llama.cpp's Q8_0 activations, so the GGUF "
         "export at that precision holds the trained weights. ov_int8_wo / ov_int4_wo (causal-lm): NNCF "
         "weight-only int8 / int4 fake-quant with absorbable LoRA adapters (FQ_LORA), so the OpenVINO "
         "export at int8 / int4 holds the trained compressed weights; activations stay float.",
@@ -359,10 +359,11 @@ class DistillRecipe(StrictModel):
                     "training.cache_teacher_outputs for causal-lm stores log-probs at one temperature: use a "
                     "constant temperature, or turn the cache off"
                 )
-        if self.qat.mode.startswith("gguf_") and self.task != "causal-lm":
+        if self.qat.mode.startswith("gguf_") and self.task not in ("causal-lm", "feature-extraction"):
             raise ValueError(
-                f"qat.mode {self.qat.mode} simulates llama.cpp's GGUF decoders: use it with task causal-lm "
-                "(int8 is the mode for encoders exported to ONNX/OpenVINO)"
+                f"qat.mode {self.qat.mode} simulates llama.cpp, which runs GGUF decoders (task causal-lm) and "
+                f"BERT sentence embedders (task feature-extraction), not {self.task} heads: use qat.mode int8 "
+                "for a classifier exported to ONNX/OpenVINO"
             )
         if self.qat.mode.startswith("ov_") and self.task != "causal-lm":
             raise ValueError(

@@ -39,7 +39,7 @@ from edgedistill.compress.evaluate import (
     embedding_metrics,
 )
 from edgedistill.compress.losses import LossContext, build_loss
-from edgedistill.compress.qat_phase import _evaluated_with, _insert_fake_quant, _qat_info
+from edgedistill.compress.qat_phase import _evaluated_with, _insert_fake_quant, _qat_info, check_gguf_student
 from edgedistill.compress.report import plot_curves
 from edgedistill.compress.trainer import (
     DistillationModule,
@@ -234,6 +234,7 @@ def distill(
         pruning_info = pruning.prune_student(
             student, recipe.student.num_attention_heads, recipe.student.intermediate_size, method, batches
         )
+    check_gguf_student(recipe, student)  # before any training: the exporter must write this student
     if causal_lm:
         models.check_vocab_rows(student, vocab_size, "student", recipe.student.path or "(derived)")
         student.config.use_cache = False  # NNCF calibration and tracing call model(**batch)

@@ -37,6 +37,41 @@ def _calibration_batches(train_ds, collator, recipe: DistillRecipe, device) -> l
     return batches
 
 
+def check_gguf_student(recipe: DistillRecipe, student) -> None:
+    """Before any training: a ``qat.mode gguf_*`` student must be one the GGUF exporter writes.
+
+    feature-extraction: a BERT that llama.cpp's BERT graph runs (absolute positions, GELU, all
+    heads); causal-lm: any architecture with a GGUF tensor rule (`attach_gguf_fake_quant` raises
+    for the others). The plan itself is checked by building it once.
+    """
+    if not recipe.qat.mode.startswith("gguf_"):
+        return
+    from edgedistill.errors import UnsupportedModelError
+    from edgedistill.quant.gguf_arch import bert_problems
+
+    config = student.config.to_dict()
+    model_type = config.get("model_type")
+    where = f"qat.mode {recipe.qat.mode} (student from teacher {recipe.teacher.path})"
+    if recipe.task == "feature-extraction":
+        if model_type != "bert":
+            raise UnsupportedModelError(
+                f"{where}: llama.cpp runs BERT sentence embedders only, this student is model_type "
+                f"{model_type!r}. Use qat.mode int8 and export it to ONNX/OpenVINO, or distill a BERT teacher."
+            )
+        problems = bert_problems(config)
+        if problems:
+            raise UnsupportedModelError(
+                f"{where}: this BERT cannot run in llama.cpp: {'; '.join(problems)}. Use qat.mode int8 "
+                "(ONNX/OpenVINO) instead."
+            )
+    from edgedistill.compress.gguf_quant import gguf_tensor_plan
+
+    try:
+        gguf_tensor_plan(student, recipe.qat.mode.removeprefix("gguf_"))
+    except UnsupportedModelError as exc:
+        raise UnsupportedModelError(f"{where}: {exc} (qat.mode int8 / ov_* are the other modes)") from None
+
+
 def _insert_fake_quant(recipe: DistillRecipe, student, train_ds, collator, init_dir: Path):
     """The student with the fake-quant of ``recipe.qat.mode`` inserted: one branch per mode.
 

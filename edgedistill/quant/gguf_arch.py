@@ -26,6 +26,30 @@ ARCHITECTURES = {
 }
 
 
+BERT_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+
+
+def bert_problems(config: dict[str, Any]) -> list[str]:
+    """Why llama.cpp's BERT graph cannot run this BERT config (empty when it can).
+
+    The GGUF writer refuses such a checkpoint and GGUF-aware QAT refuses such a student before
+    training, with the same reasons.
+    """
+    problems = []
+    if config.get("position_embedding_type", "absolute") != "absolute":
+        problems.append(f"position_embedding_type={config['position_embedding_type']!r} (needs 'absolute')")
+    if config.get("hidden_act", "gelu") not in BERT_ACTIVATIONS:
+        problems.append(f"hidden_act={config['hidden_act']!r} (llama.cpp's BERT uses GELU)")
+    if config.get("pruned_heads"):
+        heads = int(config["num_attention_heads"])
+        problems.append(
+            "attention heads pruned per layer (config.pruned_heads; llama.cpp's BERT needs all "
+            f"{heads} heads in every layer): export it to ONNX or OpenVINO, or distill without "
+            "student.num_attention_heads"
+        )
+    return problems
+
+
 def supported_architectures() -> str:
     return ", ".join(f"{a.model_type} ({a.hf_class}, {a.task})" for a in ARCHITECTURES.values())
 

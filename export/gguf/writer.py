@@ -26,7 +26,7 @@ from edgedistill.export.gguf.checkpoint import (
 from edgedistill.export.gguf.runner import _captured_llama_log, _import_llama_cpp, read_gguf_summary
 from edgedistill.export.gguf.tokenizer import _write_tokenizer
 from edgedistill.io import atomic_path
-from edgedistill.quant.gguf_arch import GGUFArch
+from edgedistill.quant.gguf_arch import GGUFArch, bert_problems
 from edgedistill.quant.gguf_plan import plan_tensors
 from edgedistill.quant.gguf_types import (
     K_QUANT_TYPES,
@@ -49,19 +49,7 @@ def _write_hparams(writer, gguf, arch: GGUFArch, config: dict[str, Any], n_vocab
     writer.add_block_count(int(config["num_hidden_layers"]))
     writer.add_head_count(heads)
     if arch.model_type == "bert":
-        problems = []
-        if config.get("position_embedding_type", "absolute") != "absolute":
-            problems.append(
-                f"position_embedding_type={config['position_embedding_type']!r} (needs 'absolute')"
-            )
-        if config.get("hidden_act", "gelu") not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
-            problems.append(f"hidden_act={config['hidden_act']!r} (llama.cpp's BERT uses GELU)")
-        if config.get("pruned_heads"):
-            problems.append(
-                "attention heads pruned per layer (config.pruned_heads; llama.cpp's BERT needs all "
-                f"{heads} heads in every layer): export it to ONNX or OpenVINO, or distill without "
-                "student.num_attention_heads"
-            )
+        problems = bert_problems(config)
         if problems:
             raise ExportError("this BERT cannot run in llama.cpp: " + "; ".join(problems))
         writer.add_layer_norm_eps(float(config.get("layer_norm_eps", 1e-12)))
