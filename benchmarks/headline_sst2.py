@@ -260,6 +260,10 @@ def main() -> int:
     folders: dict[str, str] = {}
     measured = None
     for stage in wanted:
+        report = out / stage / ("finetune_report.json" if stage == "teacher" else "distill_report.json")
+        if stage in ("teacher", *STUDENTS) and report.is_file():
+            print(f"[done] {stage}: {report}")
+            continue
         with stages.time(stage, cpu):
             if stage == "teacher":
                 train_teacher(out, args.data, args.rows, log)
