@@ -14,7 +14,9 @@ Steps, each skipped when its stamp file exists (so a broken download resumes whe
    (``pip download --platform manylinux..._aarch64 --only-binary=:all:``), the versions this host
    has, unpacked into ``root/opt/edgedistill/site``; llama-cpp-python is tried the same way (PyPI
    has no aarch64 wheel of it as of 0.3.x: GGUF is then reported as not provable here);
-5. ``smoke``: ``qemu-aarch64 -L root root/usr/bin/python3.11 -c "import numpy, onnxruntime"``.
+5. ``smoke``: ``qemu-aarch64 -L root root/usr/bin/python3.11 -c "import numpy, onnxruntime"``;
+6. ``openvino``: OpenVINO's aarch64 wheel (the host's version) and openvino-telemetry, kept only
+   when ``import openvino`` works under qemu (an existing sysroot gains it on its next build).
 
 Needs: ``qemu-aarch64`` (Debian ``qemu-user``), ``apt-get``/``dpkg`` and the network to Debian and PyPI.
 """
@@ -37,7 +39,10 @@ PYTHON = "python3.11"
 EXTRA_DEBS = ("libstdc++6", "libgcc-s1", "libgomp1", "ca-certificates")
 WHEELS = ("numpy", "onnxruntime", "tokenizers")
 OPTIONAL_WHEELS = ("llama-cpp-python",)
-PLATFORMS = (
+PLATFORMS = (  # bookworm's glibc is 2.36; OpenVINO's aarch64 wheels are manylinux_2_35
+    "manylinux_2_35_aarch64",
+    "manylinux_2_34_aarch64",
+    "manylinux_2_31_aarch64",
     "manylinux_2_28_aarch64",
     "manylinux_2_27_aarch64",
     "manylinux_2_17_aarch64",
@@ -259,6 +264,22 @@ def build(base: Path | None = None, *, log=_say) -> dict:
             log(f"wheel {name}: {found[name] or 'none for aarch64 (not provable here)'}")
         (base / "wheels.json").write_text(json.dumps(found, indent=1), encoding="utf-8")
 
+    def get_openvino() -> None:
+        # optional: OpenVINO's aarch64 wheel (its ARM CPU plugin) and its pure-Python dependency
+        site, found = root / SITE, json.loads((base / "wheels.json").read_text(encoding="utf-8"))
+        whl = _download_wheel("openvino", wheels)
+        tele = _download_wheel("openvino-telemetry", wheels) if whl is not None else None
+        if whl is not None and tele is not None:
+            _unpack_wheel(whl, site)
+            _unpack_wheel(tele, site)
+            if not _imports(base, "openvino"):
+                log(f"{whl.name} does not import under qemu-user: OpenVINO is not provable here")
+                _remove_dist(site, "openvino")
+                whl = None
+        found["openvino"] = whl.name if whl else None
+        log(f"wheel openvino: {found['openvino'] or 'none for aarch64 (not provable here)'}")
+        (base / "wheels.json").write_text(json.dumps(found, indent=1), encoding="utf-8")
+
     def smoke() -> None:
         out = _run(
             [*qemu_python_cmd(base), "-c",
@@ -272,6 +293,7 @@ def build(base: Path | None = None, *, log=_say) -> dict:
     step("root", unpack)
     step("wheels", get_wheels)
     step("smoke", smoke)
+    step("openvino", get_openvino)
     info = {
         "root": str(root),
         "python": f"/usr/bin/{PYTHON}",
