@@ -332,6 +332,7 @@ def _build_locked(base: Path, final: Path, version: str, arch: str, sdist, jobs,
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         staged = step("stage", lambda: _stage(base, src, work, tmp))
+        step("pyc", lambda: qemu_sysroot.precompile(tmp, [tmp / "site"], base, seen_as=str(final)))
         smoke = step("smoke", lambda: _smoke(base, tmp / "site"))
     if smoke.get("version") != version or smoke.get("machine") != "aarch64":
         raise LlamaCppBuildError(f"step 'smoke': expected llama_cpp {version} on aarch64, got {smoke}")
