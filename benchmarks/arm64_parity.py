@@ -106,7 +106,7 @@ def x86_cpu() -> str:
 def runtime(info: dict | None) -> str:
     info = info or {}
     key = next((k for k in RUNTIME_KEYS if info.get(k)), None)
-    return f"{key.replace('_python', '')} {info[key]}" if key else "-"
+    return f"{key.replace('_python', '')} {str(info[key]).split('-')[0]}" if key else "-"
 
 
 def x86_export_parity(path: Path) -> tuple[str, str]:
