@@ -59,6 +59,9 @@ def read_cpuinfo() -> tuple[str | None, frozenset[str]]:
     if not path.is_file():
         return platform.processor() or None, frozenset()
     model, flags = parse_cpuinfo(path.read_text(errors="replace"))
+    if platform.machine() in ("aarch64", "arm64") and "sse2" in flags:
+        # qemu-user passes the x86 host's /proc/cpuinfo through: those flags are not this CPU's
+        return None, frozenset()
     return model or platform.processor() or None, frozenset(flags)
 
 

@@ -44,7 +44,11 @@ BUNDLE_MODULES = (
     "edgedistill.bench.runtimes.torch",
     "edgedistill.bench.devices",
     "edgedistill.bench.devices.remote",
+    "edgedistill.export.gguf.header",  # llama.cpp's session checks a GGUF header before opening it
 )
+# packages shipped as a docstring-only __init__: the device needs one leaf module of them, not the
+# imports of their real __init__ (edgedistill.export.gguf's pulls in the GGUF writer)
+BUNDLE_STUBS = ("edgedistill.export", "edgedistill.export.gguf")
 # what the measuring child imports besides the runtime's own module (checked before measuring)
 DEVICE_MODULES = ("numpy", "tokenizers")
 
@@ -61,11 +65,25 @@ def build_bundle(path: Path) -> Path:
     """Zip the modules the device runs (sources only, from wherever edgedistill is installed)."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for name in BUNDLE_MODULES:
+            parent, _, leaf = name.rpartition(".")
+            if parent in BUNDLE_STUBS:  # find the file without running the stubbed package's __init__
+                spec = importlib.util.find_spec(parent)  # imports only the grandparent
+                if spec is None or not spec.submodule_search_locations:
+                    raise DeviceError(f"cannot find package {parent} to ship {name} to the device")
+                zf.write(
+                    Path(spec.submodule_search_locations[0]) / f"{leaf}.py", name.replace(".", "/") + ".py"
+                )
+                continue
             spec = importlib.util.find_spec(name)
             if spec is None or spec.origin is None:
                 raise DeviceError(f"cannot find module {name} to ship to the device")
             arc = name.replace(".", "/") + ("/__init__.py" if spec.submodule_search_locations else ".py")
             zf.write(spec.origin, arc)
+        for name in BUNDLE_STUBS:
+            zf.writestr(
+                name.replace(".", "/") + "/__init__.py",
+                '"""Stub in the device bundle: only the submodules the device runs are shipped."""\n',
+            )
     return path
 
 

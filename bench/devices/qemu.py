@@ -1,7 +1,8 @@
 """``arm64-emulated``: the same remote protocol inside an aarch64 userland under qemu-user.
 
 The "device" is the sysroot `qemu_sysroot` builds (Debian arm64 ``python3.11`` and aarch64 wheels
-of numpy, onnxruntime, tokenizers) run with ``qemu-aarch64 -L ROOT``: the runtime's aarch64
+of numpy, onnxruntime, tokenizers; llama.cpp cross-built by `qemu_llamacpp` for GGUF, when cached)
+run with ``qemu-aarch64 -L ROOT``: the runtime's aarch64
 kernels (NEON, dotprod, i8mm where the emulated CPU offers them) compute the outputs, so parity
 on ARM64 is proven for real. Its *latency* is the emulator's, not a device's: every entry is marked
 ``emulated: true`` and the gate never judges a latency budget on it. Files are shared with the host
@@ -16,7 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from edgedistill.bench.devices import qemu_sysroot
+from edgedistill.bench.devices import qemu_llamacpp, qemu_sysroot
 from edgedistill.bench.devices.base import DeviceUnavailable, RemoteDevice
 
 EMULATION_NOTE = "latency under emulation is not a device latency"
@@ -41,6 +42,8 @@ class Arm64EmulatedDevice(RemoteDevice):
             )
         root = str(qemu_sysroot.sysroot_root(self.base))
         self.site = root + info["site"]
+        # llama.cpp cross-built for aarch64 (PyPI has no aarch64 wheel): GGUF runs when it is cached
+        self.llamacpp = qemu_llamacpp.build_info(self.base)
         self.python = [qemu, *(["-cpu", self.cpu] if self.cpu else []), "-L", root, root + info["python"]]
 
     def default_workdir(self) -> str:
@@ -50,13 +53,24 @@ class Arm64EmulatedDevice(RemoteDevice):
         return f"qemu-aarch64{':' + self.cpu if self.cpu else ''} -L {self.base / 'root'}"
 
     def python_env(self) -> list[str]:
-        path = f"{self.workdir}/bundle.zip{os.pathsep}{self.site}"
+        sites = [self.site] if self.llamacpp is None else [self.llamacpp["site"], self.site]
+        path = os.pathsep.join([f"{self.workdir}/bundle.zip", *sites])
         return ["env", f"PYTHONPATH={path}", "PYTHONNOUSERSITE=1", "OPENBLAS_CORETYPE=ARMV8"]
 
     def child_prefix(self) -> list[str] | None:
         # the emulated runner starts its fresh worker through qemu again (execve of a host binary
         # from an emulated process runs natively), so each measurement is a fresh aarch64 process
         return list(self.python)
+
+    def runtime_reason(self, runtime: Any) -> str | None:
+        if runtime.name == "llamacpp" and self.llamacpp is None:
+            return (
+                f"no aarch64 llama.cpp build of llama-cpp-python {qemu_llamacpp.host_version()} in "
+                f"{self.base / 'llamacpp'} (PyPI has no aarch64 wheel); cross-build it once with "
+                "`python -m edgedistill.bench.devices.qemu_llamacpp` (minutes; "
+                f"{qemu_llamacpp.APT_HINT})"
+            )
+        return super().runtime_reason(runtime)
 
     def exec(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
         cwd = (
@@ -82,5 +96,19 @@ class Arm64EmulatedDevice(RemoteDevice):
             "note": EMULATION_NOTE,
             "sysroot": str(self.base),
             "wheels": (qemu_sysroot.sysroot_info(self.base) or {}).get("wheels"),
+            "llamacpp_build": None if self.llamacpp is None else _build_facts(self.llamacpp),
         }
         return out
+
+
+def _build_facts(info: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "llama_cpp_python",
+        "ggml_version",
+        "ggml_commit",
+        "arch",
+        "compiler",
+        "cmake_flags",
+        "system_info",
+    )
+    return {"summary": qemu_llamacpp.summary(info), **{k: info.get(k) for k in keys}}

@@ -14,7 +14,10 @@ Steps, each skipped when its stamp file exists (so a broken download resumes whe
    (``pip download --platform manylinux..._aarch64 --only-binary=:all:``), the versions this host
    has, unpacked into ``root/opt/edgedistill/site``; llama-cpp-python is tried the same way (PyPI
    has no aarch64 wheel of it as of 0.3.x: GGUF is then reported as not provable here);
-5. ``smoke``: ``qemu-aarch64 -L root root/usr/bin/python3.11 -c "import numpy, onnxruntime"``.
+5. ``smoke``: ``qemu-aarch64 -L root root/usr/bin/python3.11 -c "import numpy, onnxruntime"``;
+6. ``openvino``: OpenVINO's aarch64 wheel (the host's version) and openvino-telemetry, kept only
+   when ``import openvino`` works under qemu (an existing sysroot gains it on its next build);
+7. ``pyc``: bytecode of the standard library and the wheels (`precompile`).
 
 Needs: ``qemu-aarch64`` (Debian ``qemu-user``), ``apt-get``/``dpkg`` and the network to Debian and PyPI.
 """
@@ -37,7 +40,10 @@ PYTHON = "python3.11"
 EXTRA_DEBS = ("libstdc++6", "libgcc-s1", "libgomp1", "ca-certificates")
 WHEELS = ("numpy", "onnxruntime", "tokenizers")
 OPTIONAL_WHEELS = ("llama-cpp-python",)
-PLATFORMS = (
+PLATFORMS = (  # bookworm's glibc is 2.36; OpenVINO's aarch64 wheels are manylinux_2_35
+    "manylinux_2_35_aarch64",
+    "manylinux_2_34_aarch64",
+    "manylinux_2_31_aarch64",
     "manylinux_2_28_aarch64",
     "manylinux_2_27_aarch64",
     "manylinux_2_17_aarch64",
@@ -185,6 +191,25 @@ def _imports(base: Path, name: str) -> bool:
     return proc.returncode == 0
 
 
+def precompile(root: Path, folders: list[Path], base: Path | None = None, seen_as: str = "/") -> None:
+    """Write the ``__pycache__`` files the emulated Python would otherwise recompile at every start.
+
+    Debian's postinst (py3compile) never ran and wheels ship no bytecode; with
+    ``PYTHONDONTWRITEBYTECODE`` set an emulated ``import numpy`` recompiled everything each time
+    (3.6 s CPU under qemu, measured). Paths inside are the ones the emulated process sees
+    (``root`` replaced by ``seen_as``). The host compiles when it is CPython 3.11 (same bytecode), else
+    the emulated Python does.
+    """
+    args = ["-q", "-j", "0", "-s", str(root), "-p", seen_as, *map(str, folders)]
+    if sys.version_info[:2] == (3, 11) and sys.implementation.name == "cpython":
+        cmd, env = [sys.executable, "-m", "compileall", *args], None
+    else:
+        cmd, env = [*qemu_python_cmd(base), "-m", "compileall", *args], qemu_env(base)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
+    if proc.returncode not in (0, 1):  # 1: some file of a package's test data does not compile
+        raise SysrootError(f"step 'pyc': {' '.join(cmd[:4])} exited {proc.returncode}: {proc.stderr[-800:]}")
+
+
 def build(base: Path | None = None, *, log=_say) -> dict:
     """Build (or finish building) the sysroot; returns its facts. Raises `SysrootError` naming the step."""
     base = base or DEFAULT_ROOT
@@ -259,6 +284,22 @@ def build(base: Path | None = None, *, log=_say) -> dict:
             log(f"wheel {name}: {found[name] or 'none for aarch64 (not provable here)'}")
         (base / "wheels.json").write_text(json.dumps(found, indent=1), encoding="utf-8")
 
+    def get_openvino() -> None:
+        # optional: OpenVINO's aarch64 wheel (its ARM CPU plugin) and its pure-Python dependency
+        site, found = root / SITE, json.loads((base / "wheels.json").read_text(encoding="utf-8"))
+        whl = _download_wheel("openvino", wheels)
+        tele = _download_wheel("openvino-telemetry", wheels) if whl is not None else None
+        if whl is not None and tele is not None:
+            _unpack_wheel(whl, site)
+            _unpack_wheel(tele, site)
+            if not _imports(base, "openvino"):
+                log(f"{whl.name} does not import under qemu-user: OpenVINO is not provable here")
+                _remove_dist(site, "openvino")
+                whl = None
+        found["openvino"] = whl.name if whl else None
+        log(f"wheel openvino: {found['openvino'] or 'none for aarch64 (not provable here)'}")
+        (base / "wheels.json").write_text(json.dumps(found, indent=1), encoding="utf-8")
+
     def smoke() -> None:
         out = _run(
             [*qemu_python_cmd(base), "-c",
@@ -272,6 +313,8 @@ def build(base: Path | None = None, *, log=_say) -> dict:
     step("root", unpack)
     step("wheels", get_wheels)
     step("smoke", smoke)
+    step("openvino", get_openvino)
+    step("pyc", lambda: precompile(root, [root / "usr" / "lib" / PYTHON, root / SITE], base))
     info = {
         "root": str(root),
         "python": f"/usr/bin/{PYTHON}",
