@@ -9,6 +9,7 @@
 7. `isa_numerics.py`  -- what each runtime computes on this CPU generation (OpenVINO bf16 / dynamic int8, llama.cpp AMX).
 8. `gguf_latency.py`  -- where a GGUF encoder's time goes: harness vs llama.cpp settings vs its kernels, against ORT.
 9. `gguf_qat_minilm.py` -- real MiniLM teacher: post-training Q4_0 / Q4_K_M of a float student vs a Q4_0-aware student, llama.cpp.
+10. `headline_sst2.py` -- the headline: full-SST-2 teacher, KD + QAT students vs the textbook route and ORTQuantizer, one bench run (hours on 2 cores; resumes).
 
 Results land in `bench-results/<name>/summary.{json,md}`; `docs/benchmarks.md` quotes them with
 the command that produced each table. Finished training runs are skipped, so an interrupted
@@ -38,6 +39,7 @@ BENCHMARKS = {
     "isa_numerics": False,
     "gguf_latency": False,
     "gguf_qat_minilm": True,
+    "headline_sst2": True,
 }
 
 
