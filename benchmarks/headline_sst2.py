@@ -39,6 +39,7 @@ of section 1 are not mixed in.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -254,6 +255,8 @@ def main() -> int:
     from edgedistill.bench.system import cpu_info
 
     cpu = cpu_info()
+    # SIGTERM (a CI timeout, the end of a session) unwinds like Ctrl-C, so stages.json records it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
     stages = Stages(out / "stages.json")
     wanted = [s for s in STAGES if not args.only or s in args.only]
     optimum_python = args.optimum_python if args.optimum_python.is_file() else None
