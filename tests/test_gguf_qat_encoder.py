@@ -14,7 +14,6 @@ The encoder twin of tests/test_gguf_qat.py, on the tiny BERT of tests/conftest.p
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +22,11 @@ import torch
 
 pytest.importorskip("gguf")
 
+from gguf_qat_helpers import assert_q4_0_export_holds_trained_weights  # noqa: E402
+
 from conftest import make_sentences, tiny_bert_config  # noqa: E402
 from edgedistill.compress.config import DistillRecipe  # noqa: E402
-from edgedistill.compress.gguf_quant import attach_gguf_fake_quant, fake_quant_blocks  # noqa: E402
+from edgedistill.compress.gguf_quant import attach_gguf_fake_quant  # noqa: E402
 from edgedistill.errors import UnsupportedModelError  # noqa: E402
 from edgedistill.export import gguf as G  # noqa: E402
 
@@ -195,31 +196,16 @@ def test_distill_feature_extraction_with_gguf_q4_0_exports_the_trained_weights(
     tmp_path, tiny_bert_encoder, tiny_data
 ):
     pytest.importorskip("llama_cpp")
-    from safetensors.torch import load_file
 
     from edgedistill.compress.distillation import distill
-    from edgedistill.export import ExportConfig, export
 
     report = distill(_recipe(tiny_bert_encoder, tiny_data), tmp_path / "run", progress=False)
     assert report["qat"]["scheme"] == "gguf" and report["qat"]["precision"] == "q4_0"
     assert report["qat"]["tensor_types"] == {"F32": 14, "Q4_0": 6, "Q8_0": 1}, report["qat"]
     assert report["student"]["evaluated_with"].startswith("GGUF q4_0 fake-quant")
-    student = tmp_path / "run" / "student"
-    weights = load_file(student / "model.safetensors")
-    assert not any("parametrizations" in k for k in weights)
-
-    exported = export(student, tmp_path / "export", ExportConfig(formats=["gguf"], precisions=["q4_0"]))
-    (artifact,) = exported["artifacts"]
-    manifest = json.loads((Path(artifact["path"]) / "manifest.json").read_text())
-    assert any("GGUF-aware QAT at q4_0" in n for n in manifest.get("notes", [])), manifest.get("notes")
-    import gguf
-
-    reader = gguf.GGUFReader(next(Path(artifact["path"]).glob("*.gguf")))
-    tensor = next(t for t in reader.tensors if t.name == "blk.0.ffn_down.weight")
-    key = "encoder.layer.0.output.dense.weight"
-    decoded = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(weights[key].shape)
-    assert tensor.tensor_type.name == "Q4_0"
-    assert torch.equal(torch.from_numpy(decoded.copy()), fake_quant_blocks(weights[key].float(), "q4_0"))
+    assert_q4_0_export_holds_trained_weights(
+        tmp_path / "run" / "student", tmp_path / "export", "encoder.layer.0.output.dense.weight"
+    )
 
 
 def test_gguf_qat_modes_are_refused_for_classifiers_and_models_llama_cpp_cannot_run(

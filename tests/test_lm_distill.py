@@ -7,11 +7,11 @@ tests/tiny_llama.py; nothing is downloaded.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from gguf_qat_helpers import assert_q4_0_export_holds_trained_weights
 from pydantic import ValidationError
 from tiny_llama import lm_recipe, pairs_data, save_tiny_decoder, train_bytelevel_bpe
 
@@ -430,35 +430,17 @@ def test_gguf_q4_0_qat_student_exports_to_the_weights_it_trained_with(tmp_path, 
     real exporter (its parity runs the file in llama.cpp), and the file's quantized tensors equal
     the fake-quant weights of the saved student."""
     pytest.importorskip("llama_cpp")
-    from safetensors.torch import load_file
 
     from edgedistill.compress.distillation import distill
-    from edgedistill.compress.gguf_quant import fake_quant_blocks
-    from edgedistill.export import ExportConfig, export
 
     recipe = lm_recipe(tmp_path, lm_teacher, lm_data, qat={"mode": "gguf_q4_0", "start_fraction": 0.5})
     report = distill(recipe, tmp_path / "run", progress=False)
     assert report["qat"]["scheme"] == "gguf" and report["qat"]["precision"] == "q4_0"
     assert report["qat"]["tensor_types"].get("Q4_0", 0) > 0
     assert report["student"]["evaluated_with"].startswith("GGUF q4_0 fake-quant")
-    student = tmp_path / "run" / "student"
-    weights = load_file(student / "model.safetensors")
-    assert not any("parametrizations" in k for k in weights)  # latent weights, plain transformers keys
-
-    exported = export(student, tmp_path / "export", ExportConfig(formats=["gguf"], precisions=["q4_0"]))
-    (artifact,) = exported["artifacts"]
-    manifest = json.loads((Path(artifact["path"]) / "manifest.json").read_text())
-    assert any("GGUF-aware QAT at q4_0" in n for n in manifest.get("notes", [])), manifest.get("notes")
-    import gguf
-
-    reader = gguf.GGUFReader(next(Path(artifact["path"]).glob("*.gguf")))
-    tensor = next(t for t in reader.tensors if t.name == "blk.0.ffn_down.weight")
-    decoded = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(
-        weights["model.layers.0.mlp.down_proj.weight"].shape
+    assert_q4_0_export_holds_trained_weights(
+        tmp_path / "run" / "student", tmp_path / "export", "model.layers.0.mlp.down_proj.weight"
     )
-    expected = fake_quant_blocks(weights["model.layers.0.mlp.down_proj.weight"].float(), "q4_0")
-    assert tensor.tensor_type.name == "Q4_0"
-    assert torch.equal(torch.from_numpy(decoded.copy()), expected)
 
 
 def test_cli_finetune_causal_lm(tmp_path, lm_teacher, lm_data):
