@@ -14,20 +14,25 @@ continues where it stopped: a training stage resumes from its last checkpoint):
 1. ``teacher``   -- `edgedistill finetune` of all-MiniLM-L6-v2 on SST-2 train, 1 epoch, lr 5e-5;
 2. ``ours``      -- the headline student: 3 of the teacher's layers, each keeping all 12 heads and 384
    of its 1536 feed-forward neurons (activation importance), KD (soft_kl + hard_ce, T=4, alpha=0.7,
-   teacher logits cached once) with NNCF int8 QAT for the second half of the epoch;
-3. ``textbook``  -- the same pruned shape and steps, logit KD in fp32 only (then post-training
-   dynamic int8 at export): the route most tutorials take;
-4. ``ours-3L``   -- the unpruned 3-layer KD + QAT student (same recipe), for the pruning trade-off;
-5. ``export``    -- ONNX fp32/int8 and OpenVINO fp32/int8 of the QAT students (int8 from their
+   teacher logits cached once) for 2 epochs, NNCF int8 QAT for the last half-epoch;
+3. ``ours-1ep``  -- the same for 1 epoch, QAT for its second half (the same QAT steps): what the
+   second epoch buys;
+4. ``ours-hidden`` -- ``ours-1ep`` plus hidden-state matching (hidden_mse, each layer's output
+   against the teacher layer it was copied from; live teacher): what the hidden term buys;
+5. ``textbook``  -- the shape and steps of ``ours-1ep``, logit KD in fp32 only (then post-training
+   dynamic int8 at export): the route most tutorials take; ``textbook-2ep``: the same for the
+   2 epochs of ``ours`` (ONNX int8 only: its latency is the textbook's);
+6. ``ours-3L``   -- the unpruned 3-layer student with the recipe of ``ours-1ep``, for the pruning trade-off;
+7. ``export``    -- ONNX fp32/int8 and OpenVINO fp32/int8 of the QAT students (int8 from their
    learned ranges), ONNX fp32 + ORT dynamic int8 of the textbook student and of the teacher, and
    optimum's ORTQuantizer (the avx512_vnni / avx2 config of this CPU) on the textbook student
    (needs optimum-onnx: it runs in ``.venv-compat`` when this environment lacks it);
-6. ``bench``     -- `edgedistill bench` on ``cpu`` with SST-2 dev, then every int8 candidate
+8. ``bench``     -- `edgedistill bench` on ``cpu`` with SST-2 dev, then every int8 candidate
    interleaved with the teacher fp32 (``--baseline-artifact``).
 
 Every stage's wall time is appended to ``stages.json`` (a resumed stage has one entry per
 session), and every CLI command to ``commands.log``. Results: ``summary.{json,md}`` (table 1 of
-docs/benchmarks.md section 1b) with the CPU model and ISA of the machine on every row.
+docs/benchmarks.md section 11) with the CPU model and ISA of the machine on every row.
 
     python benchmarks/headline_sst2.py [--data ../shared/data/sst2] [--rows N] [--only teacher ours]
 
@@ -51,19 +56,41 @@ from headline_sst2_report import build_summary, markdown
 
 from edgedistill.io import atomic_write_json
 
-STAGES = ("teacher", "ours", "textbook", "ours-3L", "export", "bench")
+STAGES = (
+    "teacher",
+    "ours",
+    "ours-1ep",
+    "ours-hidden",
+    "textbook",
+    "textbook-2ep",
+    "ours-3L",
+    "export",
+    "bench",
+)
 # All 12 heads kept: transformers 5 removed prune_heads, and at 128 tokens a quarter of the
 # feed-forward neurons costs about what half the heads and half the neurons do (both ~885k
 # weights a layer, about a quarter of the teacher's per-layer matmul work).
 PRUNED = ["--student-layers", "3", "--student-ffn", "384"]
-KD = ["--losses", "soft_kl:1,hard_ce:1", "--temperature", "4", "--alpha", "0.7", "--lr", "1e-4"]
-QAT = ["--qat", "int8", "--qat-start", "0.5"]
-# name -> (distill flags, QAT?) of each student
+KD_OPTS = ["--temperature", "4", "--alpha", "0.7", "--lr", "1e-4"]
+KD = ["--losses", "soft_kl:1,hard_ce:1", *KD_OPTS]
+# + each student layer's output matched to the teacher layer it was copied from (the default
+# layer map: 1->1, 2->3, 3->6); hidden states are not cached, so the teacher runs live
+KD_HIDDEN = ["--losses", "soft_kl:1,hard_ce:1,hidden_mse:1", *KD_OPTS]
+ONE_EPOCH = ["--epochs", "1", "--qat", "int8", "--qat-start", "0.5"]  # QAT for the second half
+# two epochs, QAT for the last half-epoch: the QAT steps (the costly ones) of ONE_EPOCH, twice the float steps
+TWO_EPOCHS = ["--epochs", "2", "--qat", "int8", "--qat-start", "0.75"]
+# name -> (distill flags, QAT?, cached teacher logits?) of each student
 STUDENTS = {
-    "ours": ([*PRUNED, *KD, *QAT], True),
-    "textbook": ([*PRUNED, *KD, "--qat", "none"], False),
-    "ours-3L": (["--student-layers", "3", *KD, *QAT], True),
+    "ours": ([*PRUNED, *KD, *TWO_EPOCHS], True, True),
+    "ours-1ep": ([*PRUNED, *KD, *ONE_EPOCH], True, True),
+    "ours-hidden": ([*PRUNED, *KD_HIDDEN, *ONE_EPOCH], True, False),
+    "textbook": ([*PRUNED, *KD, "--epochs", "1", "--qat", "none"], False, True),
+    "textbook-2ep": ([*PRUNED, *KD, "--epochs", "2", "--qat", "none"], False, True),
+    "ours-3L": (["--student-layers", "3", *KD, *ONE_EPOCH], True, True),
 }
+# Recipe ablations share the headline's shape, so their latency is the headline's: only their ONNX
+# int8 artifact is exported and measured (dev accuracy through the runtime), not interleaved.
+ABLATIONS = ("ours-1ep", "ours-hidden", "textbook-2ep")
 SAVE_STEPS = "200"  # a checkpoint every ~4 minutes of the teacher's training on 2 cores
 
 
@@ -120,11 +147,11 @@ def train_teacher(out: Path, data: Path, rows: int | None, log: Path) -> dict:
 
 
 def train_student(name: str, out: Path, data: Path, rows: int | None, log: Path) -> dict:
-    flags, _ = STUDENTS[name]
+    flags, _, cached = STUDENTS[name]
+    cache = ["--cache-teacher-outputs", "--set", f"training.teacher_cache_dir={out / 'teacher_cache'}"]
     cmd = [
-        *CLI, "distill", "--teacher", str(out / "teacher" / "model"), *flags, "--epochs", "1",
-        "--cache-teacher-outputs", "--set", f"training.teacher_cache_dir={out / 'teacher_cache'}",
-        "--out", str(out / name), *train_flags(data, rows),
+        *CLI, "distill", "--teacher", str(out / "teacher" / "model"), *flags,
+        *(cache if cached else []), "--out", str(out / name), *train_flags(data, rows),
     ]  # fmt: skip
     return run(cmd, out / name / "distill_report.json", log)
 
@@ -148,17 +175,26 @@ def export_all(out: Path, data: Path, optimum_python: Path | None) -> dict[str, 
         "teacher 6L ONNX fp32": art / "teacher" / "onnx-fp32",
         "teacher 6L ONNX int8 (ORT dynamic PTQ)": art / "teacher" / "onnx-int8",
     }
-    for name, (_, qat) in STUDENTS.items():
+    for name, (_, qat, _) in STUDENTS.items():
         student = out / name / "student"
         if not (student / "config.json").is_file():
             continue  # not trained yet (--only): its rows are left out
         shape = "3L" if name == "ours-3L" else "3L-f384"
-        if qat:
+        if name in ABLATIONS:
+            once(student, art / name, ["onnx"], ["int8"], int8_method="qat" if qat else "dynamic")
+            how = "QAT ranges" if qat else "ORT dynamic PTQ"
+            folders[f"{name}: {shape} ONNX int8 ({how})"] = art / name / "onnx-int8"
+        elif qat:
             once(student, art / name, ["onnx", "openvino"], ["fp32", "int8"])
             folders[f"{name}: {shape} ONNX int8 (QAT ranges)"] = art / name / "onnx-int8"
             folders[f"{name}: {shape} OpenVINO int8 (QAT ranges)"] = art / name / "openvino-int8"
             folders[f"{name}: {shape} ONNX fp32"] = art / name / "onnx-fp32"
             folders[f"{name}: {shape} OpenVINO fp32"] = art / name / "openvino-fp32"
+            if name == "ours":  # the QAT weights through the textbook's quantizer: graph cost vs ranges
+                once(student, art / f"{name}-dynamic", ["onnx"], ["int8"], int8_method="dynamic")
+                folders[f"{name}: {shape} ONNX int8 (ORT dynamic PTQ of the QAT weights)"] = (
+                    art / f"{name}-dynamic" / "onnx-int8"
+                )
         else:
             once(student, art / name, ["onnx"], ["fp32"])
             once(student, art / name, ["onnx"], ["int8"], int8_method="dynamic")
@@ -215,7 +251,7 @@ def bench_all(out: Path, data: Path, folders: dict[str, str], quick: bool) -> di
     table_path, pairs_path = out / "bench_cpu.json", out / "interleaved_cpu.json"
     if not _covers(table_path, list(folders.values())):
         bench(list(folders.values()), target, data=data / "dev.tsv", out=table_path, progress=True)
-    candidates = [f for label, f in folders.items() if "int8" in label]
+    candidates = [f for label, f in folders.items() if "int8" in label and not label.startswith(ABLATIONS)]
     if not _covers(pairs_path, candidates):
         bench(
             candidates,
