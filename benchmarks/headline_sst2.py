@@ -79,14 +79,14 @@ KD_HIDDEN = ["--losses", "soft_kl:1,hard_ce:1,hidden_mse:1", *KD_OPTS]
 ONE_EPOCH = ["--epochs", "1", "--qat", "int8", "--qat-start", "0.5"]  # QAT for the second half
 # two epochs, QAT for the last half-epoch: the QAT steps (the costly ones) of ONE_EPOCH, twice the float steps
 TWO_EPOCHS = ["--epochs", "2", "--qat", "int8", "--qat-start", "0.75"]
-# name -> (distill flags, QAT?, cached teacher logits?) of each student
+# name -> (distill flags, cached teacher logits?) of each student
 STUDENTS = {
-    "ours": ([*PRUNED, *KD, *TWO_EPOCHS], True, True),
-    "ours-1ep": ([*PRUNED, *KD, *ONE_EPOCH], True, True),
-    "ours-hidden": ([*PRUNED, *KD_HIDDEN, *ONE_EPOCH], True, False),
-    "textbook": ([*PRUNED, *KD, "--epochs", "1", "--qat", "none"], False, True),
-    "textbook-2ep": ([*PRUNED, *KD, "--epochs", "2", "--qat", "none"], False, True),
-    "ours-3L": (["--student-layers", "3", *KD, *ONE_EPOCH], True, True),
+    "ours": ([*PRUNED, *KD, *TWO_EPOCHS], True),
+    "ours-1ep": ([*PRUNED, *KD, *ONE_EPOCH], True),
+    "ours-hidden": ([*PRUNED, *KD_HIDDEN, *ONE_EPOCH], False),
+    "textbook": ([*PRUNED, *KD, "--epochs", "1", "--qat", "none"], True),
+    "textbook-2ep": ([*PRUNED, *KD, "--epochs", "2", "--qat", "none"], True),
+    "ours-3L": (["--student-layers", "3", *KD, *ONE_EPOCH], True),
 }
 # Recipe ablations share the headline's shape, so their latency is the headline's: only their ONNX
 # int8 artifact is exported and measured (dev accuracy through the runtime), not interleaved.
@@ -147,7 +147,7 @@ def train_teacher(out: Path, data: Path, rows: int | None, log: Path) -> dict:
 
 
 def train_student(name: str, out: Path, data: Path, rows: int | None, log: Path) -> dict:
-    flags, _, cached = STUDENTS[name]
+    flags, cached = STUDENTS[name]
     cache = ["--cache-teacher-outputs", "--set", f"training.teacher_cache_dir={out / 'teacher_cache'}"]
     cmd = [
         *CLI, "distill", "--teacher", str(out / "teacher" / "model"), *flags,
@@ -175,7 +175,8 @@ def export_all(out: Path, data: Path, optimum_python: Path | None) -> dict[str, 
         "teacher 6L ONNX fp32": art / "teacher" / "onnx-fp32",
         "teacher 6L ONNX int8 (ORT dynamic PTQ)": art / "teacher" / "onnx-int8",
     }
-    for name, (_, qat, _) in STUDENTS.items():
+    for name, (flags, _) in STUDENTS.items():
+        qat = flags[flags.index("--qat") + 1] != "none"
         student = out / name / "student"
         if not (student / "config.json").is_file():
             continue  # not trained yet (--only): its rows are left out
