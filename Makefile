@@ -45,13 +45,18 @@ $(COMPAT_STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
+# Two passes. Every test but the `serial` ones on $(TEST_WORKERS) pytest-xdist workers, a whole file
+# per worker (module fixtures are built once); then the `serial` ones (they judge 5 % latency
+# differences) alone, so no other test's load moves their verdicts. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -q -m serial
 
 # the export and distill tests on the other transformers line (4.57 + optimum-onnx)
 test-compat: $(COMPAT_STAMP)
 	$(COMPAT_BIN)/python -c "import transformers; print('transformers', transformers.__version__)"
-	$(COMPAT_BIN)/python -m pytest -q $(COMPAT_TESTS)
+	$(COMPAT_BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(COMPAT_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -253,11 +253,13 @@ def bench_all(out: Path, data: Path, folders: dict[str, str], quick: bool) -> di
     if not _covers(table_path, list(folders.values())):
         bench(list(folders.values()), target, data=data / "dev.tsv", out=table_path, progress=True)
     candidates = [f for label, f in folders.items() if "int8" in label and not label.startswith(ABLATIONS)]
-    if not _covers(pairs_path, candidates):
+    teacher = folders["teacher 6L ONNX fp32"]
+    # an interleaved report lists its baseline among its artifacts (role "baseline")
+    if not _covers(pairs_path, [*candidates, teacher]):
         bench(
             candidates,
             target,
-            baseline_artifact=folders["teacher 6L ONNX fp32"],
+            baseline_artifact=teacher,
             out=pairs_path,
             progress=True,
         )

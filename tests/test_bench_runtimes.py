@@ -15,6 +15,9 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
 pytest.importorskip("llama_cpp")
+# its A/A and slowdown comparisons judge latency differences of 5%: `make test` runs them alone,
+# after the parallel pass, never beside another test's load
+pytestmark = pytest.mark.serial
 
 from bench_helpers import exported_artifacts, main_report, write_target  # noqa: E402
 
@@ -117,28 +120,48 @@ def test_llama_cpp_decoder_reports_ttft_and_decode_speed(report):
     assert lm["decode_tokens_per_s"]["p50"] > 0 and len(lm["ttft_samples_ms"]) == lm["ttft_ms"]["n"]
 
 
-def test_aa_comparison_of_one_artifact_passes_and_an_injected_slowdown_is_flagged(artifacts, tmp_path):
-    # 6 processes a side: with one process per side disturbed by the machine, a real slowdown still
-    # gives p ~ 0.002 (4 a side cannot go below p = 1/70 and flaked on one overlap)
+def test_aa_comparison_of_one_artifact_never_fails_the_gate_and_an_injected_slowdown_does(
+    artifacts, tmp_path
+):
+    # Process medians of this 0.3 ms model are bimodal on the 2-core host (measured 2026-12-03:
+    # 0.26 ms in some fresh processes, 0.38-0.41 ms in others, one artifact), so an A/A look often
+    # shows a >= 5% effect without evidence ("inconclusive", then extended) and, at a p threshold
+    # of 0.05, a false verdict in about 1 run in 10: CI once got "inconclusive", a local run
+    # "improved" at a ratio of 0.73. The claim is the gate's: one artifact against itself never
+    # fails it. p_threshold 0.002 bounds that false alarm at 0.4% over both looks; 6 processes a
+    # side (p >= 1/924) still detect a 3x slowdown, which no process state can hide.
     target = load_target(
-        write_target(tmp_path, measurement={"min_iterations": 100, "min_seconds": 0.3, "compare_rounds": 6})
+        write_target(
+            tmp_path,
+            measurement={
+                "min_iterations": 100,
+                "min_seconds": 0.3,
+                "compare_rounds": 6,
+                "max_compare_rounds": 12,
+            },
+            regression={"p_threshold": 0.002},
+        )
     )
     art = artifacts["onnx-int8"]
     same = bench([art], target, baseline_artifact=art)
     comparison = same["comparisons"][0]
-    assert comparison["interleaved"] and comparison["candidate_rounds"] == comparison["baseline_rounds"] == 6
-    assert comparison["result"]["verdict"] == "unchanged", comparison["result"]
-    assert not comparison["extended"] and len(comparison["looks"]) == 1  # no max_compare_rounds here
+    first = comparison["looks"][0]
+    assert comparison["interleaved"] and first["rounds_per_side"] == 6
+    assert comparison["result"]["verdict"] in ("unchanged", "inconclusive"), comparison["looks"]
+    # only an inconclusive first look is extended, and then to max_compare_rounds a side
+    assert comparison["extended"] == (first["verdict"] == "inconclusive")
+    sides = 12 if comparison["extended"] else 6
+    assert comparison["candidate_rounds"] == comparison["baseline_rounds"] == sides
     assert [a["role"] for a in same["artifacts"]] == ["candidate", "baseline"]
     assert gate(same, target).exit_code == 0
 
-    # the test-only knob stretches every timed inference of the candidate by 50%
-    slow = bench([art], target, baseline_artifact=art, candidate_overrides={"debug_slowdown_factor": 1.5})
+    # the test-only knob stretches every timed inference of the candidate 3x
+    slow = bench([art], target, baseline_artifact=art, candidate_overrides={"debug_slowdown_factor": 3.0})
     result = slow["comparisons"][0]["result"]
     assert result["verdict"] == "regressed", result
-    assert result["ratio"] > 1.25 and result["p_slower"] < 0.05
+    assert result["ratio"] > 2.0 and result["p_slower"] < 0.002
     applied = slow["artifacts"][0]["applied"]
-    assert applied["overrides"] == {"debug_slowdown_factor": 1.5} and "TEST-ONLY" in applied["warnings"][-1]
+    assert applied["overrides"] == {"debug_slowdown_factor": 3.0} and "TEST-ONLY" in applied["warnings"][-1]
     verdict = gate(slow, target)
     assert verdict.exit_code == 1
     assert [c.status for c in verdict.checks if c.budget.startswith("regression")] == ["failed"]

@@ -175,6 +175,45 @@ def test_sigterm_becomes_an_interruption_only_during_a_verb(tmp_path):
     assert proc.stdout.split("\n")[:3] == ["interrupted True", "restored True", "own handler kept"]
 
 
+def test_a_process_forked_during_a_verb_dies_of_sigterm(tmp_path):
+    """The shape of OpenVINO telemetry's sender: a child forked off a worker thread during a verb,
+    stopped with ``terminate()``. It must die of SIGTERM (exit -15), not inherit the verb's handler
+    (which would turn SIGTERM into an exception it may never get to raise: a hang at exit)."""
+    proc = _python(
+        """
+        import multiprocessing, signal, threading, time
+        from edgedistill.signals import interruptible
+
+        def child(queue):
+            queue.put(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+            time.sleep(60)
+
+        def start(result):
+            ctx = multiprocessing.get_context("fork")
+            queue = ctx.Queue()
+            p = ctx.Process(target=child, args=(queue,), daemon=True)
+            p.start()
+            result["default"] = queue.get(timeout=30)
+            p.terminate()
+            p.join(10)
+            result["exitcode"] = p.exitcode
+
+        @interruptible
+        def verb():
+            result = {}
+            worker = threading.Thread(target=start, args=(result,))
+            worker.start()
+            worker.join()
+            return result
+
+        result = verb()
+        print(result["default"], result["exitcode"])
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", str(-signal.SIGTERM)], proc.stdout
+
+
 @pytest.mark.parametrize("writer", ["safetensors", "torch.save"])
 def test_full_disk_inside_a_library_writer_is_recognised(writer, tmp_path):
     """Trainer checkpoints are written by safetensors (SafetensorError "... os error 28") and
