@@ -52,21 +52,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from common import CLI, RESULTS, ROOT, minilm, parser, run, sst2_flags, sst2_missing, write_summary
-from headline_sst2_report import build_summary, markdown
+from headline_sst2_report import build_summary, markdown, stage_report
 
 from edgedistill.io import atomic_write_json
 
-STAGES = (
-    "teacher",
-    "ours",
-    "ours-1ep",
-    "ours-hidden",
-    "textbook",
-    "textbook-2ep",
-    "ours-3L",
-    "export",
-    "bench",
-)
 # All 12 heads kept: transformers 5 removed prune_heads, and at 128 tokens a quarter of the
 # feed-forward neurons costs about what half the heads and half the neurons do (both ~885k
 # weights a layer, about a quarter of the teacher's per-layer matmul work).
@@ -91,6 +80,8 @@ STUDENTS = {
 # Recipe ablations share the headline's shape, so their latency is the headline's: only their ONNX
 # int8 artifact is exported and measured (dev accuracy through the runtime), not interleaved.
 ABLATIONS = ("ours-1ep", "ours-hidden", "textbook-2ep")
+TRAINED = ("teacher", *STUDENTS)
+STAGES = (*TRAINED, "export", "bench")
 SAVE_STEPS = "200"  # a checkpoint every ~4 minutes of the teacher's training on 2 cores
 
 
@@ -143,7 +134,7 @@ def train_teacher(out: Path, data: Path, rows: int | None, log: Path) -> dict:
         *CLI, "finetune", "--model", str(minilm()), "--epochs", "1", "--lr", "5e-5", "--out", str(out / "teacher"),
         *train_flags(data, rows),
     ]  # fmt: skip
-    return run(cmd, out / "teacher" / "finetune_report.json", log)
+    return run(cmd, stage_report(out, "teacher"), log)
 
 
 def train_student(name: str, out: Path, data: Path, rows: int | None, log: Path) -> dict:
@@ -153,7 +144,7 @@ def train_student(name: str, out: Path, data: Path, rows: int | None, log: Path)
         *CLI, "distill", "--teacher", str(out / "teacher" / "model"), *flags,
         *(cache if cached else []), "--out", str(out / name), *train_flags(data, rows),
     ]  # fmt: skip
-    return run(cmd, out / name / "distill_report.json", log)
+    return run(cmd, stage_report(out, name), log)
 
 
 def export_all(out: Path, data: Path, optimum_python: Path | None) -> dict[str, str]:
@@ -302,9 +293,8 @@ def main() -> int:
     folders: dict[str, str] = {}
     measured = None
     for stage in wanted:
-        report = out / stage / ("finetune_report.json" if stage == "teacher" else "distill_report.json")
-        if stage in ("teacher", *STUDENTS) and report.is_file():
-            print(f"[done] {stage}: {report}")
+        if stage in TRAINED and stage_report(out, stage).is_file():
+            print(f"[done] {stage}: {stage_report(out, stage)}")
             continue
         with stages.time(stage, cpu):
             if stage == "teacher":
@@ -318,7 +308,7 @@ def main() -> int:
                 folders = folders or json.loads((out / "artifacts.json").read_text())
                 measured = bench_all(out, args.data, folders, quick=args.rows is not None)
     if measured is not None:
-        summary = build_summary(out, measured, folders, stages.totals(), cpu, args.rows)
+        summary = build_summary(out, measured, folders, stages.totals(), cpu, args.rows, list(TRAINED))
         write_summary(out, summary, markdown(summary))
     else:
         print(json.dumps(stages.totals(), indent=1))

@@ -20,9 +20,21 @@ def _isa(cpu: dict) -> str:
     return " ".join(k for k, v in cpu["isa"].items() if v)
 
 
+def stage_report(out: Path, stage: str) -> Path:
+    """The report a training stage writes: the teacher's finetune report, a student's distill report."""
+    return out / stage / ("finetune_report.json" if stage == "teacher" else "distill_report.json")
+
+
 def build_summary(
-    out: Path, measured: dict, folders: dict[str, str], totals: dict, cpu: dict, rows_limit: int | None
+    out: Path,
+    measured: dict,
+    folders: dict[str, str],
+    totals: dict,
+    cpu: dict,
+    rows_limit: int | None,
+    trained: list[str],
 ) -> dict:
+    """``trained``: the training stages (the teacher, then each student), in table order."""
     label_of = {str(Path(f).resolve()): label for label, f in folders.items()}
     pairs = {}
     for c in measured["pairs"].get("comparisons", []):
@@ -93,16 +105,8 @@ def build_summary(
             v["ahead"] = v["accuracy_points"] > 0 and v["latency_ratio"] <= 1 + LATENCY_SLACK
             rivals[f"{mine} vs {name}"] = v
     students = {}
-    for name, file, key in (
-        ("teacher", "finetune_report.json", "model"),
-        ("ours", "distill_report.json", "student"),
-        ("ours-1ep", "distill_report.json", "student"),
-        ("ours-hidden", "distill_report.json", "student"),
-        ("textbook", "distill_report.json", "student"),
-        ("textbook-2ep", "distill_report.json", "student"),
-        ("ours-3L", "distill_report.json", "student"),
-    ):
-        report = out / name / file
+    for name in trained:
+        report, key = stage_report(out, name), "model" if name == "teacher" else "student"
         if report.is_file():
             rep = json.loads(report.read_text())
             students[name] = {

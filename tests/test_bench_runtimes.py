@@ -126,7 +126,7 @@ def test_aa_comparison_of_one_artifact_never_fails_the_gate_and_an_injected_slow
     # Process medians of this 0.3 ms model are bimodal on the 2-core host (measured 2026-12-03:
     # 0.26 ms in some fresh processes, 0.38-0.41 ms in others, one artifact), so an A/A look often
     # shows a >= 5% effect without evidence ("inconclusive", then extended) and, at a p threshold
-    # of 0.05, a false verdict in about 1 run in 10: CI once got "inconclusive", a local run
+    # of 0.05, a false verdict in up to 1 run in 10 (2 x 0.05): CI once got "inconclusive", a local run
     # "improved" at a ratio of 0.73. The claim is the gate's: one artifact against itself never
     # fails it. p_threshold 0.002 bounds that false alarm at 0.4% over both looks; 6 processes a
     # side (p >= 1/924) still detect a 3x slowdown, which no process state can hide.
