@@ -17,12 +17,11 @@ import logging
 import pickle
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from edgedistill.compress.config import ModelSource, StudentConfig
-from edgedistill.compress.model_checks import check_folder_contents
 from edgedistill.errors import ModelLoadError
+from edgedistill.model_checks import check_folder_contents
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ def check_model_folder(
     """Validate a local model folder; return None when ``path`` should be treated as a hub id.
 
     Before any weight is read: config.json is JSON, needs no remote code (unless trusted), fits in
-    memory, and every safetensors header is sound (`compress.model_checks`)."""
+    memory, and every safetensors header is sound (`edgedistill.model_checks`)."""
     folder = Path(path).expanduser()
     if not folder.exists():
         if _looks_local(path):
@@ -315,7 +314,3 @@ def check_vocab_rows(model, vocab_size: int, role: str, path: str) -> None:
             f"row {rows} cannot be predicted. Resize it (model.resize_token_embeddings(len(tokenizer))) or use the "
             f"tokenizer it was trained with."
         )
-
-
-def device_for_training() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

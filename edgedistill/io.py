@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgedistill.errors import DiskFullError
+from edgedistill.errors import DiskFullError, EdgeDistillError
 
 _FULL = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "the file-size limit was reached"}
 if hasattr(errno, "EDQUOT"):
@@ -37,6 +37,34 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
         while chunk := fh.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_json_object(
+    path: str | os.PathLike,
+    fix: str,
+    error: type[EdgeDistillError] = EdgeDistillError,
+    max_bytes: int = 4 << 20,
+) -> dict[str, Any]:
+    """A small JSON file that must hold an object (configs, metadata), refused with ``error`` naming
+    the file, what is wrong and ``fix``: bigger than ``max_bytes`` (checked before reading), not
+    UTF-8, not JSON (line and column), nested too deeply, or not an object."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise error(f"{path}: {size} bytes; a {path.name} is at most {max_bytes} bytes. {fix}")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 at byte {exc.start}. {fix}") from None
+    except json.JSONDecodeError as exc:
+        raise error(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}). {fix}"
+        ) from None
+    except RecursionError:
+        raise error(f"{path}: nested too deeply. {fix}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: a JSON {type(data).__name__}, expected an object. {fix}")
+    return data
 
 
 def free_bytes(path: str | os.PathLike) -> int | None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,8 @@ from edgedistill.errors import (
     ModelLoadError,
     UnsupportedModelError,
 )
+from edgedistill.io import read_json_object
+from edgedistill.model_checks import check_model_size, check_safetensors, read_config_json
 
 log = logging.getLogger(__name__)
 
@@ -155,45 +155,6 @@ class StudentInfo:
         return model.eval()
 
 
-def _read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{path} ({what}) is not valid JSON: {exc}. {fix}") from None
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path} ({what}) must hold a JSON object, not {type(data).__name__}. {fix}")
-    return data
-
-
-def check_safetensors(path: Path) -> None:
-    """Refuse a truncated or corrupted safetensors file before any loader trips over it."""
-    resave = (
-        "Copy the file again, or re-save the model with `model.save_pretrained(folder)` "
-        "(re-running `edgedistill distill` writes a fresh student)."
-    )
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise ModelLoadError(f"{path} is truncated ({size} bytes): no safetensors header. {resave}")
-        (header_len,) = struct.unpack("<Q", head)
-        if header_len > size - 8 or header_len > 100_000_000:
-            raise ModelLoadError(
-                f"{path} is truncated or not a safetensors file (header claims {header_len} bytes, "
-                f"file has {size}). {resave}"
-            )
-        try:
-            header = json.loads(fh.read(header_len))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ModelLoadError(f"{path} has a corrupted safetensors header. {resave}") from None
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
-    expected = 8 + header_len + max(ends, default=0)
-    if size < expected:
-        raise ModelLoadError(
-            f"{path} is truncated: {size} bytes, but its header describes {expected}. {resave}"
-        )
-
-
 def _guess_task(architecture: str | None) -> str | None:
     if not architecture:
         return None
@@ -236,7 +197,10 @@ def inspect_student(path: str | Path, task: str | None = None) -> StudentInfo:
     resave = "Re-save the model with `model.save_pretrained(folder)`."
     if not (folder / "config.json").is_file():
         raise ModelLoadError(f"{folder} has no config.json, so it is not a model folder. {resave}")
-    config = _read_json(folder / "config.json", "the model config", resave)
+    # the checks distill runs on a teacher: size capped JSON, sizes that fit in memory (a config with
+    # num_hidden_layers 1e6 would otherwise be allocated by the loader), every safetensors header
+    config = read_config_json(folder, "student")
+    check_model_size(config, folder, "student")
     model_type = config.get("model_type")
     if not model_type:
         raise ModelLoadError(f"{folder}/config.json has no 'model_type'. {resave}")
@@ -257,8 +221,8 @@ def inspect_student(path: str | Path, task: str | None = None) -> StudentInfo:
 
     meta: dict[str, Any] = {}
     if (folder / STUDENT_META).is_file():
-        meta = _read_json(
-            folder / STUDENT_META, "edgedistill metadata", "Re-run `edgedistill distill` or delete the file."
+        meta = read_json_object(
+            folder / STUDENT_META, "Re-run `edgedistill distill` or delete the file.", ModelLoadError
         )
     qat = meta.get("qat")
     if _has_nncf_state(qat) or _has_weight_only_state(qat):

@@ -115,6 +115,37 @@ def test_corrupt_safetensors_header(case, folder, bounded):
         _refused(folder, "model.safetensors", *expected)
 
 
+@pytest.mark.parametrize("case", sorted(SAFETENSORS_CASES))
+def test_export_refuses_the_same_corrupt_safetensors_headers(case, folder, bounded):
+    """Issue 25: export had its own, weaker header check (a list header was "unexpected error (a
+    bug)"; dtype, shape and overlap were not checked). It now runs the one distill runs."""
+    from edgedistill.export.student import inspect_student
+
+    header, data, length, expected = SAFETENSORS_CASES[case]
+    _write_safetensors(folder / "model.safetensors", header, data, length)
+    with bounded(), pytest.raises(ModelLoadError) as info:
+        inspect_student(folder)
+    for part in ("model.safetensors", *expected):
+        assert part in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("hidden_size", 10**9), ("num_hidden_layers", 10**6), ("vocab_size", 10**12), ("hidden_size", "64")],
+)
+def test_export_refuses_absurd_configs_before_allocating(field, value, folder, bounded):
+    """Issue 25: ``num_hidden_layers: 1e6`` / ``hidden_size: 1e9`` OOM-killed or confused export."""
+    from edgedistill.export.student import inspect_student
+
+    config = json.loads((folder / "config.json").read_text())
+    config[field] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    with bounded(), pytest.raises(ModelLoadError) as info:
+        inspect_student(folder)
+    expected = f"{field}={value}" if isinstance(value, int) else f"field {field} is {value!r}"
+    assert "config.json" in str(info.value) and expected in str(info.value), str(info.value)
+
+
 def test_truncated_safetensors(folder):
     (folder / "model.safetensors").write_bytes(b"\x10\x00")
     _refused(folder, "model.safetensors", "shorter than the 8-byte header length")
@@ -157,7 +188,7 @@ def test_bad_config_json(text, expected, folder):
 
 def test_huge_config_json(folder):
     (folder / "config.json").write_bytes(b'{"pad": "' + b"x" * (5 << 20) + b'"}')
-    _refused(folder, "config.json", "bytes; a model config.json is at most")
+    _refused(folder, "config.json", "bytes; a config.json is at most")
 
 
 def test_missing_tokenizer_files(folder):

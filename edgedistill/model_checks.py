@@ -1,6 +1,8 @@
 """Checks on a model folder before anything is loaded: config.json, remote code, size, safetensors headers.
 
-`check_model_folder` runs these so a hostile or broken folder is refused with a `ModelLoadError`
+Every verb that opens a model folder runs them (distill, finetune and generate through
+`edgedistill.compress.models.check_model_folder`, export through
+`edgedistill.export.student.inspect_student`), so a hostile or broken folder is refused with a `ModelLoadError`
 that names the file, the field or byte offset and the fix, before transformers allocates a
 tensor or imports a module: a config asking for 10**12 parameters would otherwise be allocated
 (and the process OOM-killed), an ``auto_map`` would need code from the folder, and a safetensors
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedistill.errors import ModelLoadError
+from edgedistill.io import read_json_object
 
 MAX_CONFIG_BYTES = 4 << 20  # config.json of real models is a few KB (a big id2label: some 100 KB)
 MAX_SAFETENSORS_HEADER = 100 << 20  # the format's own reference reader refuses larger headers
@@ -31,26 +34,8 @@ _TORCH_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 
 def read_config_json(folder: Path, role: str) -> dict[str, Any]:
     """config.json as a dict: size capped, valid JSON, an object."""
-    path = folder / "config.json"
-    size = path.stat().st_size
-    if size > MAX_CONFIG_BYTES:
-        raise ModelLoadError(f"{path}: {size} bytes; a model config.json is at most {MAX_CONFIG_BYTES} bytes")
-    try:
-        config = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ModelLoadError(
-            f"{path}: not UTF-8 at byte {exc.start}; write config.json as UTF-8 JSON"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(
-            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); the {role} folder needs "
-            "the config.json save_pretrained writes"
-        ) from None
-    except RecursionError:
-        raise ModelLoadError(f"{path}: nested too deeply to be a model config") from None
-    if not isinstance(config, dict):
-        raise ModelLoadError(f"{path}: a JSON {type(config).__name__}, expected an object of config fields")
-    return config
+    fix = f"The {role} folder needs the config.json `save_pretrained` writes."
+    return read_json_object(folder / "config.json", fix, ModelLoadError, MAX_CONFIG_BYTES)
 
 
 def check_remote_code(config: dict[str, Any], folder: Path, role: str, trust_remote_code: bool) -> None:
