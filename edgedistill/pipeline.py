@@ -112,17 +112,51 @@ class RunState:
         self.path = out / STATE_FILE
         self.data: dict[str, Any] = {"version": 1, "stages": {}}
         if self.path.is_file():
-            try:
-                self.data = json.loads(self.path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                log.warning("%s is not valid JSON; every stage will run again", self.path)
+            self._load()
+
+    def _load(self) -> None:
+        """Read the state file; a damaged one is set aside and every stage runs again.
+
+        Nothing is lost by that: distill resumes from its last checkpoint, and export and bench
+        redo work whose outputs the state can no longer vouch for. A stage record that is not an
+        object is dropped the same way (that stage runs again).
+        """
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            problem = f"is not valid JSON ({exc})"
+        else:
+            if not isinstance(data, dict):
+                problem = f"holds a JSON {type(data).__name__}, not an object"
+            elif not isinstance(data.get("stages"), dict):
+                problem = "has no 'stages' object"
+            else:
+                stages = data["stages"]
+                data["stages"] = {k: v for k, v in stages.items() if isinstance(v, dict)}
+                for name in sorted(set(stages) - set(data["stages"])):
+                    log.warning("%s: stage %r is not an object; that stage runs again", self.path, name)
+                self.data = data
+                return
+        aside = self.path.with_name(STATE_FILE + ".damaged")
+        self.path.replace(aside)
+        log.warning(
+            "%s %s (kept as %s); every stage runs again, distill resuming from its last checkpoint. "
+            "Nothing to fix by hand; delete --out to start afresh.",
+            self.path,
+            problem,
+            aside.name,
+        )
 
     def get(self, stage: str) -> dict[str, Any]:
         return self.data["stages"].get(stage, {})
 
     def is_done(self, stage: str, fingerprint: str) -> bool:
         record = self.get(stage)
-        return record.get("status") == "done" and record.get("fingerprint") == fingerprint
+        return (
+            record.get("status") == "done"
+            and record.get("fingerprint") == fingerprint
+            and isinstance(record.get("outputs"), dict)  # a record without them cannot be skipped
+        )
 
     def mark(self, stage: str, **record: Any) -> None:
         self.data["stages"][stage] = {

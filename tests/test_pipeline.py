@@ -211,3 +211,46 @@ def test_example_recipes_validate_against_the_schema(tmp_path):
         jsonschema.validate(raw, schema)
         RunRecipe.model_validate(raw)
     assert FAST_TARGET["name"] == "test-fast"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (b'{"version": 1}', "has no 'stages' object"),
+        (b'{"version": 1, "stages": [1, 2]}', "has no 'stages' object"),
+        (b"[1, 2]", "holds a JSON list, not an object"),
+        (b'{"stages": {"distill": {"status": "done"', "is not valid JSON"),
+        (b'{"stages": "\xff"}', "is not valid JSON"),
+    ],
+    ids=["no_stages", "stages_a_list", "a_list", "truncated", "not_utf8"],
+)
+def test_a_damaged_state_file_is_set_aside_and_every_stage_runs_again(tmp_path, caplog, text, problem):
+    """Issue 25: these ended `edgedistill run` in "unexpected error KeyError / TypeError (a bug)"."""
+    from edgedistill.pipeline import STATE_FILE, RunState
+
+    path = tmp_path / STATE_FILE
+    path.write_bytes(text)
+    with caplog.at_level("WARNING", logger="edgedistill.pipeline"):
+        state = RunState(tmp_path)
+    assert state.get("distill") == {} and not state.is_done("distill", "fp")
+    assert problem in caplog.text and str(path) in caplog.text and "every stage runs again" in caplog.text
+    assert (tmp_path / f"{STATE_FILE}.damaged").read_bytes() == text
+    state.mark("distill", status="done", fingerprint="fp", outputs={"student": "s"})
+    assert state.is_done("distill", "fp")
+    assert json.loads(path.read_text())["stages"]["distill"]["status"] == "done"
+
+
+def test_a_damaged_stage_record_runs_that_stage_again(tmp_path, caplog):
+    from edgedistill.pipeline import STATE_FILE, RunState
+
+    stages = {
+        "distill": {"status": "done", "fingerprint": "a", "outputs": {"student": "s"}},
+        "export": ["done"],
+        "bench:cpu": {"status": "done", "fingerprint": "b"},  # no outputs: nothing a skip could return
+    }
+    (tmp_path / STATE_FILE).write_text(json.dumps({"version": 1, "stages": stages}))
+    with caplog.at_level("WARNING", logger="edgedistill.pipeline"):
+        state = RunState(tmp_path)
+    assert state.is_done("distill", "a")
+    assert state.get("export") == {} and "stage 'export' is not an object" in caplog.text
+    assert not state.is_done("bench:cpu", "b")
