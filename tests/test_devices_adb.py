@@ -20,7 +20,7 @@ pytest.importorskip("onnxruntime")
 
 from bench_helpers import write_target  # noqa: E402
 
-from edgedistill.bench import bench  # noqa: E402
+from edgedistill.bench import bench, gate  # noqa: E402
 
 SERIAL = "FAKE0123"
 FAST = {"measurement": {"warmup_iterations": 2, "min_iterations": 30, "min_seconds": 0.1, "timeout_s": 120}}
@@ -124,11 +124,16 @@ def test_adb_runner_with_fake_adb_unknown_serial_is_skipped_not_passed(fake_adb,
         "python": sys.executable,
         "workdir": str(tmp_path / "p"),
     }
-    report = bench([onnx["onnx-int8"]], write_target(tmp_path, device=device, **FAST))
+    target = write_target(tmp_path, device=device, **FAST)
+    report = bench([onnx["onnx-int8"]], target)
     (entry,) = report["artifacts"]
     assert (
         entry["status"] == "skipped" and "adb://NOPHONE" in entry["reason"] and "not found" in entry["reason"]
     )
+    # the phone was never reached: nothing was judged, and the gate exits 4, not 0
+    result = gate(report, target)
+    assert result.exit_code == 4 and result.verdict == "NOT JUDGED" and result.count("passed") == 0
+    assert gate(report, target, allow_skipped=True).exit_code == 0
 
 
 def test_adb_runner_with_fake_adb_and_fake_llama_bench_python_free_path(

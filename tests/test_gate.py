@@ -12,7 +12,7 @@ import pytest
 from bench_helpers import FAST_TARGET, write_target
 
 from edgedistill.bench.cli import main
-from edgedistill.bench.gating import gate, junit_xml, markdown
+from edgedistill.bench.gating import GateInputError, gate, junit_xml, markdown
 from edgedistill.targets import load_target
 
 
@@ -118,34 +118,54 @@ def test_budgets_pass_and_fail_with_one_testcase_per_artifact_and_budget(tmp_pat
     assert _run(tmp_path, _report(target_file, [good]), "--target", str(target_file)) == 0
 
 
-def test_accuracy_floor_and_drop_fail_and_missing_data_is_inconclusive(tmp_path, target_file):
+def test_accuracy_floor_and_drop_fail_and_missing_data_is_not_judged(tmp_path, target_file):
     worse = _entry("onnx-int8")
     worse["accuracy"].update(accuracy=0.8, accuracy_drop=0.11, agreement=0.85)
     result = gate(_report(target_file, [worse]), load_target(target_file))
     failed = {c.budget for c in result.checks if c.status == "failed"}
     assert failed == {"min_accuracy", "max_accuracy_drop", "min_agreement"} and result.exit_code == 1
 
+    # no --data: the accuracy budgets have no figure to judge; exit 4 (not judged), never a pass
     no_data = _entry("onnx-int8", accuracy=None)
     result = gate(_report(target_file, [no_data]), load_target(target_file))
-    inconclusive = {c.budget: c.message for c in result.checks if c.status == "inconclusive"}
-    assert set(inconclusive) == {"min_accuracy", "max_accuracy_drop", "min_agreement"}
-    assert "--data" in inconclusive["min_accuracy"]
-    assert result.exit_code == 0
-    assert gate(_report(target_file, [no_data]), load_target(target_file), strict=True).exit_code == 3
+    not_judged = {c.budget: c.message for c in result.checks if c.status == "not_judged"}
+    assert set(not_judged) == {"min_accuracy", "max_accuracy_drop", "min_agreement"}
+    assert "--data" in not_judged["min_accuracy"]
+    assert result.exit_code == 4 and result.verdict == "NOT JUDGED"
+    allowed = gate(_report(target_file, [no_data]), load_target(target_file), allow_skipped=True)
+    assert allowed.exit_code == 0 and allowed.verdict == "PASSED (not judged checks allowed)"
+    assert _run(tmp_path, _report(target_file, [no_data]), "--target", str(target_file)) == 4
+    assert (
+        _run(tmp_path, _report(target_file, [no_data]), "--target", str(target_file), "--allow-skipped") == 0
+    )
 
 
-def test_too_few_iterations_for_p99_is_inconclusive_and_strict_exits_3(tmp_path, target_file):
+def test_too_few_iterations_for_p99_is_inconclusive_and_exits_3_unless_allowed(tmp_path, target_file):
     few = _entry("onnx-int8", n=50)
     report = _report(target_file, [few])
-    junit = tmp_path / "strict.xml"
-    assert _run(tmp_path, report, "--target", str(target_file)) == 0
-    assert _run(tmp_path, report, "--target", str(target_file), "--strict", "--junit", str(junit)) == 3
+    junit = tmp_path / "gate.xml"
+    # inconclusive is never a pass by default; --strict (the old opt-in) is accepted and changes nothing
+    assert _run(tmp_path, report, "--target", str(target_file), "--junit", str(junit)) == 3
+    assert _run(tmp_path, report, "--target", str(target_file), "--strict") == 3
     cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
     assert cases["p99_latency_ms"].find("failure").get("type") == "inconclusive"
     assert cases["p95_latency_ms"].find("failure") is None
+    allowed = tmp_path / "allowed.xml"
+    assert (
+        _run(tmp_path, report, "--target", str(target_file), "--allow-inconclusive", "--junit", str(allowed))
+        == 0
+    )
+    cases = {c.get("name"): c for c in ET.parse(allowed).getroot().iter("testcase")}
+    assert "inconclusive (allowed)" in cases["p99_latency_ms"].find("skipped").get("message")
+    result = gate(report, load_target(target_file), allow_inconclusive=True)
+    assert result.verdict == "PASSED (inconclusive checks allowed)"
+    assert gate(report, load_target(target_file), strict=True).exit_code == 3
+    with pytest.raises(GateInputError, match="allow_inconclusive"):
+        gate(report, load_target(target_file), strict=False)
 
 
-def test_skipped_and_errored_artifacts(tmp_path, target_file):
+def test_skipped_and_errored_artifacts(tmp_path):
+    target_file = write_target(tmp_path, precisions=["int8"], budgets=_only(BUDGETS))
     skipped = {**_entry("onnx-fp32"), "status": "skipped", "reason": "target accepts precisions int8"}
     for key in ("latency", "memory", "accuracy"):
         skipped.pop(key)
@@ -289,3 +309,166 @@ def test_cli_bench_then_gate_end_to_end(real_report, tmp_path, tiny_data):
     assert code == 0 and json.loads(out.read_text())["artifacts"][0]["latency"]["n"] >= 5
     # a folder that is not an artifact is invalid input: exit 2
     assert main(["bench", str(tmp_path), "--target", str(target_path), "--out", str(out)]) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# exit codes: one per row of the README's table
+# --------------------------------------------------------------------------------------------
+
+
+def _skipped(name: str, reason: str) -> dict:
+    entry = {**_entry(name), "status": "skipped", "reason": reason}
+    for key in ("latency", "memory", "accuracy"):
+        entry.pop(key)
+    return entry
+
+
+def test_each_exit_code_of_the_table(tmp_path, target_file):
+    from edgedistill.bench.gating import worst_exit_code
+
+    target = ["--target", str(target_file)]
+    assert _run(tmp_path, _report(target_file, [_entry("onnx-int8")]), *target) == 0
+    assert _run(tmp_path, _report(target_file, [_entry("onnx-int8", p95=14.0)]), *target) == 1
+    errored = {**_entry("onnx-int8"), "status": "error", "reason": "the runtime crashed"}
+    assert _run(tmp_path, _report(target_file, [errored]), *target, "--allow-skipped") == 1
+    assert main(["gate", str(tmp_path / "missing.json"), *target]) == 2
+    assert _run(tmp_path, _report(target_file, [_entry("onnx-int8", n=50)]), *target) == 3
+    board_off = _skipped("onnx-int8", "device ssh://board:22 is unavailable: connection refused")
+    assert _run(tmp_path, _report(target_file, [board_off]), *target) == 4
+    assert _run(tmp_path, _report(target_file, [board_off]), *target, "--allow-skipped") == 0
+    # a failure outranks "not judged", which outranks "inconclusive": `edgedistill run` exits the worst
+    assert (
+        worst_exit_code([0, 3, 4]) == 4 and worst_exit_code([4, 1, 3]) == 1 and worst_exit_code([0, 3]) == 3
+    )
+    assert worst_exit_code([0, 0]) == 0 and worst_exit_code([]) == 0
+
+
+def test_nothing_measured_is_not_judged_never_a_pass(tmp_path):
+    """A CI job whose board is off, or whose target has no CUDA here, must not go green."""
+    target_file = write_target(tmp_path, precisions=["int8"], budgets=_only(BUDGETS))
+    target = load_target(target_file)
+    no_gpu = _skipped("onnx-int8", "target requires a CUDA GPU; this host has none")
+    result = gate(_report(target_file, [no_gpu]), target)
+    assert {c.status for c in result.checks} == {"not_judged"}
+    assert result.exit_code == 4 and result.verdict == "NOT JUDGED" and result.nothing_judged
+    root = ET.fromstring(junit_xml(result))
+    assert root.get("failures") == str(len(BUDGETS) + 1)
+    judged = [c for c in root.iter("testcase") if c.get("name") == "judged"]
+    assert judged and "nothing was judged" in judged[0].find("failure").get("message")
+    assert "🚫 not judged" in markdown(result) and "exit 4" in markdown(result)
+    # only artifacts the target does not take: skipped, but still nothing judged, so still exit 4
+    fp32 = _skipped("onnx-fp32", "target test-fast accepts precisions int8; this artifact is fp32")
+    result = gate(_report(target_file, [fp32]), target)
+    assert {c.status for c in result.checks} == {"skipped"} and result.exit_code == 4
+    allowed = gate(_report(target_file, [fp32]), target, allow_skipped=True)
+    assert allowed.exit_code == 0 and allowed.verdict.startswith("SKIPPED")
+    assert ET.fromstring(junit_xml(allowed)).get("failures") == "0"
+    # one artifact judged, another not taken by the target: the judged one decides
+    assert gate(_report(target_file, [_entry("onnx-int8"), fp32]), target).exit_code == 0
+    # one judged, another the target takes but could not run here: not judged, exit 4
+    assert gate(_report(target_file, [_entry("openvino-int8"), no_gpu]), target).exit_code == 4
+
+
+def test_a_report_measured_elsewhere_cannot_meet_a_boards_budgets(tmp_path, target_file):
+    report = _report(target_file, [_entry("onnx-int8")])
+    board = write_target(tmp_path, "board.yaml", device={"kind": "ssh", "host": "board.local"})
+    assert _run(tmp_path, report, "--target", str(board)) == 2
+    with pytest.raises(GateInputError, match=r"device\.kind: report measured 'local', target says 'ssh'"):
+        gate(report, load_target(board))
+    # how the board is reached (user, key, time-outs) does not change what was measured
+    ssh = {"kind": "ssh", "host": "board.local"}
+    measured = write_target(tmp_path, "measured.yaml", device={**ssh, "user": "ci", "connect_timeout_s": 5})
+    reached = write_target(tmp_path, "reached.yaml", device={**ssh, "user": "me", "key": "/k"})
+    on_board = _report(measured, [_entry("onnx-int8")])
+    gate(on_board, load_target(reached))
+    other_board = write_target(tmp_path, "other.yaml", device={**ssh, "host": "board2.local"})
+    with pytest.raises(GateInputError, match="device.host"):
+        gate(on_board, load_target(other_board))
+
+
+def test_test_only_slowdown_knobs_are_refused_in_a_target(tmp_path, target_file):
+    from edgedistill.errors import ConfigError
+
+    for knob, value in (("debug_slowdown_factor", 1.1), ("debug_extra_latency_ms", 2.0)):
+        faked = write_target(tmp_path, "faked.yaml", runtime={knob: value})
+        with pytest.raises(ConfigError, match=rf"runtime.*{knob}: test-only"):
+            load_target(faked)
+        assert _run(tmp_path, _report(target_file, [_entry("onnx-int8")]), "--target", str(faked)) == 2
+    # reports written while the knobs were target fields carry them at their neutral values: still judged
+    report = _report(target_file, [_entry("onnx-int8")])
+    report["target"]["config"]["runtime"].update(debug_slowdown_factor=1.0, debug_extra_latency_ms=0.0)
+    assert gate(report, load_target(target_file)).exit_code == 0
+    report["target"]["config"]["runtime"]["debug_slowdown_factor"] = 1.1
+    with pytest.raises(GateInputError, match="debug_slowdown_factor"):
+        gate(report, load_target(target_file))
+
+
+# --------------------------------------------------------------------------------------------
+# relative budgets: against the teacher measured interleaved in the same report
+# --------------------------------------------------------------------------------------------
+
+
+def _medians(n: int, median: float, seed: int, spread: float = 0.03) -> list[float]:
+    rng = random.Random(seed)
+    return [median * (1 + rng.uniform(-spread, spread)) for _ in range(n)]
+
+
+def _teacher_report(target_file, speedup: float, rounds: int = 10, seed: int = 0) -> dict:
+    cand = _entry("onnx-int8", size_mb=10.0)
+    teacher = {**_entry("onnx-fp32", size_mb=80.0), "role": "baseline", "name": "teacher-fp32"}
+    teacher["memory"] = {"peak_rss_mb": 400.0}
+    cand_medians = _medians(rounds, 1.0, seed)
+    base_medians = _medians(rounds, speedup, seed + 1)
+    comparison = {
+        "candidate": "onnx-int8",
+        "baseline": "teacher-fp32",
+        "candidate_samples_ms": _samples(40 * rounds, 1.0, seed),
+        "baseline_samples_ms": _samples(40 * rounds, speedup, seed + 1),
+        "candidate_round_medians_ms": cand_medians,
+        "baseline_round_medians_ms": base_medians,
+        "candidate_rounds": rounds,
+        "baseline_rounds": rounds,
+    }
+    return _report(target_file, [cand, teacher], [comparison])
+
+
+def test_speedup_size_and_rss_against_the_teacher(tmp_path):
+    from edgedistill.bench.gating import relative_to_teacher
+
+    def checks(speedup_budget, report, **budgets):
+        target_file = write_target(tmp_path, budgets=_only({"speedup_vs_teacher": speedup_budget, **budgets}))
+        result = gate(report, load_target(target_file))
+        return result, {c.budget: c for c in result.checks}
+
+    report = _teacher_report(write_target(tmp_path), speedup=4.0)
+    figures = relative_to_teacher(report)["onnx-int8"]
+    assert figures["teacher"] == "teacher-fp32" and figures["speedup"] == pytest.approx(4.0, rel=0.05)
+    assert figures["speedup_lower"] < figures["speedup"] < figures["speedup_upper"]
+    assert figures["size_ratio"] == pytest.approx(0.125) and figures["rss_ratio"] == pytest.approx(0.25)
+    # the whole interval above 3x: passed; below 5x: failed; straddling 4x: inconclusive
+    result, by = checks(3.0, report, size_vs_teacher=0.2, rss_vs_teacher=0.5)
+    assert by["speedup_vs_teacher"].status == "passed" and "4.0" in by["speedup_vs_teacher"].message
+    assert by["size_vs_teacher"].status == by["rss_vs_teacher"].status == "passed"
+    assert result.exit_code == 0
+    result, by = checks(5.0, report, size_vs_teacher=0.1, rss_vs_teacher=0.2)
+    assert by["speedup_vs_teacher"].status == "failed" and result.exit_code == 1
+    assert by["size_vs_teacher"].status == by["rss_vs_teacher"].status == "failed"
+    result, by = checks(figures["speedup"], report)
+    assert by["speedup_vs_teacher"].status == "inconclusive" and result.exit_code == 3
+    assert "straddle" in by["speedup_vs_teacher"].message
+    # two processes a side cannot bound the ratio at 95%: inconclusive, never a pass
+    few = _teacher_report(write_target(tmp_path), speedup=4.0, rounds=2)
+    _, by = checks(3.0, few)
+    assert (
+        by["speedup_vs_teacher"].status == "inconclusive"
+        and "too few processes" in by["speedup_vs_teacher"].message
+    )
+
+
+def test_a_relative_budget_without_the_teacher_is_not_judged(tmp_path):
+    target_file = write_target(tmp_path, budgets=_only({"speedup_vs_teacher": 3, "size_vs_teacher": 0.2}))
+    report = _report(target_file, [_entry("onnx-int8")])
+    result = gate(report, load_target(target_file))
+    assert {c.status for c in result.checks} == {"not_judged"} and result.exit_code == 4
+    assert all("--baseline-artifact" in c.message for c in result.checks)
+    assert _run(tmp_path, report, "--target", str(target_file)) == 4

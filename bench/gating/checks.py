@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from edgedistill.bench.gating.relative import RELATIVE_BUDGETS
 from edgedistill.bench.gating.result import ALL_TASKS, ENCODER_TASKS, Check
 
 # Budgets: where each figure lives in an artifact entry
@@ -117,8 +118,15 @@ def _emulated_reason(entry: dict[str, Any], key: str) -> str | None:
     return None
 
 
-def _budget_checks(entry: dict[str, Any], budgets: dict[str, Any]) -> list[Check]:
+def _budget_checks(entry: dict[str, Any], budgets: dict[str, Any], accepted: bool = True) -> list[Check]:
+    """Every budget of the target against one candidate entry.
+
+    ``accepted``: the target takes this artifact's format and precision, so an entry the bench
+    skipped was skipped for want of hardware, a device or a runtime: its budgets are *not judged*
+    (exit 4), where one the target does not take is merely skipped.
+    """
     name, task, status = entry["name"], entry.get("task"), entry.get("status")
+    unmeasured = "not_judged" if accepted else "skipped"
     checks = []
     if status == "error":
         checks.append(Check(name, "run", "error", f"could not be measured: {entry.get('reason')}"))
@@ -127,7 +135,7 @@ def _budget_checks(entry: dict[str, Any], budgets: dict[str, Any]) -> list[Check
         if limit is None:
             continue
         if status == "skipped":
-            checks.append(Check(name, spec.key, "skipped", str(entry.get("reason")), None, limit, spec.unit))
+            checks.append(Check(name, spec.key, unmeasured, str(entry.get("reason")), None, limit, spec.unit))
             continue
         if status == "error":
             checks.append(
@@ -154,7 +162,7 @@ def _budget_checks(entry: dict[str, Any], budgets: dict[str, Any]) -> list[Check
         value, why_missing = spec.read(entry)
         if value is None:
             checks.append(
-                Check(name, spec.key, "inconclusive", why_missing or "not measured", None, limit, spec.unit)
+                Check(name, spec.key, "not_judged", why_missing or "not measured", None, limit, spec.unit)
             )
             continue
         n = _get(entry, "latency", "n") or 0
@@ -186,8 +194,9 @@ def _budget_checks(entry: dict[str, Any], budgets: dict[str, Any]) -> list[Check
             )
         )
     if not checks and status == "skipped":
-        checks.append(Check(name, "run", "skipped", str(entry.get("reason"))))
-    if not checks and status == "measured":
+        checks.append(Check(name, "run", unmeasured, str(entry.get("reason"))))
+    relative = any(budgets.get(key) is not None for key in RELATIVE_BUDGETS)  # judged in `relative`
+    if not checks and status == "measured" and not relative:
         checks.append(Check(name, "run", "passed", "measured; the target sets no budget"))
     return checks
 
@@ -277,7 +286,7 @@ def _baseline_checks(
                 Check(
                     name,
                     "regression_latency vs baseline report",
-                    "inconclusive",
+                    "not_judged",
                     "no measured artifact of the same name or format-precision in the baseline report",
                 )
             )

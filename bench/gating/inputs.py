@@ -176,13 +176,34 @@ def check_report_figures(report: dict[str, Any], source: str) -> None:
         )
 
 
-_MEASUREMENT_KEYS = ("requires", "runtime", "workload")
+_MEASUREMENT_KEYS = ("requires", "runtime", "workload", "device")
+# what decides where a device measurement ran; how it is reached (user, key, timeouts, workdir,
+# the adb binary, the sysroot cache) and whether parity is also run do not change its figures
+_DEVICE_KEYS = ("kind", "host", "port", "serial", "python", "native", "qemu_cpu")
+# test-only knobs reports written before they left the target schema still carry, at rest
+_RETIRED_NEUTRAL = {"debug_extra_latency_ms": 0.0, "debug_slowdown_factor": 1.0}
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    config = dict(config)
+    runtime = dict(config.get("runtime") or {})
+    for key, neutral in _RETIRED_NEUTRAL.items():
+        if key in runtime and runtime[key] == neutral:
+            del runtime[key]
+    config["runtime"] = runtime
+    device = config.get("device") or {"kind": "local"}  # reports older than `device:` ran here
+    if isinstance(device, dict):
+        keys = _DEVICE_KEYS if device.get("kind", "local") != "local" else ("kind",)
+        device = {key: device.get(key, "local" if key == "kind" else None) for key in keys}
+    config["device"] = device
+    return config
 
 
 def check_same_measurement(report: dict[str, Any], target) -> None:
-    """The budgets of ``target`` can judge ``report`` only if it was measured the same way."""
-    measured = (report.get("target") or {}).get("config") or {}
-    wanted = json.loads(target.model_dump_json())
+    """The budgets of ``target`` can judge ``report`` only if it was measured the same way (hardware,
+    runtime settings, workload, and the device: a host report never meets a board's budgets)."""
+    measured = _comparable((report.get("target") or {}).get("config") or {})
+    wanted = _comparable(json.loads(target.model_dump_json()))
     diffs = []
 
     def walk(a: Any, b: Any, where: str) -> None:

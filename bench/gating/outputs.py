@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from edgedistill.bench.gating.checks import _fmt
-from edgedistill.bench.gating.result import GateResult
+from edgedistill.bench.gating.result import STATUSES, GateResult
 from edgedistill.io import atomic_write_text
 
 # Outputs
@@ -14,14 +14,21 @@ from edgedistill.io import atomic_write_text
 
 def junit_xml(result: GateResult) -> str:
     """JUnit XML: one testcase per artifact x target x budget (or regression check)."""
-    failures = result.count("failed") + (result.count("inconclusive") if result.strict else 0)
-    skipped = result.count("skipped") + (0 if result.strict else result.count("inconclusive"))
+    # what does not exit 0 is a failure in JUnit too; what is allowed (or merely skipped) is skipped
+    nothing = result.nothing_judged and not result.allow_skipped
+    undecided = {
+        "inconclusive": result.allow_inconclusive,
+        "not_judged": result.allow_skipped,
+    }
+    failures = result.count("failed") + int(nothing)
+    failures += sum(result.count(s) for s, allowed in undecided.items() if not allowed)
+    skipped = result.count("skipped") + sum(result.count(s) for s, allowed in undecided.items() if allowed)
     suites = ET.Element("testsuites", name="edgedistill gate")
     suite = ET.SubElement(
         suites,
         "testsuite",
         name=f"edgedistill.gate.{result.target}",
-        tests=str(len(result.checks)),
+        tests=str(len(result.checks) + int(nothing)),
         failures=str(failures),
         errors=str(result.count("error")),
         skipped=str(skipped),
@@ -51,15 +58,22 @@ def junit_xml(result: GateResult) -> str:
             ET.SubElement(case, "failure", message=check.message, type="budget").text = check.message
         elif check.status == "error":
             ET.SubElement(case, "error", message=check.message[:500], type="run").text = check.message
-        elif check.status == "inconclusive":
-            if result.strict:
-                ET.SubElement(case, "failure", message=f"inconclusive: {check.message}", type="inconclusive")
+        elif check.status in undecided:
+            what = check.status.replace("_", " ")
+            if undecided[check.status]:
+                ET.SubElement(case, "skipped", message=f"{what} (allowed): {check.message}")
             else:
-                ET.SubElement(case, "skipped", message=f"inconclusive: {check.message}")
+                ET.SubElement(case, "failure", message=f"{what}: {check.message}", type=check.status)
         elif check.status == "skipped":
             ET.SubElement(case, "skipped", message=check.message)
         else:
             ET.SubElement(case, "system-out").text = check.message
+    if nothing:  # every check skipped: the gate judged nothing, and says so as a failing testcase
+        case = ET.SubElement(
+            suite, "testcase", classname=f"edgedistill.{result.target}", name="judged", time="0"
+        )
+        message = "nothing was judged: every check was skipped (exit 4; --allow-skipped lets it pass)"
+        ET.SubElement(case, "failure", message=message, type="not_judged").text = message
     suites.set("tests", suite.get("tests"))
     suites.set("failures", suite.get("failures"))
     suites.set("errors", suite.get("errors"))
@@ -73,6 +87,7 @@ _ICONS = {
     "failed": "❌ FAIL",
     "error": "💥 error",
     "inconclusive": "❔ inconclusive",
+    "not_judged": "🚫 not judged",
     "skipped": "⏭️ skipped",
 }
 
@@ -85,11 +100,7 @@ def markdown(result: GateResult) -> str:
     """A Markdown summary for a CI step summary ($GITHUB_STEP_SUMMARY)."""
     cpu = (result.host or {}).get("cpu") or {}
     isa = ", ".join(k for k, v in (cpu.get("isa") or {}).items() if v) or "unknown"
-    counts = ", ".join(
-        f"{result.count(s)} {s}"
-        for s in ("passed", "failed", "error", "inconclusive", "skipped")
-        if result.count(s)
-    )
+    counts = ", ".join(f"{result.count(s)} {s}" for s in STATUSES if result.count(s))
     lines = [
         f"## edgedistill gate: `{result.target}` — **{result.verdict}**",
         "",
@@ -104,14 +115,21 @@ def markdown(result: GateResult) -> str:
         lines.append(
             f"| `{_md(c.label)}` | {_md(c.budget)} | {_fmt(c.value)}{unit} | {_fmt(c.limit)} | {_ICONS[c.status]} | {_md(c.message)} |"
         )
-    lines.append("")
-    if result.strict:
-        lines.append("Strict mode: inconclusive checks fail the gate (exit 3).")
-    else:
-        lines.append(
-            "Inconclusive checks are reported but do not fail the gate (use --strict to make them exit 3)."
-        )
+    lines += [
+        "",
+        f"Exit code {result.exit_code}. "
+        + _EXIT_NOTE.format(
+            inconclusive="pass (--allow-inconclusive)" if result.allow_inconclusive else "exit 3",
+            not_judged="pass (--allow-skipped)" if result.allow_skipped else "exit 4",
+        ),
+    ]
     return "\n".join(lines) + "\n"
+
+
+_EXIT_NOTE = (
+    "Inconclusive checks (measured, undecided) {inconclusive}; checks not judged (no figure: "
+    "hardware, device or runtime absent, no --data, no teacher) and a gate that judged nothing {not_judged}."
+)
 
 
 def text_summary(result: GateResult) -> str:
@@ -120,6 +138,9 @@ def text_summary(result: GateResult) -> str:
     for c in result.checks:
         label = f"{c.label}  {c.budget}"
         lines.append(f"  {c.status.upper():<12} {label:<{width}}  {c.message}")
+    if result.nothing_judged:
+        lines.append("  nothing was judged: every check was skipped")
+    lines.append(f"exit code {result.exit_code}")
     return "\n".join(lines)
 
 

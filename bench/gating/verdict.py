@@ -12,6 +12,7 @@ from edgedistill.bench.gating.inputs import (
     check_same_measurement,
     load_report,
 )
+from edgedistill.bench.gating.relative import relative_checks
 from edgedistill.bench.gating.result import Check, GateResult
 
 
@@ -20,13 +21,27 @@ def gate(
     target: Any,
     *,
     baseline: dict[str, Any] | str | Path | None = None,
-    strict: bool = False,
+    allow_skipped: bool = False,
+    allow_inconclusive: bool = False,
+    strict: bool | None = None,
     min_effect: float | None = None,
     p_threshold: float | None = None,
 ) -> GateResult:
-    """Judge a bench report against ``target``'s budgets (and a baseline report); see the module doc."""
+    """Judge a bench report against ``target``'s budgets (and a baseline report); see the package doc.
+
+    Exit codes of the result: 0 pass, 1 fail, 3 inconclusive, 4 not judged (2: this raises
+    `GateInputError`). ``allow_skipped``: nothing judged / budgets not judged exit 0 instead of 4;
+    ``allow_inconclusive``: inconclusive checks exit 0 instead of 3. ``strict`` is what the default
+    has become (inconclusive exits 3): ``True`` is accepted and changes nothing, ``False`` is refused.
+    """
     from edgedistill.errors import ConfigError
     from edgedistill.targets import Target, load_target
+
+    if strict is False:
+        raise GateInputError(
+            "strict=False no longer makes inconclusive checks pass: inconclusive exits 3 by default; "
+            "pass allow_inconclusive=True (`--allow-inconclusive`) to let them pass"
+        )
 
     report_path = None
     if not isinstance(report, dict):
@@ -49,9 +64,12 @@ def gate(
         regression["p_threshold"] = p_threshold
     budgets = target.budgets.model_dump()
     checks: list[Check] = []
+    accepted = {}
     for entry in report["artifacts"]:
         if entry.get("role", "candidate") == "candidate":
-            checks += _budget_checks(entry, budgets)
+            accepted[entry["name"]] = target.accepts(entry.get("format"), entry.get("precision")) is None
+            checks += _budget_checks(entry, budgets, accepted[entry["name"]])
+    checks += relative_checks(report, budgets, regression["p_threshold"], accepted)
     checks += _regression_checks(report, regression)
     if baseline is not None:
         if isinstance(baseline, dict):
@@ -66,5 +84,10 @@ def gate(
     for check in checks:
         check.ran = ran.get(check.artifact)
     return GateResult(
-        target=target.name, checks=checks, strict=strict, report_path=report_path, host=report.get("host")
+        target=target.name,
+        checks=checks,
+        allow_skipped=allow_skipped,
+        allow_inconclusive=allow_inconclusive,
+        report_path=report_path,
+        host=report.get("host"),
     )
