@@ -147,7 +147,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edgedistill.config import load_config
     from edgedistill.pipeline import RunRecipe, run
 
-    recipe = load_config(RunRecipe, args.recipe, dict(args.sets))
+    sets = dict(args.sets)
+    for key in ("allow_skipped", "allow_inconclusive"):  # --allow-skipped / --allow-inconclusive
+        if getattr(args, key):
+            sets[f"gate.{key}"] = True
+    recipe = load_config(RunRecipe, args.recipe, sets)
     console = Console(stderr=True)
     symbols = {"done": "[green]done[/]", "skipped": "[dim]skipped (inputs unchanged)[/]"}
 
@@ -265,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="one recipe from teacher to gated artifacts: distill, export, bench, gate, reports",
         description="Run (or resume) the pipeline; stages whose inputs are unchanged are skipped. "
-        "Exit code: the gate's (0 pass, 1 a budget failed, 3 inconclusive with gate.strict).",
+        "Exit code: the worst gate's (0 pass, 1 a budget failed, 3 inconclusive, 4 not judged; "
+        "see `edgedistill gate --help`).",
     )
     p.add_argument("recipe", help="run recipe YAML (sections distill, export, bench, gate)")
     p.add_argument("--out", required=True, help="run folder (re-running resumes and skips finished stages)")
@@ -278,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_set_flag(p, "any recipe key", "distill.training.max_steps=50")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    for flag, what in (("skipped", "4: nothing judged / a budget not judged"), ("inconclusive", "3")):
+        p.add_argument(
+            f"--allow-{flag}", action="store_true", help=f"gate.allow_{flag}: exit 0 instead of {what}"
+        )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("schema", help="write the JSON schema of recipes")

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from edgedistill.bench.gating.options import GateOptions
 from edgedistill.compress.config import DistillRecipe
 from edgedistill.config import StrictModel, dump_config
 from edgedistill.errors import EdgeDistillError
@@ -65,10 +66,6 @@ class BenchStage(StrictModel):
         return [TargetRef(target=t) if isinstance(t, str) else t for t in self.targets]
 
 
-class GateStage(StrictModel):
-    strict: bool = Field(False, description="inconclusive checks fail the run (exit 3)")
-
-
 class RunRecipe(StrictModel):
     """Everything `edgedistill run` needs: a distill recipe plus export, bench and gate sections."""
 
@@ -76,7 +73,7 @@ class RunRecipe(StrictModel):
     distill: DistillRecipe
     export: ExportConfig = Field(default_factory=ExportConfig)
     bench: BenchStage = Field(default_factory=BenchStage)
-    gate: GateStage = Field(default_factory=GateStage)
+    gate: GateOptions = Field(default_factory=GateOptions)
 
 
 class RunError(EdgeDistillError):
@@ -256,7 +253,7 @@ def stage_bench(recipe: RunRecipe, out: Path, target, artifacts: list[str], prog
 def stage_gate(recipe: RunRecipe, out: Path, target, report_path: str) -> dict[str, Any]:
     from edgedistill.bench.gating import gate, write_outputs
 
-    result = gate(report_path, target, strict=recipe.gate.strict)
+    result = gate(report_path, target, **recipe.gate.gate_kwargs())
     folder = out / "gate"
     atomic_write_json(folder / f"{target.name}.json", result.to_dict())
     write_outputs(
@@ -338,8 +335,9 @@ def run(
         started = time.perf_counter()
         verdicts.append(stage_gate(recipe, out, target, reports[name]))
         tell(f"gate:{name}", verdicts[-1]["verdict"], time.perf_counter() - started)
-    codes = [v["exit_code"] for v in verdicts]
-    exit_code = 1 if 1 in codes else (3 if 3 in codes else 0)
+    from edgedistill.bench.gating import worst_exit_code
+
+    exit_code = worst_exit_code(v["exit_code"] for v in verdicts)
 
     from edgedistill.report import write_reports
 
