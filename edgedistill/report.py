@@ -124,9 +124,7 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
-    verdict = (
-        "PASSED" if summary["exit_code"] == 0 else ("FAILED" if summary["exit_code"] == 1 else "INCONCLUSIVE")
-    )
+    verdict = {0: "PASSED", 1: "FAILED", 4: "NOT-JUDGED"}.get(summary["exit_code"], "INCONCLUSIVE")
     lines = [f"## edgedistill run: {verdict} (exit {summary['exit_code']})", ""]
     d = summary["distill"]
     if d.get("student", {}).get("metrics"):
@@ -262,7 +260,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem 
 h1{font-size:1.5rem} h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
 table{border-collapse:collapse;font-size:.85rem;width:100%} th,td{border:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top}
 th{background:#f5f5f5} td.num{text-align:right;font-variant-numeric:tabular-nums}
-.PASSED,.ok{color:#0a7d28;font-weight:600} .FAILED,.failed{color:#b00020;font-weight:600} .SKIPPED,.skipped,.INCONCLUSIVE{color:#8a6d00;font-weight:600}
+.PASSED,.ok{color:#0a7d28;font-weight:600} .FAILED,.failed{color:#b00020;font-weight:600} .SKIPPED,.skipped,.INCONCLUSIVE,.NOT-JUDGED{color:#8a6d00;font-weight:600}
 img{max-width:100%;border:1px solid #eee} .muted{color:#666;font-size:.85rem}
 """
 
@@ -276,9 +274,7 @@ def _img(path: Path, alt: str) -> str:
 
 def report_html(summary: dict[str, Any], out: Path) -> str:
     e = html.escape
-    verdict = (
-        "PASSED" if summary["exit_code"] == 0 else ("FAILED" if summary["exit_code"] == 1 else "INCONCLUSIVE")
-    )
+    verdict = {0: "PASSED", 1: "FAILED", 4: "NOT-JUDGED"}.get(summary["exit_code"], "INCONCLUSIVE")
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>edgedistill run report</title>",
         f"<style>{_CSS}</style></head><body>",
