@@ -280,3 +280,18 @@ def llama_cpp_rebuild_hint(unused: list[str]) -> str:
         "on another CPU and reused from pip's cache); llama.cpp figures here understate it. Rebuild for this "
         "CPU: pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python"
     )
+
+
+def mean_pool(hidden: Any, mask: Any) -> Any:
+    """The sentence embedding of a runtime's token states [batch, tokens, dim]: their mean over the
+    real (unmasked) tokens, summed in float64 and returned as float32.
+
+    Export parity and the bench (on a device too: this module ships in its bundle) pool with this one
+    function, so an embedding is the same figure in both. Training pools torch tensors with
+    `edgedistill.compress.losses.mean_pool` (same formula, autograd on the training device).
+    """
+    import numpy as np
+
+    weights = np.asarray(mask)[..., None].astype(np.float64)
+    summed = (np.asarray(hidden, dtype=np.float64) * weights).sum(axis=1)
+    return (summed / np.clip(weights.sum(axis=1), 1e-9, None)).astype(np.float32)

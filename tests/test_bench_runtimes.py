@@ -320,3 +320,17 @@ def test_gpu_target_on_a_gpu_host_without_cuda_runtime_builds_is_skipped_per_run
 
     if not llama_cpp.llama_supports_gpu_offload():
         assert "offload" in reasons["gguf"]
+
+
+@pytest.mark.parametrize("text", ['{"pad_token": "[PAD]"', "[1, 2]", '{"pad_token": "\xff"}'])
+def test_a_damaged_tokenizer_config_is_an_artifact_error_not_pad_id_0(tmp_path, text, tiny_bert_encoder):
+    """Issue 25: the runtimes' tokenizer swallowed a corrupt tokenizer_config.json and padded with id 0."""
+    from edgedistill.bench.runtimes.base import ArtifactTokenizer
+    from edgedistill.errors import ArtifactError
+
+    folder = tmp_path / "artifact"
+    shutil.copytree(tiny_bert_encoder, folder)
+    assert ArtifactTokenizer(folder).pad_id == 0  # [PAD] is id 0 in the fixture's vocabulary
+    (folder / "tokenizer_config.json").write_bytes(text.encode("latin-1"))
+    with pytest.raises(ArtifactError, match="tokenizer_config.json"):
+        ArtifactTokenizer(folder)

@@ -83,10 +83,6 @@ def _run_artifact(folder: Path, feed: dict) -> np.ndarray:
     return np.asarray(compiled({n: feed[n] for n in names})[compiled.outputs[0]], dtype=np.float32)
 
 
-def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
-
-
 # ---------------------------------------------------------------------------------------------
 # light: imports, config, registry, refusals
 # ---------------------------------------------------------------------------------------------
@@ -283,11 +279,11 @@ def test_manifest_hashes_every_file_and_records_signature(cls_export):
 def test_encoder_artifacts_match_torch_embeddings(enc_export, tiny_bert_encoder):
     _, report = enc_export
     ref, feed = _torch_outputs(tiny_bert_encoder, "feature-extraction", SENTENCES)
-    ref_emb = _mean_pool(ref, feed["attention_mask"])
+    ref_emb = numerics.mean_pool(ref, feed["attention_mask"])
     for art in report["artifacts"]:
         checked = {o["name"]: o for o in art["parity"]["outputs"]}
         assert {"last_hidden_state", "sentence_embedding"} <= set(checked)
-        emb = _mean_pool(_run_artifact(Path(art["path"]), feed), feed["attention_mask"])
+        emb = numerics.mean_pool(_run_artifact(Path(art["path"]), feed), feed["attention_mask"])
         cos = (emb * ref_emb).sum(-1) / np.linalg.norm(emb, axis=-1) / np.linalg.norm(ref_emb, axis=-1)
         floor = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.98}[art["precision"]]
         assert cos.min() > floor, (art["path"], cos)

@@ -31,6 +31,7 @@ from edgedistill.io import sha256_file
 BUNDLE_MODULES = (
     "edgedistill",
     "edgedistill.errors",
+    "edgedistill.io",  # the runtimes' tokenizer reads tokenizer_config.json with read_json_object
     "edgedistill.plugins",
     "edgedistill.host",
     "edgedistill.numerics",

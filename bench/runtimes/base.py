@@ -16,13 +16,16 @@ Heavy imports belong inside methods, never at module top level.
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
+from edgedistill.errors import ArtifactError
+from edgedistill.io import read_json_object
+from edgedistill.numerics import mean_pool
 
 # Realistic English for fixed-length latency inputs (repeated as needed): token ids drawn from
 # real text exercise the same embedding rows and attention patterns as an application's input.
@@ -47,7 +50,13 @@ class ArtifactTokenizer:
         self.folder = Path(folder)
         self._hf = None
         self._tok = None
-        config = _read_json(self.folder / "tokenizer_config.json")
+        # a damaged tokenizer_config.json is an error, not a silent pad id 0 (absent, it is optional)
+        config_file = self.folder / "tokenizer_config.json"
+        config = (
+            read_json_object(config_file, "Export the artifact again.", ArtifactError)
+            if config_file.is_file()
+            else {}
+        )
         if (self.folder / "tokenizer.json").is_file():
             from tokenizers import Tokenizer
 
@@ -120,22 +129,6 @@ def resolve_policy(options: dict[str, Any], artifact: dict[str, Any]) -> str:
     if policy == "auto":
         return "artifact" if str(artifact.get("precision")) in FLOAT_PRECISIONS else "native"
     return policy
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Mean of token vectors over real (unmasked) tokens: the sentence embedding."""
-    weights = mask.astype(np.float32)[..., None]
-    return (hidden.astype(np.float32) * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
 
 
 def task_prediction(task: str, outputs: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:

@@ -10,7 +10,10 @@ from edgedistill.compress.losses.base import DistillLoss, LossInputs, register_l
 
 
 def mean_pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean of token vectors over real (unpadded) tokens: the sentence-transformers pooling."""
+    """Mean of token vectors over real (unpadded) tokens: the sentence-transformers pooling.
+
+    The torch twin of `edgedistill.numerics.mean_pool` (which pools runtimes' numpy outputs for
+    export parity and the bench): this one keeps autograd and the training device and dtype."""
     mask = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)
     return (last_hidden_state * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from edgedistill.errors import EdgeDistillError
 from edgedistill.export.config import ExportConfig, Tolerance
+from edgedistill.numerics import mean_pool
 
 if TYPE_CHECKING:
     from edgedistill.export.core import ArtifactResult, FormatPlugin, RuntimeRun, StudentInfo
@@ -25,11 +26,6 @@ from edgedistill.export.parity.report import (
 )
 
 # Torch reference and comparison
-
-
-def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    weights = mask[..., None].astype(np.float64)
-    return (hidden.astype(np.float64) * weights).sum(1) / np.clip(weights.sum(1), 1e-9, None)
 
 
 def torch_outputs(model, task: str, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
@@ -48,7 +44,7 @@ def torch_outputs(model, task: str, feeds: list[dict[str, np.ndarray]]) -> list[
                 outputs.append(
                     {
                         "last_hidden_state": hidden,
-                        "sentence_embedding": mean_pool(hidden, feed["attention_mask"]).astype(np.float32),
+                        "sentence_embedding": mean_pool(hidden, feed["attention_mask"]),
                     }
                 )
             else:
@@ -83,9 +79,7 @@ def compare(
     # derive the sentence embedding when the artifact returns only token states
     for act, feed in zip(actuals, feeds, strict=True):
         if "sentence_embedding" not in act and "last_hidden_state" in act:
-            act["sentence_embedding"] = mean_pool(act["last_hidden_state"], feed["attention_mask"]).astype(
-                np.float32
-            )
+            act["sentence_embedding"] = mean_pool(act["last_hidden_state"], feed["attention_mask"])
     names = list(dict.fromkeys(n for act in actuals for n in act))
     results = []
     for name in names:
