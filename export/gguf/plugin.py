@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from edgedistill.export.config import QAT_EXACT
 from edgedistill.export.core import (
     ArtifactResult,
     FormatPlugin,
@@ -62,8 +63,12 @@ class GGUFPlugin(FormatPlugin):
         return None
 
     def export(self, student: StudentInfo, precision: str, tmp_dir: Path, cfg) -> ArtifactResult:
+        from edgedistill.export.parity import parity_sentences
+
         result = write_gguf(student.path, Path(tmp_dir) / self.model_file, precision, task=student.task)
-        tokenizer_check = self._tokenizer_agreement(student, Path(tmp_dir) / self.model_file, cfg)
+        tokenizer_check = self.tokenizer_agreement(
+            student, Path(tmp_dir) / self.model_file, parity_sentences(cfg)
+        )
         hidden = int(student.config["hidden_size"])
         if student.task == "feature-extraction":
             outputs = [TensorSpec("sentence_embedding", "float32", [1, hidden])]
@@ -85,9 +90,11 @@ class GGUFPlugin(FormatPlugin):
                 f"parity sentences differently from the HF tokenizer: feed HF token ids to llama.cpp"
             )
         trained_for = student.gguf_qat_precision
-        if trained_for is not None and trained_for.lower() == result["precision"]:
+        exact = trained_for is not None and trained_for.lower() == result["precision"]
+        if exact:
             notes.append(
-                f"GGUF-aware QAT at {trained_for}: the quantized weights equal the trained fake-quant weights"
+                f"GGUF-aware QAT at {trained_for}: the quantized weights equal the trained fake-quant weights, "
+                f"and parity holds llama.cpp to that fake-quant student ({QAT_EXACT})"
             )
         elif trained_for is not None:
             notes.append(
@@ -116,17 +123,15 @@ class GGUFPlugin(FormatPlugin):
             files=[self.model_file],
             inputs=[TensorSpec("input_ids", "int64", [1, "sequence"])],
             outputs=outputs,
-            reference="float",
+            reference="gguf-qat" if exact else "float",
+            tolerance=QAT_EXACT if exact else None,
             quantization=quantization,
             notes=notes,
         )
 
     @staticmethod
-    def _tokenizer_agreement(student: StudentInfo, gguf_file: Path, cfg) -> dict[str, Any]:
-        """llama.cpp's tokenization of the parity sentences vs the HF tokenizer's."""
-        from edgedistill.export.parity import parity_sentences
-
-        sentences = parity_sentences(cfg)
+    def tokenizer_agreement(student: StudentInfo, gguf_file: Path, sentences: list[str]) -> dict[str, Any]:
+        """llama.cpp's tokenization of ``sentences`` vs the HF tokenizer's."""
         tokenizer = student.load_tokenizer()
         mismatches = []
         with GGUFRunner(gguf_file, task=student.task, vocab_only=True) as runner:
@@ -148,9 +153,11 @@ class GGUFPlugin(FormatPlugin):
     ) -> RuntimeRun:
         # declared numerics: the file's tensor types with an f32 KV cache; deployed: llama.cpp's
         # default f16 cache, which adds its own rounding to decoders
-        kv_cache = "f16" if deployed else "f32"
+        return self.run_file(Path(artifact_dir) / self.model_file, inputs, "f16" if deployed else "f32")
+
+    def run_file(self, gguf_file: Path, inputs: list[dict[str, np.ndarray]], kv_cache: str) -> RuntimeRun:
+        """Run one GGUF file in llama.cpp on parity feeds (HF token ids, one unpadded row at a time)."""
         outputs = []
-        gguf_file = Path(artifact_dir) / self.model_file
         task = gguf_task(gguf_file)
         with GGUFRunner(gguf_file, task=task, kv_cache=kv_cache) as runner:
             for feed in inputs:

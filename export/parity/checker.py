@@ -55,6 +55,18 @@ def torch_outputs(model, task: str, feeds: list[dict[str, np.ndarray]]) -> list[
 def reference_outputs(
     student: StudentInfo, reference: str, feeds: list[dict[str, np.ndarray]]
 ) -> list[dict[str, np.ndarray]]:
+    if reference == "gguf-qat":  # the GGUF-aware QAT student as trained: GGUF fake quantization attached
+        import platform
+
+        from edgedistill.compress.gguf_quant import attach_gguf_fake_quant
+
+        model = student.load_model()
+        # llama.cpp converts matmul inputs as this host's kernels do (the artifact runs here in parity)
+        arm = platform.machine().lower().startswith(("arm", "aarch64"))
+        with attach_gguf_fake_quant(
+            model, str(student.gguf_qat_precision), activation_rounding="arm" if arm else "x86"
+        ):
+            return torch_outputs(model, student.task, feeds)
     model = student.load_qat_model() if reference == "qat" else student.load_model()
     return torch_outputs(model, student.task, feeds)
 
@@ -185,7 +197,9 @@ def check(
         ),
     }
     declared = plugin.execute(artifact_dir, feeds)
-    tolerance = cfg.tolerance(precision)
+    tolerance_name = result.tolerance or precision
+    common["tolerance_name"] = tolerance_name
+    tolerance = cfg.tolerance(tolerance_name)
     report = ParityReport(
         **common,
         tolerance=tolerance.model_dump(),
@@ -198,7 +212,7 @@ def check(
         report.runtime["deployed"] = plugin.deployed_note
         return report
     deployed = plugin.execute(artifact_dir, feeds, deployed=True)
-    deployed_tolerance = tolerance_for_run(cfg, precision, deployed.ran)
+    deployed_tolerance = tolerance_for_run(cfg, precision, deployed.ran, tolerance_name)
     report.deployed = ParityReport(
         **common,
         tolerance=deployed_tolerance.model_dump(),
@@ -214,15 +228,17 @@ def _runtime_block(run: RuntimeRun, what: str) -> dict[str, Any]:
     return {"what": what, "settings": run.settings, "read_back": run.read_back, "ran": run.ran}
 
 
-def tolerance_for_run(cfg: ExportConfig, precision: str, ran: str | None) -> Tolerance:
+def tolerance_for_run(
+    cfg: ExportConfig, precision: str, ran: str | None, tolerance_name: str | None = None
+) -> Tolerance:
     """The tolerance of a run in ``ran`` (what the runtime read back) of a ``precision`` artifact.
 
     A float artifact (fp32/fp16) that the runtime computed in bf16 is held to the bf16 bounds
     (``tolerances.bf16``: ~2^-8 relative, no absolute bound). A quantized artifact keeps its own
-    bounds, loosened bound by bound where the float arithmetic around its int8 ops is looser
-    (an unset bound is unbounded).
+    bounds (``tolerance_name``'s, default its precision's), loosened bound by bound where the float
+    arithmetic around its int8 ops is looser (an unset bound is unbounded).
     """
-    own = cfg.tolerance(precision)
+    own = cfg.tolerance(tolerance_name or precision)
     run_precision = _loosened_by(ran)
     if run_precision is None or run_precision == precision:
         return own

@@ -23,7 +23,7 @@ class ParityError(EdgeDistillError):
                 f"parity failed for {report.artifact} against {report.reference_name}:\n"
                 f"{report.table()}\n"
                 f"No artifact was written (an earlier good one is kept). If the difference is expected, "
-                f"loosen the bound, e.g. --set tolerances.{report.precision}.<bound>=<value>; a float "
+                f"loosen the bound, e.g. --set tolerances.{report.tolerance_name or report.precision}.<bound>=<value>; a float "
                 f"mismatch usually means an op the exporter or runtime handles differently."
             )
         )
@@ -45,7 +45,7 @@ class DeployedParityError(ParityError):
             f"but loaded with the runtime's defaults on this CPU ({host.generation()}) it ran {ran} and differs "
             f"from {report.reference_name} beyond the tolerance for that precision:\n{deployed.table()}\n"
             f"No artifact was written. Fix: apps must load it with {props} (the manifest's `load` section "
-            f"says so), or accept the difference with --set tolerances.{_loosened_by(ran) or report.precision}"
+            f"says so), or accept the difference with --set tolerances.{_loosened_by(ran) or report.tolerance_name or report.precision}"
             f".<bound>=<value>.",
         )
 
@@ -79,6 +79,8 @@ class ParityReport:
     runtime: dict[str, Any] = field(default_factory=dict)
     # the same check with the runtime's defaults on this host (None: the defaults are these settings)
     deployed: ParityReport | None = None
+    # the `tolerances` entry the bounds come from: the precision, or qat-exact (see export.config)
+    tolerance_name: str = ""
 
     @property
     def passed(self) -> bool:
@@ -86,9 +88,11 @@ class ParityReport:
 
     @property
     def reference_name(self) -> str:
-        return {"float": "the float32 torch student", "qat": "the NNCF fake-quant torch student"}.get(
-            self.reference, self.reference
-        )
+        return {
+            "float": "the float32 torch student",
+            "qat": "the NNCF fake-quant torch student",
+            "gguf-qat": "the GGUF fake-quant torch student",
+        }.get(self.reference, self.reference)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
