@@ -66,10 +66,6 @@ class TokenizedDataset(torch.utils.data.Dataset):
         self._features = features
         self._has_labels = bool(examples) and examples[0].label is not None
 
-    @property
-    def feature_names(self) -> list[str]:
-        return list(self._features)
-
     def __len__(self) -> int:
         return len(self.examples)
 

@@ -44,9 +44,6 @@ class TensorPlan:
     skipped: tuple[str, ...]  # checkpoint keys left out on purpose
     output_tensor: str  # GGUF name of the output projection (token_embd when there is no output.weight)
 
-    def by_source(self) -> dict[str, TensorRule]:
-        return {rule.source: rule for rule in self.tensors}
-
     def fallbacks(self) -> list[dict[str, str]]:
         return [
             {"tensor": r.gguf_name, "wanted": r.wanted, "got": r.ggml_type, "reason": r.fallback}
