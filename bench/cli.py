@@ -78,7 +78,8 @@ def add_bench_parsers(subparsers) -> tuple[argparse.ArgumentParser, argparse.Arg
     g.add_argument(
         "--p-threshold",
         type=float,
-        help="Mann-Whitney p-value threshold over process medians (default: the target's)",
+        help="Mann-Whitney p-value threshold over process medians, and the one-sided error of the ratio's "
+        "confidence bounds (default: the target's)",
     )
     add_set_flag(g, "a target key", "budgets.p95_latency_ms=12")
     g.set_defaults(func=cmd_gate)

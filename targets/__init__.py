@@ -243,13 +243,14 @@ class Regression(StrictModel):
     """When a candidate counts as slower than its baseline (see `edgedistill.bench.stats`)."""
 
     min_effect: float = Field(
-        0.05, ge=0, description="Smallest slowdown that matters: ratio of medians - 1 (0.05 = 5%)."
+        0.05, ge=0, description="Smallest slowdown that matters (0.05 = 5%): unchanged must exclude it."
     )
     p_threshold: float = Field(
         0.05,
         gt=0,
         lt=1,
-        description="One-sided Mann-Whitney U p-value (over process medians) below which it is real.",
+        description="One-sided Mann-Whitney U p-value (over process medians) below which it is real; also the "
+        "one-sided error of each confidence bound of the ratio.",
     )
     min_samples: int = Field(30, ge=2, description="Fewer timed iterations on either side: inconclusive.")
     min_rounds: int = Field(

@@ -472,3 +472,25 @@ def test_a_relative_budget_without_the_teacher_is_not_judged(tmp_path):
     assert {c.status for c in result.checks} == {"not_judged"} and result.exit_code == 4
     assert all("--baseline-artifact" in c.message for c in result.checks)
     assert _run(tmp_path, report, "--target", str(target_file)) == 4
+
+
+def test_run_takes_the_gate_opt_outs_and_a_recipe_cannot_ask_inconclusive_to_pass_by_strict_false():
+    from edgedistill.bench.gating import GateOptions
+    from edgedistill.cli import build_parser
+    from edgedistill.errors import ConfigError
+    from edgedistill.pipeline import RunRecipe
+
+    args = build_parser().parse_args(
+        ["run", "r.yaml", "--out", "o", "--allow-skipped", "--allow-inconclusive"]
+    )
+    assert args.allow_skipped and args.allow_inconclusive
+    assert GateOptions().gate_kwargs() == {"allow_skipped": False, "allow_inconclusive": False}
+    assert GateOptions(strict=True).gate_kwargs()["allow_inconclusive"] is False  # the old opt-in: a no-op
+    distill = {"teacher": {"path": "t"}, "student": {"layers": 1}}
+    recipe = {"version": 1, "distill": distill, "gate": {"strict": False}}
+    from edgedistill.config import validate
+
+    with pytest.raises(ConfigError, match=r"gate\.strict.*allow_inconclusive"):
+        validate(RunRecipe, recipe, "recipe.yaml")
+    recipe["gate"] = {"allow_skipped": True}
+    assert validate(RunRecipe, recipe, "recipe.yaml").gate.gate_kwargs()["allow_skipped"] is True
