@@ -1,6 +1,10 @@
 """What the benchmark scripts share: where things are, the SST-2 flags and checks, `edgedistill` CLI
 steps run logged and timed, and summary.{json,md} written atomically.
 
+Every summary.json written under ``bench-results/<name>/`` (gitignored, with models and logs beside
+it) is also copied to ``docs/results/<name>/summary.json``, which is committed: the figures behind a
+docs table can be checked without rerunning hours of training. Only that small JSON is copied.
+
 The scripts import it as ``from common import ...``: running ``python benchmarks/<script>.py`` puts
 this folder first on ``sys.path``. It is not a benchmark itself (`run_all.py` does not run it).
 """
@@ -20,6 +24,9 @@ from edgedistill.io import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench-results"
+# committed copies of every summary.json (docs/benchmarks.md says which tables have one)
+PUBLISHED = ROOT / "docs" / "results"
+MAX_PUBLISHED_BYTES = 1_000_000  # a summary, never a model or a per-sample dump
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sst2"
 CLI = [sys.executable, "-m", "edgedistill"]
 
@@ -113,10 +120,35 @@ def run(cmd: list[str], report: Path, log: Path) -> dict:
     return rep
 
 
+def published_path(out: Path) -> Path | None:
+    """Where ``out``'s summary.json is committed: ``docs/results/<out relative to bench-results>/``.
+
+    None for a run written elsewhere (``--out /tmp/x``): only the default result folders are
+    the figures the docs quote."""
+    try:
+        relative = Path(out).resolve().relative_to(RESULTS.resolve())
+    except ValueError:
+        return None
+    return PUBLISHED / relative / "summary.json" if relative.parts else None
+
+
 def write_summary(out: Path, summary: dict[str, Any], markdown: str, echo: bool = True) -> None:
-    """``out``/summary.json and ``out``/summary.md, each written atomically (temp file + rename);
-    ``echo``: print the Markdown too."""
+    """``out``/summary.json and ``out``/summary.md, each written atomically (temp file + rename),
+    and the same summary.json at `published_path` (committed); ``echo``: print the Markdown too."""
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.md", markdown)
+    published = published_path(out)
+    if published is not None:
+        size = (out / "summary.json").stat().st_size
+        if size > MAX_PUBLISHED_BYTES:
+            print(
+                f"[not published] {out / 'summary.json'} is {size} bytes, over {MAX_PUBLISHED_BYTES}: "
+                "keep per-sample data out of the summary",
+                file=sys.stderr,
+            )
+        else:
+            published.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(published, (out / "summary.json").read_text(encoding="utf-8"))
+            print(f"[published] {published.relative_to(ROOT)} (commit it with the docs that quote it)")
     if echo:
         print(markdown)

@@ -11,8 +11,9 @@
 9. `gguf_qat_minilm.py` -- real MiniLM teacher: post-training Q4_0 / Q4_K_M of a float student vs a Q4_0-aware student, llama.cpp.
 10. `headline_sst2.py` -- the headline: full-SST-2 teacher, KD + QAT students vs the textbook route and ORTQuantizer, one bench run (hours on 2 cores; resumes).
 
-Results land in `bench-results/<name>/summary.{json,md}`; `docs/benchmarks.md` quotes them with
-the command that produced each table. Finished training runs are skipped, so an interrupted
+Results land in `bench-results/<name>/summary.{json,md}`, and each summary.json also in
+`docs/results/<name>/` (committed); `docs/benchmarks.md` quotes them with the command that
+produced each table. Finished training runs are skipped, so an interrupted
 `make bench` resumes. Extra arguments go to every script that takes them (`--data DIR`).
 
     python benchmarks/run_all.py [--data ../shared/data/sst2] [--only compress_sst2 export_sst2]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -165,6 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"report: {out / 'report.html'}\nsummary: {out / 'summary.json'} / {out / 'summary.md'}"
         + (f"\npareto: {summary['pareto_png']}" if summary.get("pareto_png") else "")
         + f"\nexit code {summary['exit_code']} (the gate's)"
+        + ("" if args.verbose else f"\nlibrary messages: {out / 'edgedistill.log'} (--verbose shows them)")
     )
     return summary["exit_code"]
 
@@ -185,7 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="edgedistill", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"edgedistill {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show third-party warnings, library logs and native messages on the console (otherwise they go "
+        "to a log beside the output: OUT.log, or OUT/edgedistill.log for run), and debug logging",
+    )
     parser.add_argument("--debug", action="store_true", help="full tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -278,11 +284,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--force",
         action="append",
         default=[],
-        choices=["distill", "export", "bench", "gate", "all"],
+        choices=["distill", "export", "bench", "teacher", "gate", "all"],
         help="redo this stage even if its inputs are unchanged (repeatable)",
     )
     add_set_flag(p, "any recipe key", "distill.training.max_steps=50")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,  # absent here: the top-level flag's value stands
+        help="third-party output on the console instead of OUT/edgedistill.log",
+    )
     for flag, what in (("skipped", "4: nothing judged / a budget not judged"), ("inconclusive", "3")):
         p.add_argument(
             f"--allow-{flag}", action="store_true", help=f"gate.allow_{flag}: exit 0 instead of {what}"
@@ -299,9 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    from edgedistill.console import log_path_for, third_party_to_log
+
+    # third-party warnings, library logs and native messages go to a log beside the output
+    with third_party_to_log(log_path_for(args.command, getattr(args, "out", None)), verbose=args.verbose):
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

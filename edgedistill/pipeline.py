@@ -5,6 +5,7 @@ The job reads top to bottom::
     distill  teacher -> OUT/distill/student            (edgedistill.compress.distillation)
     export   student -> OUT/artifacts/<fmt>-<prec>/    (edgedistill.export.export)
     bench    artifacts x targets -> OUT/bench/<target>.json   (edgedistill.bench.bench)
+    teacher  teacher fp32 -> OUT/reference/: the reports' reference point (edgedistill.teacher_reference)
     gate     reports x budgets -> OUT/gate/<target>.{json,xml,md}; the exit code
     report   OUT/summary.json, summary.md, pareto.png, report.html
 
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 RUN_RECIPE_VERSION = 1
 STATE_FILE = "run_state.json"
-STAGES = ("distill", "export", "bench", "gate")
+STAGES = ("distill", "export", "bench", "teacher", "gate")
 CACHED_STAGES = ("distill", "export", "bench")
 
 
@@ -60,6 +61,11 @@ class BenchStage(StrictModel):
     set: dict[str, Any] = Field(
         default_factory=dict,
         description="dotted overrides applied to every target (e.g. measurement.min_seconds)",
+    )
+    teacher: bool = Field(
+        True,
+        description="also export the teacher at fp32 (first format) and measure it on every target: the "
+        "reports' reference point and speed-up baseline (never gated)",
     )
 
     def target_refs(self) -> list[TargetRef]:
@@ -152,7 +158,8 @@ class RunState:
         return (
             record.get("status") == "done"
             and record.get("fingerprint") == fingerprint
-            and isinstance(record.get("outputs"), dict)  # a record without them cannot be skipped
+            # a record without them cannot be skipped (bench's outputs are its report's path)
+            and isinstance(record.get("outputs"), (dict, str))
         )
 
     def mark(self, stage: str, **record: Any) -> None:
@@ -319,7 +326,20 @@ def run(
     exported = stage("export", fp_export, lambda: stage_export(recipe, out, student))
     artifacts = exported["artifacts"]
 
-    # 3. bench, one report per target
+    # 3. the teacher fp32: the reports' reference point
+    from edgedistill import teacher_reference as ref
+
+    teacher: dict[str, Any] = {}
+    if recipe.bench.teacher:
+        fp_teacher = _digest(
+            {
+                "config": dump_config(ref.export_config(recipe)),
+                "teacher": path_digest(recipe.distill.teacher.path),
+            }
+        )
+        teacher = stage("teacher", fp_teacher, lambda: ref.export_teacher(recipe, out))
+
+    # 4. bench, one report per target
     data, _ = bench_data(recipe)
     manifests = {Path(a).name: path_digest(Path(a) / "manifest.json") for a in artifacts}
     reports = {}
@@ -329,7 +349,17 @@ def run(
             f"bench:{name}", fp, lambda target=target: stage_bench(recipe, out, target, artifacts, progress)
         )
 
-    # 4. gate (milliseconds: always judged again, so a changed budget takes effect at once)
+    # 4b. the teacher measured on its own for the reports (never gated)
+    if recipe.bench.teacher:
+        for name, target in targets.items():
+            fp = _digest({"bench": state.get(f"bench:{name}").get("fingerprint"), "teacher": teacher})
+            stage(
+                f"teacher:{name}",
+                fp,
+                lambda target=target: ref.bench_teacher(recipe, out, target, teacher, artifacts, progress),
+            )
+
+    # 5. gate (milliseconds: always judged again, so a changed budget takes effect at once)
     verdicts = []
     for name, target in targets.items():
         started = time.perf_counter()

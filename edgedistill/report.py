@@ -1,9 +1,13 @@
 """The run's results for people: ``summary.json`` first, then ``summary.md``, ``pareto.png``, ``report.html``.
 
 Everything is read back from the files the stages wrote (distill_report.json, export_report.json,
-the bench reports, the gate results), so the reports can be rebuilt from a run folder alone with
-`write_reports`. ``report.html`` embeds its pictures and styles: it opens offline, from e-mail or
-a CI artifact, with no other file beside it.
+the bench reports, the gate results, the teacher's reference reports), so the reports can be rebuilt
+from a run folder alone with `write_reports`. Each artifact is shown against the teacher: its
+speed-up over the teacher fp32 measured on the same target (p50 over p50, sequential runs), and its
+task metric beside the teacher's (classification: accuracy on the labelled eval data, also as a
+share of the teacher's; sentence embeddings: cosine to the teacher's embeddings). ``report.html``
+embeds its pictures and styles: it opens offline, from e-mail or a CI artifact, with no other file
+beside it.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgedistill.io import atomic_path, atomic_write_json, atomic_write_text
-
-SERIES_STYLES = [("#1f77b4", "o"), ("#d62728", "s"), ("#2ca02c", "^"), ("#9467bd", "D"), ("#ff7f0e", "v")]
+from edgedistill.io import atomic_write_json, atomic_write_text
+from edgedistill.plots import Budget, PlotPoint, pareto_plot
+from edgedistill.teacher_reference import against_teacher, candidates, teacher_row
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -47,7 +51,9 @@ def collect(
     """summary.json's content, from the files in the run folder."""
     distill = _read(out / "distill" / "distill_report.json") or {}
     exported = _read(out / "artifacts" / "export_report.json") or {}
+    task = distill.get("task") or (distill.get("config") or {}).get("task")
     rows = []
+    teacher_rows = []
     budgets: dict[str, dict[str, Any]] = {}
     host: dict[str, Any] = {}
     for verdict in verdicts:
@@ -61,9 +67,10 @@ def collect(
         }
         gate = _read(out / "gate" / f"{name}.json")
         budgets[name] = ((report.get("target") or {}).get("config") or {}).get("budgets") or {}
-        for entry in report.get("artifacts", []):
-            if entry.get("role") != "candidate":
-                continue
+        teacher, scored = teacher_row(out, state, name, task)
+        if teacher is not None:
+            teacher_rows.append(teacher)
+        for entry in candidates(report):
             latency = entry.get("latency") or {}
             metric_name, metric = _metric(entry)
             rows.append(
@@ -86,6 +93,7 @@ def collect(
                     "failed_checks": _failed_checks(gate, entry.get("name")),
                 }
             )
+            against_teacher(rows[-1], teacher, task, scored.get(entry.get("name")))
     student = distill.get("student") or {}
     teacher = distill.get("teacher") or {}
     return {
@@ -93,7 +101,7 @@ def collect(
         "verdicts": verdicts,
         "stages": state.get("stages", {}),
         "distill": {
-            "task": distill.get("task") or (distill.get("config") or {}).get("task"),
+            "task": task,
             "teacher": {k: teacher.get(k) for k in ("layers", "parameters", "metrics")},
             "student": {k: student.get(k) for k in ("layers", "parameters", "metrics", "evaluated_with")},
             "train_wall_time_s": (distill.get("training") or {}).get("train_wall_time_s"),
@@ -112,6 +120,8 @@ def collect(
         "budgets": budgets,
         "host": host,
         "rows": rows,
+        # the teacher fp32, measured on each target like the artifacts: the reference, never gated
+        "teacher_rows": teacher_rows,
     }
 
 
@@ -121,6 +131,40 @@ def _fmt(value: Any, digits: int = 2) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def _cells(r: dict[str, Any]) -> tuple[str, str, str, str]:
+    """A row's speed-up, task metric, share of the teacher and check against its own student, as text."""
+    speedup = f"{r['speedup_vs_teacher']:.2f}x" if r.get("speedup_vs_teacher") else "-"
+    metric = f"{r['task_metric']} {_fmt(r['task_value'], 4)}" if r.get("task_metric") else "-"
+    pct = f"{r['pct_of_teacher']:.1f} %" if r.get("pct_of_teacher") is not None else "-"
+    own = f"{r['metric']} {_fmt(r['value'], 4)}" if r.get("metric") else "-"
+    return speedup, metric, pct, own
+
+
+def _table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target's teacher row (the reference, not gated) first, then its artifacts."""
+    rows = []
+    teachers = {t["target"]: t for t in summary.get("teacher_rows") or []}
+    for target in dict.fromkeys(r["target"] for r in summary["rows"]):
+        if target in teachers:
+            t = teachers[target]
+            rows.append(
+                {
+                    **t,
+                    "label": f"{t['label']} (reference)",
+                    "failed_checks": [],
+                    "metric": None,
+                    "value": None,
+                    "speedup_vs_teacher": 1.0 if t.get("p50_ms") else None,
+                    "pct_of_teacher": 100.0
+                    if t.get("task_value") and t.get("task_metric") == "accuracy"
+                    else None,
+                    "gate_note": "reference, not gated",
+                }
+            )
+        rows += [r for r in summary["rows"] if r["target"] == target]
+    return rows
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
@@ -142,16 +186,30 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             "",
         ]
     lines += [
-        "| target | artifact | status | size MB | p50 ms | p95 ms | peak RSS MB | metric | value | gate |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in summary["rows"]:
-        gate = "; ".join(r["failed_checks"]) or (
-            "ok" if r["status"] == "measured" else (r["reason"] or "")[:80]
+        "Speed-up: the teacher fp32's p50 over the artifact's, both measured on the target (sequential "
+        "runs). Task metric: "
+        + (
+            "accuracy on the labelled eval data."
+            if d.get("task") == "sequence-classification"
+            else "cosine to the teacher's embeddings on the eval data."
         )
+        + " vs own student: the bench's check of each file against the torch student it came from.",
+        "",
+        "| target | artifact | status | size MB | p50 ms | p95 ms | x vs teacher | peak RSS MB | task metric "
+        "| % of teacher | vs own student | gate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in _table_rows(summary):
+        gate = (
+            r.get("gate_note")
+            or "; ".join(r["failed_checks"])
+            or ("ok" if r["status"] == "measured" else (r["reason"] or "")[:80])
+        )
+        speedup, metric, pct, own = _cells(r)
         lines.append(
-            f"| {r['target']} | {r.get('label') or r['artifact']} | {r['status']} | {_fmt(r['size_mb'])} | {_fmt(r['p50_ms'])} "
-            f"| {_fmt(r['p95_ms'])} | {_fmt(r['peak_rss_mb'], 0)} | {r['metric'] or '-'} | {_fmt(r['value'], 4)} | {gate} |"
+            f"| {r['target']} | {r.get('label') or r['artifact']} | {r['status']} | {_fmt(r['size_mb'])} "
+            f"| {_fmt(r['p50_ms'])} | {_fmt(r['p95_ms'])} | {speedup} | {_fmt(r['peak_rss_mb'], 0)} | {metric} "
+            f"| {pct} | {own} | {gate} |"
         )
     lines += ["", "| target | verdict | exit |", "|---|---|---|"]
     lines += [f"| {v['target']} | {v['verdict']} | {v['exit_code']} |" for v in summary["verdicts"]]
@@ -159,100 +217,60 @@ def summary_markdown(summary: dict[str, Any]) -> str:
 
 
 def pareto_png(summary: dict[str, Any], path: Path) -> bool:
-    """Accuracy (or cosine) vs p95 latency; marker area ~ artifact MB; one series per target.
+    """Task metric (accuracy, or cosine to the teacher) vs p95 latency, the teacher as a reference
+    point per target, marker area ~ artifact MB, one series per target, budget lines.
 
-    Budget lines: each target's p95 budget (vertical) and accuracy floor (horizontal), dashed in
-    the target's colour. Returns False (and writes nothing) when no artifact has both figures.
+    Without a teacher reference (``bench.teacher: false``) the y axis is the bench's own metric.
+    Returns False (and writes nothing) when no artifact has both figures.
     """
-    points = [r for r in summary["rows"] if r["p95_ms"] is not None and r["value"] is not None]
+    rows = summary["rows"]
+    use_task = any(r.get("task_value") is not None for r in rows)
+    key, metric_of = ("task_value", "task_metric") if use_task else ("value", "metric")
+    points = [
+        PlotPoint(
+            label=r["artifact"],
+            latency_ms=r["p95_ms"],
+            value=r[key],
+            series=r["target"],
+            size_mb=r["size_mb"],
+        )
+        for r in rows
+        if r["p95_ms"] is not None and r[key] is not None
+    ]
     if not points:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8.5, 5.5), dpi=120)
-    targets = list(dict.fromkeys(r["target"] for r in summary["rows"]))
-    labels: list[tuple[dict[str, Any], str]] = []
-    max_mb = max((r["size_mb"] or 0) for r in points) or 1.0
-    for i, target in enumerate(targets):
-        color, marker = SERIES_STYLES[i % len(SERIES_STYLES)]
-        mine = [r for r in points if r["target"] == target]
-        if mine:
-            ax.scatter(
-                [r["p95_ms"] for r in mine],
-                [r["value"] for r in mine],
-                s=[40 + 700 * (r["size_mb"] or 0) / max_mb for r in mine],
-                c=color,
-                marker=marker,
-                alpha=0.55,
-                edgecolors="black",
-                linewidths=0.6,
-                label=f"{target}",
-            )
-            labels += [(r, color) for r in mine]
-        budget = summary["budgets"].get(target) or {}
-        if budget.get("p95_latency_ms"):
-            ax.axvline(budget["p95_latency_ms"], color=color, linestyle="--", linewidth=1)
-            ax.annotate(
-                f"{target} p95 budget",
-                (budget["p95_latency_ms"], 0.02),
-                xycoords=("data", "axes fraction"),
-                rotation=90,
-                fontsize=7,
-                color=color,
-                ha="right",
-                va="bottom",
-            )
-        floor = budget.get("min_accuracy") if points[0]["metric"] == "accuracy" else budget.get("min_cosine")
-        if floor:
-            ax.axhline(floor, color=color, linestyle=":", linewidth=1)
-    metric = points[0]["metric"]
-    ax.set_xlabel("p95 latency (ms, batch 1) - lower is better")
-    ax.set_ylabel(f"{metric} - higher is better")
-    ax.set_title("Accuracy vs latency per target (marker area ~ artifact size)")
-    ax.grid(True, alpha=0.3)
-    ax.margins(x=0.25, y=0.25)
-    ax.legend(title="target", loc="best", fontsize=8, markerscale=0.5)
-    fig.tight_layout()
-    _place_labels(fig, ax, labels)  # after the layout is final: placement works in screen space
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return True
-
-
-# label offsets (points) tried in order until a label overlaps no other label
-_OFFSETS = [(dx, dy) for dy in (8, -14, 22, -28, 36, -42, 50, -56, 64, -70) for dx in (10, -10)]
-
-
-def _place_labels(fig, ax, labels: list[tuple[dict[str, Any], str]]) -> None:
-    """Annotate each point with its artifact and size, moving labels until none overlap."""
-    from matplotlib.text import Text
-
-    renderer = fig.canvas.get_renderer()
-    placed = []
-    for r, color in sorted(labels, key=lambda item: (item[0]["p95_ms"], -item[0]["value"])):
-        text = f"{r['artifact']} ({_fmt(r['size_mb'], 1)} MB)"
-        for dx, dy in _OFFSETS:
-            note = ax.annotate(
-                text,
-                (r["p95_ms"], r["value"]),
-                xytext=(dx, dy),
-                textcoords="offset points",
-                ha="left" if dx > 0 else "right",
-                fontsize=8,
-                color=color,
-                arrowprops={"arrowstyle": "-", "color": color, "lw": 0.5, "alpha": 0.6},
-            )
-            note.update_positions(renderer)  # apply the offset before measuring
-            box = Text.get_window_extent(note, renderer).expanded(1.06, 1.3)  # the text, not its leader line
-            if not any(box.overlaps(other) for other in placed):
-                break
-            if (dx, dy) != _OFFSETS[-1]:
-                note.remove()
-        placed.append(box)
+    metric = next(r[metric_of] for r in rows if r[key] is not None)
+    reference = [
+        PlotPoint(
+            label=f"teacher ({t['target']})",
+            latency_ms=t["p95_ms"],
+            value=t["task_value"],
+            series=t["target"],
+        )
+        for t in (summary.get("teacher_rows") or [])
+        if use_task and t.get("p95_ms") and t.get("task_value") is not None
+    ]
+    floor_key = (
+        "min_accuracy"
+        if metric == "accuracy"
+        else ("min_cosine" if metric == "cosine to torch student" else None)
+    )
+    budgets = [
+        Budget(
+            series=name,
+            max_latency_ms=b.get("p95_latency_ms"),
+            min_value=b.get(floor_key) if floor_key else None,
+        )
+        for name, b in summary["budgets"].items()
+    ]
+    return pareto_plot(
+        points,
+        budgets,
+        reference,
+        path,
+        metric=metric,
+        title="Task metric vs latency per target, the teacher as reference (marker area ~ artifact size)",
+    )
 
 
 _CSS = """
@@ -291,19 +309,26 @@ def report_html(summary: dict[str, Any], out: Path) -> str:
             f"<tr><td>{e(v['target'])}</td><td class='{cls}'>{e(v['verdict'])}</td><td>{v['exit_code']}</td></tr>"
         )
     parts.append("</table>")
-    parts += ["<h2>Accuracy vs latency</h2>", _img(out / "pareto.png", "pareto plot")]
+    parts += ["<h2>Task metric vs latency</h2>", _img(out / "pareto.png", "pareto plot")]
     parts += [
-        "<h2>Artifacts per target</h2><table><tr><th>target</th><th>artifact</th><th>status</th><th>size MB</th>"
-        "<th>p50 ms</th><th>p95 ms</th><th>peak RSS MB</th><th>metric</th><th>value</th><th>failed budgets / reason</th></tr>"
+        "<h2>Artifacts per target, against the teacher</h2>"
+        "<p class='muted'>x vs teacher: the teacher fp32's p50 over the artifact's, both measured on the target "
+        "(sequential runs). Task metric: accuracy on the labelled eval data, or for embeddings the cosine to the "
+        "teacher's. vs own student: the bench's check of each file against the torch student it came from.</p>"
+        "<table><tr><th>target</th><th>artifact</th><th>status</th><th>size MB</th><th>p50 ms</th><th>p95 ms</th>"
+        "<th>x vs teacher</th><th>peak RSS MB</th><th>task metric</th><th>% of teacher</th><th>vs own student</th>"
+        "<th>failed budgets / reason</th></tr>"
     ]
-    for r in summary["rows"]:
+    for r in _table_rows(summary):
         status = "failed" if r["failed_checks"] else ("ok" if r["status"] == "measured" else r["status"])
-        note = "<br>".join(e(c) for c in r["failed_checks"]) or e(r["reason"] or "")
+        note = "<br>".join(e(c) for c in r["failed_checks"]) or e(r.get("gate_note") or r["reason"] or "")
+        speedup, metric, pct, own = _cells(r)
         parts.append(
             f"<tr><td>{e(r['target'])}</td><td>{e(str(r.get('label') or r['artifact']))}</td><td class='{e(status)}'>{e(status)}</td>"
             f"<td class='num'>{_fmt(r['size_mb'])}</td><td class='num'>{_fmt(r['p50_ms'])}</td>"
-            f"<td class='num'>{_fmt(r['p95_ms'])}</td><td class='num'>{_fmt(r['peak_rss_mb'], 0)}</td>"
-            f"<td>{e(r['metric'] or '-')}</td><td class='num'>{_fmt(r['value'], 4)}</td><td>{note}</td></tr>"
+            f"<td class='num'>{_fmt(r['p95_ms'])}</td><td class='num'>{e(speedup)}</td>"
+            f"<td class='num'>{_fmt(r['peak_rss_mb'], 0)}</td><td>{e(metric)}</td><td class='num'>{e(pct)}</td>"
+            f"<td>{e(own)}</td><td>{note}</td></tr>"
         )
     parts.append("</table>")
     d = summary["distill"]

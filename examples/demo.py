@@ -5,6 +5,9 @@ embedding student with int8 learned during training, exported to ONNX, OpenVINO 
 measured on the `cpu` and `mobile-class` targets and gated against the budgets of those targets:
 exactly `edgedistill run examples/quickstart.yaml`, with the teacher folder and an English corpus
 (sentences from the docstrings of installed packages, since nothing can be downloaded) filled in.
+
+The console shows edgedistill's own progress and results; the libraries' warnings and messages go
+to runs/demo/run/edgedistill.log. `python examples/demo.py --verbose` shows them on the console.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def main() -> int:
     data = build_docstring_corpus(out / "corpus", train_size=4000, eval_size=300)
     console.print(f"[bold]corpus[/]: {(out / 'corpus' / 'SOURCE.txt').read_text().strip()}")
     argv = [
+        *(["--verbose"] if "--verbose" in sys.argv[1:] or "-v" in sys.argv[1:] else []),
         "run",
         str(ROOT / "examples" / "quickstart.yaml"),
         "--out",

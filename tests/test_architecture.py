@@ -25,7 +25,13 @@ AREAS = {
     "targets": "edgedistill.targets",
 }
 # the application modules on top of everything: the CLI, the `run` pipeline and its report
-APP = {"edgedistill.cli", "edgedistill.pipeline", "edgedistill.report", "edgedistill.__main__"}
+APP = {
+    "edgedistill.cli",
+    "edgedistill.pipeline",
+    "edgedistill.report",
+    "edgedistill.teacher_reference",  # the run's teacher reference point: exports and benches
+    "edgedistill.__main__",
+}
 
 # layer -> the layers it may import (its own included)
 ALLOWED = {

@@ -78,9 +78,15 @@ def _copy_run(finished_run, tmp_path) -> Path:
     return out
 
 
+def _students(events: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The stages of the student; the teacher's reference export (stage `teacher`) runs among them."""
+    return [e for e in events if e[0] != "teacher"]
+
+
 def test_tiny_recipe_runs_every_stage_and_writes_the_reports(finished_run):
     out, summary, events = finished_run["out"], finished_run["summary"], finished_run["events"]
-    assert [s for s, _ in events] == ["distill", "export", "bench:test-fast", "gate:test-fast"]
+    stages = ["distill", "export", "teacher", "bench:test-fast", "teacher:test-fast"]
+    assert [s for s, _ in events] == [*stages, "gate:test-fast"]
     assert summary["exit_code"] == 0, summary["verdicts"]
     assert (out / "distill" / "student" / "model.safetensors").is_file()
     for name in ("onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-int8"):
@@ -90,14 +96,21 @@ def test_tiny_recipe_runs_every_stage_and_writes_the_reports(finished_run):
     for row in rows.values():
         assert row["status"] == "measured" and row["p95_ms"] > 0 and row["metric"] == "accuracy"
         assert 0.5 <= row["value"] <= 1.0 and row["size_mb"] > 0
+        # against the teacher (issue 25): its speed-up over the teacher fp32 and its share of its accuracy
+        assert row["speedup_vs_teacher"] > 0 and row["task_metric"] == "accuracy"
+        assert row["pct_of_teacher"] > 50
+    (teacher,) = summary["teacher_rows"]
+    assert teacher["status"] == "measured" and teacher["p95_ms"] > 0 and teacher["task_value"] > 0.5
+    assert (out / "reference" / "teacher" / "onnx-fp32" / "manifest.json").is_file()
 
     saved = json.loads((out / "summary.json").read_text())
     assert saved["exit_code"] == 0 and len(saved["rows"]) == 4
-    assert set(saved["stages"]) == {"distill", "export", "bench:test-fast"}
+    assert set(saved["stages"]) == set(stages)
     md = (out / "summary.md").read_text()
     # every row says what ran, read back: fp32 artifacts as declared (the target's default policy)
     assert rows["onnx-int8"]["label"] == "onnx-int8 (ran f32+int8)" and rows["openvino-fp32"]["ran"] == "f32"
     assert "PASSED" in md and "| test-fast | onnx-int8 (ran f32+int8) | measured |" in md
+    assert "| test-fast | teacher onnx-fp32 (ran f32) (reference) | measured |" in md
     assert "Measured on " in md
     page = (out / "report.html").read_text()
     assert (
@@ -122,13 +135,21 @@ def test_rerun_skips_finished_stages_and_force_redoes_one(finished_run, tmp_path
     recipe = load_config(RunRecipe, finished_run["recipe"])
     events: list[tuple[str, str]] = []
     summary = run(recipe, out, progress=False, on_stage=lambda s, st, _: events.append((s, st)))
-    assert events[:3] == [("distill", "skipped"), ("export", "skipped"), ("bench:test-fast", "skipped")]
+    assert _students(events)[:3] == [
+        ("distill", "skipped"),
+        ("export", "skipped"),
+        ("bench:test-fast", "skipped"),
+    ]
     assert summary["exit_code"] == 0
 
     before = (out / "bench" / "test-fast.json").stat().st_mtime_ns
     events.clear()
     run(recipe, out, force=["bench"], progress=False, on_stage=lambda s, st, _: events.append((s, st)))
-    assert events[:3] == [("distill", "skipped"), ("export", "skipped"), ("bench:test-fast", "done")]
+    assert _students(events)[:3] == [
+        ("distill", "skipped"),
+        ("export", "skipped"),
+        ("bench:test-fast", "done"),
+    ]
     assert (out / "bench" / "test-fast.json").stat().st_mtime_ns > before
 
 
@@ -140,7 +161,7 @@ def test_changed_export_config_redoes_export_and_bench_but_not_distill(finished_
     summary = run(
         RunRecipe.model_validate(raw), out, progress=False, on_stage=lambda s, st, _: events.append((s, st))
     )
-    assert events[:3] == [("distill", "skipped"), ("export", "done"), ("bench:test-fast", "done")]
+    assert _students(events)[:3] == [("distill", "skipped"), ("export", "done"), ("bench:test-fast", "done")]
     assert {r["artifact"] for r in summary["rows"]} == {"onnx-int8", "openvino-int8"}
     assert not (out / "artifacts" / "onnx-fp32").exists()  # stale artifacts of the old recipe are removed
 
@@ -163,7 +184,11 @@ def test_interrupted_run_resumes_at_the_stage_it_stopped_in(finished_run, tmp_pa
     monkeypatch.undo()
     events: list[tuple[str, str]] = []
     summary = run(recipe, out, progress=False, on_stage=lambda s, st, _: events.append((s, st)))
-    assert events[:3] == [("distill", "skipped"), ("export", "skipped"), ("bench:test-fast", "done")]
+    assert _students(events)[:3] == [
+        ("distill", "skipped"),
+        ("export", "skipped"),
+        ("bench:test-fast", "done"),
+    ]
     assert summary["exit_code"] == 0
 
 

@@ -1,0 +1,194 @@
+"""What reaches the console: edgedistill's own progress and results; third-party output goes to a log.
+
+The libraries a verb drives print much that is not meant for its user: Python warnings
+(deprecations, exporter UserWarnings), their loggers, their progress bars (transformers'
+"Loading weights"), and messages their native code writes straight to file descriptor 2
+(OpenVINO, torchao library loads). Inside `third_party_to_log`:
+
+- Python warnings are logged (`logging.captureWarnings`), and every logger but edgedistill's
+  writes only to the log file; edgedistill's warnings also reach the console;
+- transformers and huggingface_hub progress bars are off (their own switches), and libraries that
+  attach their own console handler (transformers, huggingface_hub, datasets, nncf) hand their
+  records to the log instead, also when they are first imported during the verb;
+- file descriptor 2 points at the log, so native code's messages land there, while ``sys.stderr``
+  (rich progress bars, our messages) keeps writing to the terminal through a duplicate of it.
+
+``--verbose`` turns all of this off: everything is shown on the console, as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+OURS = ("edgedistill", "__main__")
+LOG_NAME = "edgedistill.log"
+# progress bars of the hub client and of transformers (which follows the hub's switch); children see it too
+_QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
+def log_path_for(command: str | None, out: str | None) -> Path | None:
+    """Where a verb's third-party output goes: ``OUT/edgedistill.log`` for `run` (its run folder),
+    ``OUT.log`` beside any other verb's output (a folder ``distill --overwrite`` may delete, or a
+    report file); None when the verb writes no output (nothing noisy runs then)."""
+    if not out:
+        return None
+    if command == "run":
+        return Path(out) / LOG_NAME
+    path = Path(out)
+    return path.with_name(path.name + ".log") if not path.suffix else path.with_suffix(".log")
+
+
+class _OursOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.split(".")[0] in OURS
+
+
+def _hand_over(logger_name: str) -> None:
+    """A library logger with its own console handler: drop the handler, let records reach the root."""
+    logger = logging.getLogger(logger_name)
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            logger.removeHandler(handler)
+    logger.propagate = True
+
+
+def _tame_transformers(_module: Any) -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_default_handler()
+    hf_logging.enable_propagation()
+    hf_logging.disable_progress_bar()
+
+
+def _tame_hub(_module: Any) -> None:
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+    _hand_over("huggingface_hub")
+
+
+# top-level module -> what to do once it is imported
+_LIBRARIES: dict[str, Callable[[Any], None]] = {
+    "transformers": _tame_transformers,
+    "huggingface_hub": _tame_hub,
+    "datasets": lambda _m: _hand_over("datasets"),
+    "nncf": lambda _m: _hand_over("nncf"),
+}
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs a library's fix right after the library is first imported (heavy imports stay lazy)."""
+
+    def __init__(self, pending: dict[str, Callable[[Any], None]]):
+        self.pending = pending
+
+    def find_spec(self, name, path, target=None):
+        if name not in self.pending:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader, fix = spec.loader, self.pending.pop(name)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        original = loader.exec_module
+
+        def exec_module(module):
+            original(module)
+            with contextlib.suppress(Exception):  # quieting a library never breaks the verb
+                fix(module)
+
+        loader.exec_module = exec_module
+        return spec
+
+
+def _console_stream():
+    """A text stream to the terminal that survives fd 2 being pointed at the log.
+
+    When ``sys.stderr`` is not file descriptor 2 (pytest's capture, a redirected stream), it stays as is."""
+    try:
+        if sys.stderr.fileno() != 2:
+            return sys.stderr, False
+    except (AttributeError, OSError, ValueError):
+        return sys.stderr, False
+    sys.stderr.flush()
+    stream = os.fdopen(
+        os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="backslashreplace"
+    )
+    return stream, True
+
+
+@contextlib.contextmanager
+def third_party_to_log(log_path: Path | None, *, verbose: bool = False) -> Iterator[Path | None]:
+    """Send third-party output to ``log_path`` for the duration; yields the log path (None: nothing moved).
+
+    ``verbose`` or no ``log_path``: plain logging to the console (DEBUG with ``verbose``)."""
+    root = logging.getLogger()
+    if verbose or log_path is None:
+        logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format=LOG_FORMAT)
+        yield None
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (closed in finally)
+    log_file.write(
+        f"==== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} edgedistill {' '.join(sys.argv[1:])}: "
+        "third-party output (warnings, library logs, native messages); --verbose shows it on the console\n"
+    )
+    console, own_stream = _console_stream()
+    saved_fd = os.dup(2)
+    saved = (sys.stderr, list(root.handlers), root.level, {k: os.environ.get(k) for k in _QUIET_ENV})
+    to_file = logging.StreamHandler(log_file)
+    to_file.setFormatter(logging.Formatter(LOG_FORMAT))
+    to_console = logging.StreamHandler(console)
+    to_console.setLevel(logging.WARNING)
+    to_console.addFilter(_OursOnly())
+    to_console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    hook = _AfterImport({})
+    try:
+        os.dup2(log_file.fileno(), 2)
+        sys.stderr = console
+        root.handlers = [to_file, to_console]
+        root.setLevel(logging.INFO)
+        logging.captureWarnings(True)
+        os.environ.update(_QUIET_ENV)
+        for name, fix in _LIBRARIES.items():
+            if name in sys.modules:
+                with contextlib.suppress(Exception):
+                    fix(sys.modules[name])
+            else:
+                hook.pending[name] = fix
+        sys.meta_path.insert(0, hook)
+        yield log_path
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(hook)
+        logging.captureWarnings(False)
+        old_stderr, handlers, level, env = saved
+        root.handlers, root.level = handlers, level
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        sys.stderr = old_stderr
+        with contextlib.suppress(OSError):
+            console.flush()
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        if own_stream:
+            console.close()
+        log_file.close()
