@@ -494,3 +494,15 @@ def test_run_takes_the_gate_opt_outs_and_a_recipe_cannot_ask_inconclusive_to_pas
         validate(RunRecipe, recipe, "recipe.yaml")
     recipe["gate"] = {"allow_skipped": True}
     assert validate(RunRecipe, recipe, "recipe.yaml").gate.gate_kwargs()["allow_skipped"] is True
+
+
+def test_a_teacher_that_was_not_measured_leaves_relative_budgets_not_judged(tmp_path):
+    report = _teacher_report(write_target(tmp_path), speedup=4.0)
+    teacher = report["artifacts"][1]
+    teacher.update(status="skipped", reason="no candidate was measured against it")
+    for key in ("latency", "memory", "accuracy"):
+        teacher.pop(key)
+    report["comparisons"] = []
+    target_file = write_target(tmp_path, budgets=_only({"size_vs_teacher": 0.2}))
+    [check] = gate(report, load_target(target_file)).checks
+    assert check.status == "not_judged" and "teacher-fp32 was not measured" in check.message

@@ -173,8 +173,11 @@ def relative_checks(
                 checks.append(
                     Check(name, budget, "skipped", "not measured: the run failed", None, limit, "x")
                 )
-            elif teacher is None or teacher.get("status") != "measured":
+            elif teacher is None:
                 checks.append(Check(name, budget, "not_judged", _NO_TEACHER, None, limit, "x"))
+            elif teacher.get("status") != "measured":
+                why = f"the teacher {teacher.get('name')} was not measured: {teacher.get('reason')}"
+                checks.append(Check(name, budget, "not_judged", why, None, limit, "x"))
             elif budget == "speedup_vs_teacher":
                 checks.append(_speedup_check(name, figures[name], limit, emulated))
             elif budget == "size_vs_teacher":
