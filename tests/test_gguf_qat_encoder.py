@@ -27,6 +27,7 @@ from gguf_qat_helpers import assert_q4_0_export_holds_trained_weights  # noqa: E
 from conftest import make_sentences, tiny_bert_config  # noqa: E402
 from edgedistill.compress.config import DistillRecipe  # noqa: E402
 from edgedistill.compress.gguf_quant import attach_gguf_fake_quant  # noqa: E402
+from edgedistill.compress.losses import mean_pool  # noqa: E402
 from edgedistill.errors import UnsupportedModelError  # noqa: E402
 from edgedistill.export import gguf as G  # noqa: E402
 
@@ -108,11 +109,9 @@ def test_bert_qat_student_exported_to_q4_0_runs_in_llama_cpp_like_its_fake_quant
     student, tok = _bert(tmp_path / "init", tiny_tokenizer_dir)
     sequences = [tok(t)["input_ids"] for t in TEXTS]
     batch = tok(TEXTS, padding=True, return_tensors="pt")
-    mask = batch["attention_mask"].unsqueeze(-1).float()
 
     def pooled():
-        hidden = student(**batch).last_hidden_state
-        return (hidden * mask).sum(1) / mask.sum(1)
+        return mean_pool(student(**batch).last_hidden_state, batch["attention_mask"])
 
     target = torch.randn(len(TEXTS), 64, generator=torch.Generator().manual_seed(3))  # a task to learn
     handle = attach_gguf_fake_quant(student, "q4_0")
