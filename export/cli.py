@@ -114,9 +114,12 @@ def _summary(report: dict[str, Any]) -> str:
                 text += f" cos_min={out['cosine_min']:.5f}"
             figures.append(text)
         size_mb = art["model_bytes"] / 1e6
+        reference = art["parity"]["reference"]
+        if art["parity"].get("tolerance_name") not in (None, "", art["precision"]):
+            reference += f" ({art['parity']['tolerance_name']})"  # e.g. gguf-qat (qat-exact)
         lines.append(
             f"  {art['format'] + '-' + art['precision']:<16} {size_mb:9.2f} MB  "
-            f"{art['quantization'].get('method', '')}  vs torch {art['parity']['reference']}: {'; '.join(figures)}"
+            f"{art['quantization'].get('method', '')}  vs torch {reference}: {'; '.join(figures)}"
         )
     for skip in report["skipped"]:
         lines.append(f"  skipped {skip['format']}-{skip['precision']}: {skip['reason']}")

@@ -226,3 +226,19 @@ def test_cli_distill_auto_map_exit_2_out_not_created(folder, tmp_path, cli, writ
                   "--task", "feature-extraction", "--losses", "embedding_cosine:1", "--out", out)  # fmt: skip
     assert rc == 2 and "auto_map" in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["header_a_list", "num_hidden_layers"])
+def test_cli_export_of_a_hostile_student_is_one_line_exit_2(case, folder, tmp_path, cli):
+    """Issue 25: a list-shaped safetensors header was "unexpected error ... (a bug)" at export."""
+    if case == "header_a_list":
+        _write_safetensors(folder / "model.safetensors", b"[1, 2]")
+        expected = "not a JSON object"
+    else:
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 10**6}))
+        expected = "GB for its weights"
+    out = tmp_path / "artifacts"
+    rc, err = cli("export", folder, "--format", "onnx", "--out", out)
+    assert rc == 2 and expected in err and "unexpected error" not in err and "Traceback" not in err, err
+    assert not out.exists() or not any(out.iterdir())
