@@ -246,7 +246,12 @@ def compare_processes(
     pct = _pct(ratio)
     where = f"over {cand.size} + {base.size} processes"
     limit = f"+{min_effect * 100:.1f}%"
-    bound = f"{result['confidence']:.0%} upper bound {_pct(upper)}" if upper is not None else "no upper bound"
+    conf = f"{result['confidence']:.0%}"
+    bound = (
+        f"{conf} upper bound {_pct(upper)}"
+        if upper is not None
+        else f"no {conf} upper bound (too few processes)"
+    )
     if effect >= min_effect:
         if result["p_slower"] < p_threshold:
             result["verdict"] = "regressed"
@@ -268,7 +273,7 @@ def compare_processes(
     else:
         result["verdict"] = "inconclusive"
         result["reason"] = (
-            f"{pct} vs baseline {where}, but {bound} does not exclude a {limit} slowdown: "
+            f"{pct} vs baseline {where}, but {bound}: a {limit} slowdown is not excluded, "
             "too noisy to call it unchanged (more compare_rounds, or a quieter machine)"
         )
     return result
