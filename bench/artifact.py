@@ -11,13 +11,13 @@ folders have nothing to verify their hashes against and are reported ``verified:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgedistill.errors import ArtifactError, EdgeDistillError
-from edgedistill.io import sha256_file
+from edgedistill.io import read_json_object, sha256_file
+from edgedistill.model_checks import check_model_size, check_safetensors
 
 _FORMATS_FOR_HF_FOLDER = "torch"
 _INPUT_DTYPES = ("int64", "int32", "float32", "float16", "bool", "int8", "uint8")
@@ -106,10 +106,9 @@ def _parity_summary(parity: Any) -> dict[str, Any] | None:
 def _guess_task(folder: Path, config: dict[str, Any]) -> str:
     meta_path = folder / "edgedistill.json"
     if meta_path.is_file():
-        try:
-            task = json.loads(meta_path.read_text(encoding="utf-8")).get("task")
-        except (OSError, json.JSONDecodeError):
-            task = None
+        task = read_json_object(
+            meta_path, "Re-run `edgedistill distill` or delete the file.", ArtifactError
+        ).get("task")
         if task:
             return str(task)
     for arch in config.get("architectures") or []:
@@ -125,18 +124,7 @@ def _guess_task(folder: Path, config: dict[str, Any]) -> str:
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
-    path = folder / "config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(
-            f"{path}: not a readable JSON config ({exc}); save the model folder again"
-        ) from None
-    if not isinstance(config, dict):
-        raise ArtifactError(
-            f"{path}: a JSON {type(config).__name__}, not an object; save the model folder again"
-        )
-    return config
+    return read_json_object(folder / "config.json", "Save the model folder again.", ArtifactError)
 
 
 def _check_inputs(folder: Path, inputs: list[Any]) -> None:
@@ -197,8 +185,13 @@ def open_artifact(path: str | Path) -> Artifact:
     if (folder / "config.json").is_file() and len(onnx_files) == 1:
         return _foreign_onnx(folder, onnx_files[0])
     if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+        # a torch model folder: the checks every verb runs before a model folder loads (config sizes
+        # against memory, every safetensors header), so the measuring worker never trips over them
         config = _read_config(folder)
+        check_model_size(config, folder, "model")
         weights = sorted(p.name for p in folder.glob("*.safetensors"))
+        for name in weights:
+            check_safetensors(folder / name)
         files = sorted(p for p in folder.iterdir() if p.is_file())
         labels = (
             config.get("id2label")

@@ -242,3 +242,26 @@ def test_cli_export_of_a_hostile_student_is_one_line_exit_2(case, folder, tmp_pa
     rc, err = cli("export", folder, "--format", "onnx", "--out", out)
     assert rc == 2 and expected in err and "unexpected error" not in err and "Traceback" not in err, err
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("case", ["header_a_list", "overlap", "num_hidden_layers", "meta_not_json"])
+def test_bench_of_a_torch_model_folder_runs_the_same_checks(case, folder):
+    """bench measures a plain model folder with the torch runtime: it opens it with the checks of
+    every other verb (it read config.json alone, and swallowed a corrupt edgedistill.json)."""
+    from edgedistill.bench.artifact import open_artifact
+    from edgedistill.errors import EdgeDistillError
+
+    if case in SAFETENSORS_CASES:
+        header, data, length, expected = SAFETENSORS_CASES[case]
+        _write_safetensors(folder / "model.safetensors", header, data, length)
+    elif case == "num_hidden_layers":
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 10**6}))
+        expected = ["config.json", "GB for its weights"]
+    else:
+        (folder / "edgedistill.json").write_text('{"task": ')
+        expected = ["edgedistill.json", "not valid JSON"]
+    with pytest.raises(EdgeDistillError) as info:
+        open_artifact(folder)
+    for part in expected:
+        assert part in str(info.value), str(info.value)
