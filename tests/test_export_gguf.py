@@ -459,6 +459,31 @@ def test_truncated_safetensors_names_the_file_and_leaves_nothing(tiny_bert_encod
     assert not out.exists() and list(out.parent.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        ("header_a_list", "the header is not a JSON object"),
+        ("config_a_list", "a JSON list, expected an object"),
+        ("num_hidden_layers", "GB for its weights"),
+    ],
+)
+def test_write_gguf_runs_the_model_folder_checks(tiny_bert_encoder, tmp_path, damage, expected):
+    """Issue 25: write_gguf read config.json and the weights with checks of its own."""
+    import struct
+
+    folder = Path(shutil.copytree(tiny_bert_encoder, tmp_path / "model"))
+    if damage == "header_a_list":
+        (folder / "model.safetensors").write_bytes(struct.pack("<Q", 6) + b"[1, 2]")
+    elif damage == "config_a_list":
+        (folder / "config.json").write_text("[1, 2]")
+    else:
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 10**6}))
+    with pytest.raises(ModelLoadError, match=expected):
+        G.write_gguf(folder, tmp_path / "out.gguf", "q8_0", task="feature-extraction")
+    assert not (tmp_path / "out.gguf").exists()
+
+
 def test_missing_gguf_package_names_the_extra(tiny_bert_encoder, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "gguf", None)
     with pytest.raises(MissingDependencyError, match=r"edgedistill\[gguf\]"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,8 @@ from edgedistill.export.core import (
     ExportError,
     UnsupportedModelError,
 )
+from edgedistill.io import read_json_object
+from edgedistill.model_checks import check_model_size, check_safetensors, read_config_json
 from edgedistill.quant.gguf_arch import ARCHITECTURES, GGUFArch, supported_architectures
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,10 @@ def read_config(model_dir: Path) -> dict[str, Any]:
         raise ModelLoadError(
             f"{model_dir} is not a model folder: it has no config.json. Pass a folder written by save_pretrained."
         )
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+    # the checks of every verb that opens a model folder (write_gguf is also called directly)
+    config = read_config_json(Path(model_dir), "model")
+    check_model_size(config, Path(model_dir), "model")
+    return config
 
 
 def resolve_arch(config: dict[str, Any], task: str) -> GGUFArch:
@@ -58,10 +59,10 @@ def resolve_arch(config: dict[str, Any], task: str) -> GGUFArch:
 def _weight_files(model_dir: Path) -> list[Path]:
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (OSError, json.JSONDecodeError, KeyError) as exc:
-            raise ModelLoadError(f"cannot read the shard index {index}: {exc}") from exc
+        fix = "Re-save the model with save_pretrained(..., safe_serialization=True)."
+        weight_map = read_json_object(index, fix, ModelLoadError).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ModelLoadError(f"{index}: 'weight_map' is not an object of file names. {fix}")
         files = [model_dir / name for name in sorted(set(weight_map.values()))]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
@@ -86,6 +87,7 @@ def read_weights(model_dir: Path) -> dict[str, np.ndarray]:
 
     tensors: dict[str, np.ndarray] = {}
     for path in _weight_files(Path(model_dir)):
+        check_safetensors(path)
         try:
             with safe_open(str(path), framework="pt") as fh:
                 for key in fh.keys():
