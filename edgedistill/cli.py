@@ -151,6 +151,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if getattr(args, key):
             sets[f"gate.{key}"] = True
     recipe = load_config(RunRecipe, args.recipe, sets)
+    if recipe.fit is not None:  # the student is searched, then run like any other
+        from edgedistill.fit.cli import run_fit_recipe
+
+        return run_fit_recipe(recipe, args.out, args)
     console = Console(stderr=True)
     symbols = {"done": "[green]done[/]", "skipped": "[dim]skipped (inputs unchanged)[/]"}
 
@@ -270,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     from edgedistill.bench.cli import add_bench_parsers
 
     add_bench_parsers(sub)
+    from edgedistill.fit.cli import add_fit_parser
+
+    add_fit_parser(sub)
 
     p = sub.add_parser(
         "run",

@@ -27,13 +27,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from edgedistill.bench.gating.options import GateOptions
 from edgedistill.compress.config import DistillRecipe
 from edgedistill.config import StrictModel, dump_config
 from edgedistill.errors import EdgeDistillError
 from edgedistill.export.config import ExportConfig
+from edgedistill.fit.config import FitConfig
 from edgedistill.io import atomic_write_json, sha256_file
 from edgedistill.signals import interruptible
 
@@ -80,6 +81,35 @@ class RunRecipe(StrictModel):
     export: ExportConfig = Field(default_factory=ExportConfig)
     bench: BenchStage = Field(default_factory=BenchStage)
     gate: GateOptions = Field(default_factory=GateOptions)
+    fit: FitConfig | None = Field(
+        None,
+        description="search the student instead of naming it (`edgedistill fit`): distill.student is then "
+        "left out, and the budgets of bench.targets[0] are the search's constraints",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fit_supplies_the_student(cls, data: Any) -> Any:
+        """With `fit:`, each candidate brings its own student; the distill section validates with the first."""
+        if not isinstance(data, dict) or not isinstance(data.get("fit"), dict):
+            return data
+        distill = data.get("distill")
+        space = data["fit"].get("space")
+        if not isinstance(distill, dict) or not isinstance(space, dict) or not space.get("layers"):
+            return data
+        student = dict(distill.get("student") or {})
+        shaped = [
+            k
+            for k in ("layers", "hidden_size", "intermediate_size", "num_attention_heads", "path")
+            if k in student
+        ]
+        if shaped:
+            raise ValueError(
+                f"distill.student.{shaped[0]}: with a `fit:` section the search builds every student; "
+                "put the choices in fit.space (layers, intermediate_size, num_attention_heads, hidden_size)"
+            )
+        student["layers"] = space["layers"][0]
+        return {**data, "distill": {**distill, "student": student}}
 
 
 class RunError(EdgeDistillError):
@@ -195,6 +225,16 @@ def stage_distill(recipe: RunRecipe, out: Path, fresh: bool, progress: bool) -> 
     return {"student": str(out / "distill" / "student"), "metrics": report["student"]["metrics"]}
 
 
+def adopt_student(distill_dir: Path) -> dict[str, Any]:
+    """A distill folder trained elsewhere (by `fit`), recorded as this run's distill stage."""
+    report = json.loads((distill_dir / "distill_report.json").read_text(encoding="utf-8"))
+    return {
+        "student": str(distill_dir / "student"),
+        "metrics": report["student"]["metrics"],
+        "trained_by": "fit",
+    }
+
+
 def stage_export(recipe: RunRecipe, out: Path, student: Path) -> dict[str, Any]:
     from edgedistill.export import export
 
@@ -248,12 +288,21 @@ def measured_settings(target) -> dict[str, Any]:
     return {k: v for k, v in dump_config(target).items() if k not in judged}
 
 
-def stage_bench(recipe: RunRecipe, out: Path, target, artifacts: list[str], progress: bool) -> str:
+def relative_budgets(target) -> list[str]:
+    """The target's budgets judged against the teacher measured in the same report."""
+    from edgedistill.bench.gating.relative import RELATIVE_BUDGETS
+
+    return [k for k in RELATIVE_BUDGETS if getattr(target.budgets, k, None) is not None]
+
+
+def stage_bench(
+    recipe: RunRecipe, out: Path, target, artifacts: list[str], progress: bool, baseline: str | None = None
+) -> str:
     from edgedistill.bench import bench
 
     data, columns = bench_data(recipe)
     path = out / "bench" / f"{target.name}.json"
-    bench(artifacts, target, data=data, out=path, progress=progress, **columns)
+    bench(artifacts, target, data=data, out=path, progress=progress, baseline_artifact=baseline, **columns)
     return str(path)
 
 
@@ -282,8 +331,12 @@ def run(
     force: Iterable[str] = (),
     progress: bool = True,
     on_stage: Callable[[str, str, float], None] | None = None,
+    trained: Path | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the pipeline into ``out_dir``; returns the summary (``exit_code`` is the gate's).
+
+    ``trained``: a distill folder already trained for this recipe (``OUT/distill``, `edgedistill fit`'s
+    winner): the distill stage records it instead of training.
 
     ``force``: stages to redo even when their inputs are unchanged (``all`` redoes every one).
     ``on_stage(stage, status, seconds)`` is told about every stage: ``done`` or ``skipped``.
@@ -318,7 +371,10 @@ def run(
     fp_distill = _distill_fingerprint(recipe)
     previous = state.get("distill")
     fresh = "distill" in forced or bool(previous and previous.get("fingerprint") != fp_distill)
-    distilled = stage("distill", fp_distill, lambda: stage_distill(recipe, out, fresh, progress))
+    if trained is not None:
+        distilled = stage("distill", fp_distill, lambda: adopt_student(Path(trained)))
+    else:
+        distilled = stage("distill", fp_distill, lambda: stage_distill(recipe, out, fresh, progress))
     student = Path(distilled["student"])
 
     # 2. export: the student's files are its input, so a retrained student re-exports
@@ -326,11 +382,11 @@ def run(
     exported = stage("export", fp_export, lambda: stage_export(recipe, out, student))
     artifacts = exported["artifacts"]
 
-    # 3. the teacher fp32: the reports' reference point
+    # 3. the teacher fp32: the reports' reference point, and the interleaved baseline of relative budgets
     from edgedistill import teacher_reference as ref
 
     teacher: dict[str, Any] = {}
-    if recipe.bench.teacher:
+    if recipe.bench.teacher or any(relative_budgets(t) for t in targets.values()):
         fp_teacher = _digest(
             {
                 "config": dump_config(ref.export_config(recipe)),
@@ -339,14 +395,26 @@ def run(
         )
         teacher = stage("teacher", fp_teacher, lambda: ref.export_teacher(recipe, out))
 
-    # 4. bench, one report per target
+    # 4. bench, one report per target (with the teacher interleaved where a budget is relative to it)
     data, _ = bench_data(recipe)
     manifests = {Path(a).name: path_digest(Path(a) / "manifest.json") for a in artifacts}
     reports = {}
     for name, target in targets.items():
-        fp = _digest({"target": measured_settings(target), "manifests": manifests, "data": path_digest(data)})
+        baseline = teacher.get("artifact") if relative_budgets(target) else None
+        fp = _digest(
+            {
+                "target": measured_settings(target),
+                "manifests": manifests,
+                "data": path_digest(data),
+                "baseline": teacher.get("manifest_sha256") if baseline else None,
+            }
+        )
         reports[name] = stage(
-            f"bench:{name}", fp, lambda target=target: stage_bench(recipe, out, target, artifacts, progress)
+            f"bench:{name}",
+            fp,
+            lambda target=target, baseline=baseline: stage_bench(
+                recipe, out, target, artifacts, progress, baseline
+            ),
         )
 
     # 4b. the teacher measured on its own for the reports (never gated)

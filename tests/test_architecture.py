@@ -24,7 +24,7 @@ AREAS = {
     "bench": "edgedistill.bench",
     "targets": "edgedistill.targets",
 }
-# the application modules on top of everything: the CLI, the `run` pipeline and its report
+# the application modules on top of everything: the CLI, the `run` pipeline and its report, `fit`
 APP = {
     "edgedistill.cli",
     "edgedistill.pipeline",
@@ -55,8 +55,12 @@ class Module:
     layer: str
 
 
+# the student search orchestrates compress, export and bench like `run` does
+APP_PACKAGES = ("edgedistill.fit",)
+
+
 def _layer(name: str) -> str:
-    if name in APP:
+    if name in APP or name.startswith(tuple(p + "." for p in APP_PACKAGES)) or name in APP_PACKAGES:
         return "app"
     for area, package in AREAS.items():
         if name == package or name.startswith(package + "."):

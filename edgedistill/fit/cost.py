@@ -1,0 +1,236 @@
+"""Cost, measured: each shape is built, exported and timed on the target itself, before any training.
+
+A shape's latency, memory and size depend on its architecture, not on its weights' values, so
+the screening student is the teacher's layers copied and pruned by weight magnitude (data-free,
+deterministic); it is exported like any student (`edgedistill.export.export`, with parity) and
+measured through the target's device with the harness's fresh-process protocol
+(`edgedistill.bench.bench`), only shorter (`fit.cost.measurement`). An int8 screening artifact
+is post-training quantized (ONNX Runtime dynamic for ONNX): the finalists' own QAT artifacts get
+the full, interleaved measurement that the gate judges.
+
+Measurements are cached across searches, keyed by the shape, the (format, precision), the
+target's measured settings and the device fingerprint (CPU model, ISA flags, runtime versions,
+device address): a second search on the same device costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgedistill.errors import EdgeDistillError
+from edgedistill.fit.config import CostConfig, ExportChoice
+from edgedistill.fit.space import Shape
+from edgedistill.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+COST_CACHE_VERSION = 1
+TEACHER = "teacher"
+
+# absolute budgets a screening run can speak for: (budget key, figure key, "max"/"min", unit)
+ABSOLUTE = (
+    ("p50_latency_ms", "p50_ms", "max", "ms"),
+    ("p95_latency_ms", "p95_ms", "max", "ms"),
+    ("p99_latency_ms", "p99_ms", "max", "ms"),
+    ("min_throughput_per_s", "throughput_per_s", "min", "seq/s"),
+    ("ttft_ms", "ttft_ms", "max", "ms"),
+    ("min_decode_tokens_per_s", "decode_tokens_per_s", "min", "tok/s"),
+    ("peak_rss_mb", "peak_rss_mb", "max", "MB"),
+    ("artifact_size_mb", "size_mb", "max", "MB"),
+)
+TIMING = {"p50_ms", "p95_ms", "p99_ms", "throughput_per_s", "ttft_ms", "decode_tokens_per_s", "peak_rss_mb"}
+
+
+def device_fingerprint(target) -> dict[str, Any]:
+    """What a measurement depends on besides the artifact: the device and its runtimes."""
+    from edgedistill.bench.system import library_versions
+    from edgedistill.host import cpu_summary
+
+    spec = target.device.model_dump()
+    fingerprint: dict[str, Any] = {"device": spec, "libraries": library_versions()}
+    if target.device.kind == "local":
+        fingerprint["cpu"] = cpu_summary()
+    return fingerprint
+
+
+def figures(entry: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one bench report entry that budgets judge."""
+    latency = entry.get("latency") or {}
+    lm = entry.get("lm") or {}
+    return {
+        "status": entry.get("status"),
+        "reason": entry.get("reason"),
+        "p50_ms": latency.get("p50_ms"),
+        "p95_ms": latency.get("p95_ms"),
+        "p99_ms": latency.get("p99_ms"),
+        "throughput_per_s": latency.get("throughput_per_s"),
+        "ttft_ms": (lm.get("ttft_ms") or {}).get("p50_ms"),
+        "decode_tokens_per_s": (lm.get("decode_tokens_per_s") or {}).get("p50"),
+        "peak_rss_mb": (entry.get("memory") or {}).get("peak_rss_mb"),
+        "size_mb": entry.get("size_mb"),
+        "iterations": latency.get("n"),
+        "emulated": bool(entry.get("emulated")),
+        "ran": entry.get("ran"),
+    }
+
+
+@dataclass
+class Verdict:
+    """A screened (shape, export) against the budgets: ``over`` names every budget it clearly misses."""
+
+    over: list[str] = field(default_factory=list)
+    close: list[str] = field(default_factory=list)
+    unjudged: list[str] = field(default_factory=list)
+    # every judged budget: {"budget", "value", "limit", "kind"}, for "no candidate meets ... (best: ...)"
+    figures: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def feasible(self) -> bool:
+        return not self.over
+
+
+def judge(
+    measured: dict[str, Any], teacher: dict[str, Any] | None, budgets: dict[str, Any], margin: float
+) -> Verdict:
+    """Clearly over (beyond ``margin``) is rejected; within the margin is ``close`` (the full run decides)."""
+    verdict = Verdict()
+    if measured.get("status") != "measured":
+        verdict.over.append(f"not measured: {measured.get('reason')}")
+        return verdict
+    checks: list[tuple[str, float | None, float, str, str]] = []
+    for key, fig, kind, unit in ABSOLUTE:
+        if budgets.get(key) is not None:
+            checks.append((key, measured.get(fig), float(budgets[key]), kind, unit))
+    teacher = teacher or {}
+    if budgets.get("speedup_vs_teacher") is not None:
+        t, c = teacher.get("p50_ms"), measured.get("p50_ms")
+        speedup = t / c if t and c else None
+        checks.append(("speedup_vs_teacher", speedup, float(budgets["speedup_vs_teacher"]), "min", "x"))
+    for key, fig in (("size_vs_teacher", "size_mb"), ("rss_vs_teacher", "peak_rss_mb")):
+        if budgets.get(key) is not None:
+            t, c = teacher.get(fig), measured.get(fig)
+            checks.append((key, c / t if t and c is not None else None, float(budgets[key]), "max", "x"))
+    for key, value, limit, kind, unit in checks:
+        if measured.get("emulated") and (key in ("speedup_vs_teacher", "rss_vs_teacher") or _timing(key)):
+            verdict.unjudged.append(f"{key}: not measured under emulation")
+            continue
+        if value is None:
+            verdict.unjudged.append(f"{key}: no figure")
+            continue
+        verdict.figures.append({"budget": key, "value": value, "limit": limit, "kind": kind, "unit": unit})
+        over = value > limit if kind == "max" else value < limit
+        clearly = value > limit * margin if kind == "max" else value * margin < limit
+        text = f"{key}: {value:.4g}{unit if unit == 'x' else ' ' + unit} {'>' if kind == 'max' else '<'} {limit:.4g}"
+        if clearly:
+            verdict.over.append(text)
+        elif over:
+            verdict.close.append(text + f" (within the x{margin:g} screening margin)")
+    return verdict
+
+
+def _timing(key: str) -> bool:
+    return any(key == k and fig in TIMING for k, fig, _, _ in ABSOLUTE)
+
+
+class CostCache:
+    """One JSON file per measured (shape, export, target settings, device): written atomically."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def key(self, parts: dict[str, Any]) -> str:
+        blob = json.dumps({"version": COST_CACHE_VERSION, **parts}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        path = self.folder / f"{key}.json"
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            log.warning("cost cache entry %s is damaged; measuring again", path)
+            return None
+        return record if isinstance(record, dict) and isinstance(record.get("figures"), dict) else None
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        atomic_write_json(self.folder / f"{key}.json", record)
+
+
+def default_cache_dir(cfg: CostConfig) -> Path:
+    return (
+        Path(cfg.cache_dir).expanduser()
+        if cfg.cache_dir
+        else Path.home() / ".cache" / "edgedistill" / "fit-costs"
+    )
+
+
+def build_shape(teacher, tokenizer, shape: Shape | None, task: str, folder: Path) -> Path:
+    """Save the screening student of ``shape`` (``None``: the teacher itself) as a model folder."""
+    from edgedistill.compress import models, pruning
+    from edgedistill.compress.config import StudentConfig
+    from edgedistill.io import atomic_dir
+
+    if (folder / "config.json").is_file():
+        return folder
+    if shape is None:
+        model = teacher
+    else:
+        cfg = StudentConfig(**shape.student_config())
+        model, _ = models.build_student(teacher, cfg, task)
+        if cfg.prunes(teacher.config.hidden_size):
+            # magnitude: data-free and deterministic; the values do not change the cost, the shape does
+            pruning.prune_student(model, cfg.num_attention_heads, cfg.intermediate_size, "magnitude")
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "edgedistill.json", {"format_version": 1, "task": task, "qat": None})
+    return folder
+
+
+def measure(
+    model_dir: Path,
+    choice: ExportChoice,
+    target,
+    export_cfg,
+    cache: CostCache,
+    key_parts: dict[str, Any],
+    work: Path,
+) -> dict[str, Any]:
+    """Export ``model_dir`` as ``choice`` and measure it on ``target``; cached by ``key_parts``."""
+    from edgedistill.bench import bench
+    from edgedistill.export import export
+
+    key = cache.key({**key_parts, "format": choice.format, "precision": choice.precision})
+    cached = cache.get(key)
+    if cached is not None:
+        return {**cached, "cached": True}
+    artifacts = work / "artifacts"
+    cfg = export_cfg.model_copy(update={"formats": [choice.format], "precisions": [choice.precision]})
+    try:
+        export(model_dir, artifacts, cfg)
+    except EdgeDistillError as exc:  # an export failure is this candidate's result, not the search's
+        return {
+            "figures": {"status": "error", "reason": f"export failed: {exc}"},
+            "cached": False,
+            "key": key,
+        }
+    artifact = artifacts / f"{choice.format}-{choice.precision}"
+    report = bench([artifact], target, out=work / f"bench-{choice.format}-{choice.precision}.json")
+    entry = report["artifacts"][0]
+    record = {
+        "figures": figures(entry),
+        "device": report.get("device"),
+        "host": (report.get("host") or {}).get("cpu"),
+        "measured_utc": report.get("finished_utc") or report.get("started_utc"),
+    }
+    if entry.get("status") == "measured":  # a skip or an error may be the device's mood: measured again
+        cache.put(key, record)
+    shutil.rmtree(artifacts, ignore_errors=True)
+    return {**record, "cached": False, "key": key}

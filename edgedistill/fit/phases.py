@@ -1,0 +1,179 @@
+"""The phases of `fit` that touch the device: the teacher reference, screening every shape, the finalists.
+
+Measurements and training never overlap on a local device: a measurement holds the device lock
+exclusively, a training run holds it shared (`device_lock`), so a second worker on the same
+machine waits instead of timing a candidate while the other trains.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from edgedistill.fit import cost as cost_lib
+from edgedistill.fit.config import ExportChoice
+from edgedistill.fit.space import Shape, teacher_digest
+from edgedistill.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def device_lock(cache_dir: Path, target, exclusive: bool) -> Iterator[None]:
+    """Exclusive while measuring on the local device, shared while training (other devices: no lock)."""
+    if target.device.kind != "local":
+        yield
+        return
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / "local-device.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def screening_target(target, cfg):
+    """The target with the short screening measurement (budgets unchanged)."""
+    return target.model_copy(update={"measurement": target.measurement.model_copy(update=cfg.measurement)})
+
+
+def measured_settings(target) -> dict[str, Any]:
+    from edgedistill.pipeline import measured_settings as settings
+
+    return settings(target)
+
+
+class Screening:
+    """Screen shapes on the target: export + short bench, cached, judged against the budgets."""
+
+    def __init__(self, recipe, target, fit_dir: Path, teacher_config: dict[str, Any], progress):
+        self.recipe = recipe
+        self.cfg = recipe.fit
+        self.target = target
+        self.short = screening_target(target, self.cfg.cost)
+        self.fit_dir = fit_dir
+        self.cache_dir = cost_lib.default_cache_dir(self.cfg.cost)
+        self.cache = cost_lib.CostCache(self.cache_dir)
+        self.budgets = target.budgets.model_dump()
+        self.progress = progress
+        self.base_key = {
+            "teacher": teacher_digest(teacher_config),
+            "task": recipe.distill.task,
+            "target": measured_settings(self.short),
+            "device": cost_lib.device_fingerprint(target),
+            "max_length": recipe.export.max_length,
+        }
+        self._teacher = None
+
+    def _models(self):
+        if self._teacher is None:
+            from edgedistill.compress import models
+
+            d = self.recipe.distill
+            self._teacher = (
+                models.load_model(d.teacher, d.task, "teacher"),
+                models.load_tokenizer(d.teacher.path),
+            )
+        return self._teacher
+
+    def _measure(self, shape: Shape | None, choice: ExportChoice) -> dict[str, Any]:
+        name = shape.key if shape else cost_lib.TEACHER
+        key_parts = {**self.base_key, "shape": shape.to_dict() if shape else cost_lib.TEACHER}
+        cached = self.cache.get(
+            self.cache.key({**key_parts, "format": choice.format, "precision": choice.precision})
+        )
+        if cached is not None:
+            return {**cached, "cached": True}
+        teacher, tokenizer = self._models()
+        with device_lock(self.cache_dir, self.target, exclusive=True):
+            # another worker may have measured it while this one waited for the device
+            cached = self.cache.get(
+                self.cache.key({**key_parts, "format": choice.format, "precision": choice.precision})
+            )
+            if cached is not None:
+                return {**cached, "cached": True}
+            folder = self.fit_dir / "shapes" / name
+            cost_lib.build_shape(teacher, tokenizer, shape, self.recipe.distill.task, folder)
+            return cost_lib.measure(
+                folder,
+                choice,
+                self.short,
+                self.recipe.export,
+                self.cache,
+                key_parts,
+                self.fit_dir / "work" / name,
+            )
+
+    def teacher(self) -> dict[str, Any]:
+        """The teacher fp32 in the first export format, screened the same way (relative budgets' yardstick)."""
+        choice = ExportChoice(format=self.cfg.space.exports[0].format, precision="fp32")
+        yardstick = self.short.model_copy(update={"precisions": None, "formats": None})
+        saved, self.short = self.short, yardstick
+        try:
+            return {"export": choice.model_dump(), **self._measure(None, choice)}
+        finally:
+            self.short = saved
+
+    def shapes(self, shapes: list[Shape], teacher: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every shape x export: figures, verdict; a shape is feasible when one of its exports is."""
+        rows = []
+        margin = self.cfg.cost.reject_margin
+        for shape in shapes:
+            exports = []
+            for choice in self.cfg.space.exports:
+                self.progress(f"cost {shape.key} {choice.format}-{choice.precision}")
+                measured = self._measure(shape, choice)
+                verdict = cost_lib.judge(measured["figures"], teacher["figures"], self.budgets, margin)
+                exports.append(
+                    {
+                        "format": choice.format,
+                        "precision": choice.precision,
+                        "figures": measured["figures"],
+                        "cached": measured.get("cached", False),
+                        "feasible": verdict.feasible,
+                        "over": verdict.over,
+                        "close": verdict.close,
+                        "unjudged": verdict.unjudged,
+                        "judged": verdict.figures,
+                    }
+                )
+            rows.append(
+                {
+                    "shape": shape.to_dict(),
+                    "exports": exports,
+                    "feasible": any(e["feasible"] for e in exports),
+                }
+            )
+        atomic_write_json(self.fit_dir / "costs.json", {"teacher": teacher, "candidates": rows})
+        return rows
+
+
+def infeasible_message(rows: list[dict[str, Any]]) -> str:
+    """ "no candidate meets p95_latency_ms <= 3 (best: 4.2 ms, L5 onnx-int8)", for every budget all missed."""
+    best: dict[str, tuple[float, dict[str, Any], str]] = {}
+    missed_by_all = None
+    for row in rows:
+        for e in row["exports"]:
+            over = {text.split(":", 1)[0] for text in e["over"]}
+            missed_by_all = over if missed_by_all is None else missed_by_all & over
+            for fig in e["judged"]:
+                where = f"{row['shape']['key']} {e['format']}-{e['precision']}"
+                better = fig["value"] if fig["kind"] == "max" else -fig["value"]
+                if fig["budget"] not in best or better < best[fig["budget"]][0]:
+                    best[fig["budget"]] = (better, fig, where)
+    parts = []
+    for key in sorted(missed_by_all or ()):
+        if key not in best:
+            continue
+        _, fig, where = best[key]
+        op = "<=" if fig["kind"] == "max" else ">="
+        unit = "x" if fig["unit"] == "x" else f" {fig['unit']}"
+        parts.append(
+            f"no candidate meets {key} {op} {fig['limit']:.4g} (best: {fig['value']:.4g}{unit}, {where})"
+        )
+    return "; ".join(parts) or "no candidate could be measured (see fit/costs.json)"

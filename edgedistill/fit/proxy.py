@@ -1,0 +1,261 @@
+"""Accuracy, cheaply: an Optuna study whose trials are short quantization-aware distillations.
+
+Each feasible shape is enqueued once as a trial. A trial distills its shape rung by rung
+(`ProxyConfig.rungs`: min_steps x reduction_factor^k optimiser steps, cumulative), each rung
+continuing from the previous rung's student, with the recipe's losses and fake quantization, and
+reports its validation figure after each rung; Optuna's `SuccessiveHalvingPruner` stops the
+ones that rank in the lower part of a rung, so training time goes to the promising shapes. The
+validation split is carved from the training data (`edgedistill.fit.data`), never the eval split
+that reports quote.
+
+Storage is Optuna's: an SQLite file under ``OUT/fit/`` by default (``kill -9`` loses at most the
+running trial; heartbeats let the next worker fail it and `RetryFailedTrialCallback` enqueue it
+again, its finished rungs kept on disk), or any RDB URL (``postgresql://...``) so several
+machines work one study. A shape is trained by at most one trial: a trial that finds an earlier
+live or finished trial of its shape (two workers enqueueing at once) stands down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgedistill.fit.config import FitConfig
+from edgedistill.fit.space import Shape
+
+log = logging.getLogger(__name__)
+
+METRIC = {
+    "sequence-classification": "accuracy",
+    "feature-extraction": "cosine_to_teacher",
+    "causal-lm": "top1_agreement_with_teacher",
+}
+HEARTBEAT_S = 10
+GRACE_S = 30
+
+
+def storage_url(cfg: FitConfig, fit_dir: Path, override: str | None = None) -> str:
+    return override or cfg.storage or f"sqlite:///{(fit_dir / 'study.db').resolve()}"
+
+
+def open_storage(url: str):
+    """Optuna storage with heartbeats, so a killed worker's trial is failed and retried."""
+    import optuna
+    from optuna.storages import RetryFailedTrialCallback
+
+    if url.startswith("journal:"):  # a file several local processes append to; no heartbeats
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    # SQLite serialises writers: wait for the other worker's write instead of failing after 5 s
+    engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None
+    with _quiet_optuna():
+        retry = RetryFailedTrialCallback(max_retry=3, inherit_intermediate_values=False)
+        return _retry_race(
+            lambda: optuna.storages.RDBStorage(
+                url, engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, failed_trial_callback=retry
+            )
+        )
+
+
+def _retry_race(make, attempts: int = 5):
+    """Two workers opening a new storage or study at once race to create it; the loser tries again."""
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return make()
+        except (
+            sqlalchemy.exc.OperationalError,
+            sqlalchemy.exc.IntegrityError,
+            optuna.exceptions.DuplicatedStudyError,
+        ):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
+
+
+def open_study(cfg: FitConfig, storage):
+    import optuna
+
+    pruner = optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=cfg.proxy.rungs()[0], reduction_factor=cfg.proxy.reduction_factor
+    )
+    with _quiet_optuna():
+        return _retry_race(
+            lambda: optuna.create_study(
+                study_name=cfg.study_name,
+                storage=storage,
+                direction="maximize",
+                pruner=pruner,
+                sampler=optuna.samplers.RandomSampler(seed=cfg.seed),  # only enqueued shapes are trained
+                load_if_exists=True,
+            )
+        )
+
+
+def enqueue(study, shapes: list[Shape]) -> None:
+    """Every shape once; a shape already in the study (any state) is not enqueued again."""
+    for shape in shapes:
+        _retry_race(
+            lambda shape=shape: study.enqueue_trial(
+                {"shape": shape.key}, user_attrs={"shape": shape.to_dict()}, skip_if_exists=True
+            )
+        )
+
+
+def _waiting(study) -> int:
+    import optuna
+
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+
+
+def _earlier_trial_of(study, trial, key: str):
+    import optuna
+
+    S = optuna.trial.TrialState
+    live = (S.WAITING, S.RUNNING, S.COMPLETE, S.PRUNED)
+    for other in study.get_trials(deepcopy=False, states=live):
+        if other.number < trial.number and other.params.get("shape") == key:
+            return other
+    return None
+
+
+def run_study(
+    study,
+    shapes: dict[str, Shape],
+    train_rung: Callable[[Shape, int, int], float],
+    cfg: FitConfig,
+    on_trial: Callable[[Any], None] | None = None,
+) -> None:
+    """Work the study until no enqueued shape is left (other workers may share it)."""
+    import optuna
+
+    rungs = cfg.proxy.rungs()
+    keys = sorted(shapes)
+
+    def objective(trial) -> float:
+        if "shape" not in trial.user_attrs:  # enqueued trials carry their shape; this one was sampled
+            trial.set_user_attr("spare", "no enqueued shape was left for this trial; nothing trained")
+            trial.study.stop()
+            raise optuna.TrialPruned()
+        key = trial.suggest_categorical("shape", keys)
+        earlier = _earlier_trial_of(trial.study, trial, key)
+        if earlier is not None:
+            trial.set_user_attr("duplicate_of", earlier.number)
+            raise optuna.TrialPruned()
+        trial.set_user_attr("shape", shapes[key].to_dict())
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        value = float("nan")
+        for index, steps in enumerate(rungs):
+            value = train_rung(shapes[key], index, steps)
+            trial.report(value, steps)
+            trial.set_user_attr("rungs_done", index + 1)
+            if index + 1 < len(rungs) and trial.should_prune():
+                trial.set_user_attr("pruned_at", f"rung {index} ({steps} steps): {value:.4f}")
+                raise optuna.TrialPruned()
+        return value
+
+    def stop_when_empty(study, trial) -> None:
+        if on_trial is not None:
+            on_trial(trial)
+        if _waiting(study) == 0:
+            study.stop()
+
+    with _quiet_optuna():
+        optuna.storages.fail_stale_trials(study)  # a worker killed mid-trial: failed, and enqueued again
+        fail_dead_local_trials(study)
+        if _waiting(study) == 0:
+            return
+        study.optimize(objective, callbacks=[stop_when_empty], catch=())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_local_trials(study) -> list[int]:
+    """Trials left running by a worker of this host that no longer exists (``kill -9``): failed and
+    enqueued again at once, instead of after the heartbeat's grace period. Their shapes' finished
+    rungs stay on disk, so the retry resumes them."""
+    import optuna
+
+    host, dead = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker_host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL):
+            study.enqueue_trial(
+                dict(t.params), user_attrs={"shape": t.user_attrs.get("shape"), "retry_of": t.number}
+            )
+            dead.append(t.number)
+            log.warning(
+                "trial %d of a dead worker (%s) failed and enqueued again", t.number, t.user_attrs["worker"]
+            )
+    return dead
+
+
+class _quiet_optuna:
+    """Optuna logs every trial at INFO on its own handler: keep that in the log, not the console."""
+
+    def __enter__(self):
+        import optuna
+
+        self.level = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.disable_default_handler()
+        optuna.logging.enable_propagation()
+        # heartbeats and fail_stale_trials are marked experimental; RetryFailedTrialCallback deprecated
+        # in 4.9 for a callback that is itself experimental: both work, neither needs the user's attention
+        self.warnings = warnings.catch_warnings()
+        self.warnings.__enter__()
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"optuna.*|edgedistill\.fit.*")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import optuna
+
+        self.warnings.__exit__(*exc)
+        optuna.logging.set_verbosity(self.level)
+
+
+def trial_rows(study) -> list[dict[str, Any]]:
+    """One row per shape trial (spares and stood-down duplicates left out), for reports and ranking."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        attrs = t.user_attrs
+        if "shape" not in attrs or "spare" in attrs or "duplicate_of" in attrs:
+            continue
+        steps = sorted(t.intermediate_values)
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name.lower(),
+                "shape": attrs["shape"],
+                "proxy_value": t.value
+                if t.value is not None
+                else (t.intermediate_values[steps[-1]] if steps else None),
+                "proxy_steps": steps[-1] if steps else 0,
+                "rung_values": {int(s): t.intermediate_values[s] for s in steps},
+                "pruned_at": attrs.get("pruned_at"),
+                "worker": attrs.get("worker"),
+            }
+        )
+    return rows

@@ -1,0 +1,341 @@
+"""`fit`: from a teacher and a target's budgets to the most accurate student that passes the gate.
+
+The verb reads as its phases::
+
+    plan       the space as shapes, every impossible choice refused at once; the validation split
+    cost       the teacher and every (shape, format, precision) exported and measured on the target
+               (short runs, cached per device); clearly-over shapes are dropped here, untrained
+    proxy      an Optuna study: short fake-quant distillations, successive halving over rungs,
+               ranked on the validation split carved from the training data
+    finalists  the best proxies distilled in full (the recipe's training, QAT), exported, measured
+               in full interleaved with the teacher, and gated (on the validation split)
+    winner     the most accurate finalist that passes; `edgedistill run` then exports, benches and
+               gates it on the recipe's eval split into OUT (an ordinary run folder), reports in OUT/fit
+
+Every phase resumes: costs are cached, the study lives in its storage, each rung and each
+finalist is a resumable distill folder. ``worker=True`` runs plan, cost and proxy only: another
+process (or machine, with a shared ``--storage``) helping the same study.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from edgedistill.errors import EdgeDistillError
+from edgedistill.fit import phases, proxy
+from edgedistill.fit.data import carve
+from edgedistill.fit.report import write_fit_report
+from edgedistill.fit.space import Shape, plan_shapes, read_teacher_config
+from edgedistill.io import atomic_dir, atomic_write_json
+from edgedistill.signals import interruptible
+
+log = logging.getLogger(__name__)
+
+EXIT_NO_CANDIDATE = 1
+
+
+class NoCandidateError(EdgeDistillError):
+    """No shape of the space meets the target's budgets (exit 1, like a failed gate)."""
+
+    exit_code = EXIT_NO_CANDIDATE
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (bench workers, exporters)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _distill_recipe(recipe, shape: Shape, train: str, eval_: str, **training: Any):
+    from edgedistill.compress.config import DistillRecipe
+    from edgedistill.config import dump_config
+
+    raw = dump_config(recipe.distill)
+    raw["student"] = {**shape.student_config(), "prune": raw.get("student", {}).get("prune", {})}
+    raw["data"] = {**raw["data"], "train": train, "eval": eval_, "max_train_samples": None}
+    raw["training"] = {**raw["training"], **training}
+    return DistillRecipe.model_validate(raw)
+
+
+class _Proxy:
+    """Trains one shape rung by rung; each rung continues the previous rung's student."""
+
+    def __init__(self, recipe, split: dict[str, Any], fit_dir: Path, lock):
+        self.recipe, self.split, self.fit_dir, self.lock = recipe, split, fit_dir, lock
+        self.metric = proxy.METRIC[recipe.distill.task]
+
+    def __call__(self, shape: Shape, index: int, steps: int) -> float:
+        from edgedistill.compress.distillation import distill
+
+        rungs = self.recipe.fit.proxy.rungs()
+        folder = self.fit_dir / "trials" / shape.key / f"rung-{index}"
+        previous = rungs[index - 1] if index else 0
+        recipe = _distill_recipe(
+            self.recipe,
+            shape,
+            self.split["train"],
+            self.split["val"],
+            max_steps=steps - previous,
+            save_steps=max(1, steps - previous),
+            **_teacher_cache(self.recipe, self.fit_dir),
+        )
+        if index:  # continue from the last rung's student (its float weights learned through fake-quant)
+            student = recipe.student.model_copy(
+                update={"path": str(self.fit_dir / "trials" / shape.key / f"rung-{index - 1}" / "student"),
+                        "layers": None, "intermediate_size": None, "num_attention_heads": None, "hidden_size": None}
+            )  # fmt: skip
+            recipe = recipe.model_copy(update={"student": student})
+        report_path = folder / "distill_report.json"
+        if not report_path.is_file():
+            with self.lock(exclusive=False):
+                distill(recipe, folder, progress=False)
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        return float(report["student"]["metrics"][self.metric])
+
+
+def _teacher_cache(recipe, fit_dir: Path) -> dict[str, Any]:
+    """Teacher outputs computed once for every candidate, where the losses allow a cache."""
+    d = recipe.distill
+    # the per-example cache serves logits and embeddings; layer losses need the live teacher, and a
+    # causal-lm cache needs a top_k on token_kd (the recipe's own choice)
+    if d.task == "causal-lm" or any(s.name in ("hidden_mse", "attention_kl") for s in d.losses):
+        return {}
+    return {"cache_teacher_outputs": True, "teacher_cache_dir": str(fit_dir / "teacher_cache")}
+
+
+def _finalist(
+    recipe, row: dict[str, Any], costs: dict[str, Any], teacher_art: str | None, split, fit_dir, lock, target
+):
+    """Distill a finalist in full, export its feasible pairs, bench them interleaved with the teacher, gate."""
+    from edgedistill.bench import bench
+    from edgedistill.bench.gating import gate
+    from edgedistill.compress.distillation import distill
+    from edgedistill.export import export
+
+    shape = Shape.from_dict(row["shape"])
+    folder = fit_dir / "final" / shape.key
+    pairs = [(e["format"], e["precision"]) for e in costs[shape.key]["exports"] if e["feasible"]]
+    d = recipe.distill
+    full = _distill_recipe(recipe, shape, split["train"], split["val"], **_teacher_cache(recipe, fit_dir))
+    if not (folder / "distill" / "distill_report.json").is_file():
+        with lock(exclusive=False):
+            distill(full, folder / "distill", progress=False)
+    artifacts = []
+    for fmt, precision in pairs:
+        art = folder / "artifacts" / f"{fmt}-{precision}"
+        if not (art / "manifest.json").is_file():
+            cfg = recipe.export.model_copy(update={"formats": [fmt], "precisions": [precision]})
+            export(folder / "distill" / "student", folder / "artifacts", cfg)
+        artifacts.append(str(art))
+    from edgedistill.pipeline import bench_data
+
+    _, columns = bench_data(recipe)
+    results = []
+    for art in artifacts:
+        name = Path(art).name
+        report_path = folder / "bench" / f"{name}.json"
+        if not report_path.is_file():
+            with lock(exclusive=True):
+                bench(
+                    [art],
+                    target,
+                    data=split["val"],
+                    baseline_artifact=teacher_art,
+                    out=report_path,
+                    **columns,
+                )
+        result = gate(report_path, target)
+        cost_checks = [c for c in result.checks if not _accuracy_budget(c.budget)]
+        results.append(
+            {
+                "artifact": name,
+                "path": art,
+                "exit_code": result.exit_code,
+                "verdict": result.verdict,
+                # a budget that does not apply to the task is skipped; anything else undecided does not pass
+                "passes_cost": any(c.status == "passed" for c in cost_checks)
+                and not any(c.status in ("failed", "error", "inconclusive") for c in cost_checks),
+                "failed": [
+                    f"{c.budget}: {c.message}"
+                    for c in cost_checks
+                    if c.status in ("failed", "error", "inconclusive")
+                ],
+                "p50_ms": _entry(report_path).get("p50_ms"),
+                "p95_ms": _entry(report_path).get("p95_ms"),
+            }
+        )
+    distilled = json.loads((folder / "distill" / "distill_report.json").read_text(encoding="utf-8"))
+    metric = proxy.METRIC[d.task]
+    return {
+        "shape": row["shape"],
+        "proxy_value": row["proxy_value"],
+        "val_metric": distilled["student"]["metrics"].get(metric),
+        "metric": metric,
+        "distill": str(folder / "distill"),
+        "artifacts": results,
+        "passes": any(r["passes_cost"] for r in results),
+    }
+
+
+def _accuracy_budget(budget: str) -> bool:
+    return budget in ("min_accuracy", "max_accuracy_drop", "min_agreement", "min_cosine")
+
+
+def _entry(report_path: Path) -> dict[str, Any]:
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    entry = next((e for e in report["artifacts"] if e.get("role", "candidate") == "candidate"), {})
+    return entry.get("latency") or {}
+
+
+@interruptible
+def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool = False, progress: bool = True,
+        on_phase=None) -> dict[str, Any]:  # fmt: skip
+    """Search, distill and gate the student; returns the fit report (``exit_code`` as `run`'s)."""
+    from edgedistill.pipeline import load_targets
+
+    cfg = recipe.fit
+    if cfg is None:
+        raise EdgeDistillError(
+            "the recipe has no `fit:` section; `edgedistill run` distills its fixed student"
+        )
+    out = Path(out_dir)
+    fit_dir = out / "fit"
+    fit_dir.mkdir(parents=True, exist_ok=True)
+    tell = on_phase or (lambda phase, text: None)
+    times: dict[str, float] = {}
+    clock = [cpu_seconds(), time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = [cpu_seconds(), time.perf_counter()]
+        times[f"{name}_cpu_s"] = round(now[0] - clock[0], 2)
+        times[f"{name}_wall_s"] = round(now[1] - clock[1], 2)
+        clock[:] = now
+
+    # 1. plan --------------------------------------------------------------------------------------
+    d = recipe.distill
+    target = next(iter(load_targets(recipe).values()))
+    shapes = plan_shapes(cfg, read_teacher_config(d.teacher.path), d.task, target)
+    split = carve(d, fit_dir / "data", cfg.proxy, cfg.seed)
+    tell("plan", f"{len(shapes)} shapes x {len(cfg.space.exports)} exports on target {target.name}; "
+                 f"{split['train_count']} training / {split['val_count']} validation rows")  # fmt: skip
+    lap("plan")
+
+    # 2. cost --------------------------------------------------------------------------------------
+    screening = phases.Screening(
+        recipe, target, fit_dir, read_teacher_config(d.teacher.path), lambda s: tell("cost", s)
+    )
+    teacher = screening.teacher()
+    rows = screening.shapes(shapes, teacher)
+    feasible = [r for r in rows if r["feasible"]]
+    tell(
+        "cost",
+        f"{len(feasible)} of {len(rows)} shapes within the budgets (x{cfg.cost.reject_margin:g} margin)",
+    )
+    lap("cost")
+    if not feasible:
+        message = phases.infeasible_message(rows)
+        write_fit_report(
+            out, {"status": "no candidate", "message": message, "times": times}, rows, [], [], target, d.task
+        )
+        raise NoCandidateError(f"fit: {message}")
+
+    # 3. proxy -------------------------------------------------------------------------------------
+    url = proxy.storage_url(cfg, fit_dir, storage)
+    study = proxy.open_study(cfg, proxy.open_storage(url))
+    by_key = {Shape.from_dict(r["shape"]).key: Shape.from_dict(r["shape"]) for r in feasible}
+    proxy.enqueue(study, list(by_key.values()))
+
+    def lock(exclusive: bool):
+        return phases.device_lock(screening.cache_dir, target, exclusive)
+
+    proxy.run_study(study, by_key, _Proxy(recipe, split, fit_dir, lock), cfg,
+                    on_trial=lambda t: tell("proxy", f"trial {t.number} {t.state.name.lower()}"))  # fmt: skip
+    trials = proxy.trial_rows(study)
+    lap("proxy")
+    if worker:
+        return {"status": "worker done", "trials": trials, "times": times, "exit_code": 0}
+    unfinished = [t for t in trials if t["state"] in ("running", "waiting")]
+    if unfinished:
+        raise EdgeDistillError(
+            f"fit: {len(unfinished)} trial(s) of study {cfg.study_name!r} are still running on other workers "
+            f"({', '.join(str(t['worker']) for t in unfinished)}); run this command again when they finish"
+        )
+
+    # 4. finalists ---------------------------------------------------------------------------------
+    ranked = sorted((t for t in trials if t["state"] == "complete"), key=lambda t: -t["proxy_value"])
+    if not ranked:  # every trial pruned before its last rung: take the best at the furthest rung
+        ranked = sorted(trials, key=lambda t: (-t["proxy_steps"], -(t["proxy_value"] or float("-inf"))))
+    costs = {Shape.from_dict(r["shape"]).key: r for r in rows}
+    teacher_art = _teacher_artifact(recipe, fit_dir)
+    finalists = []
+    for row in ranked[: cfg.finalists]:
+        tell("finalists", f"distilling {row['shape']['key']} in full")
+        finalists.append(_finalist(recipe, row, costs, teacher_art, split, fit_dir, lock, target))
+    lap("finalists")
+
+    # 5. winner ------------------------------------------------------------------------------------
+    passing = [f for f in finalists if f["passes"]]
+    if not passing:
+        message = "; ".join(
+            f"{f['shape']['key']}: " + ", ".join(x for a in f["artifacts"] for x in a["failed"][:2])
+            for f in finalists
+        )
+        report = {"status": "no finalist passes", "message": message, "times": times}
+        write_fit_report(out, report, rows, trials, finalists, target, d.task)
+        raise NoCandidateError(f"fit: no finalist passes the target's budgets at full measurement: {message}")
+    winner = max(passing, key=lambda f: f["val_metric"])
+    winner["reason"] = (
+        f"the best {winner['metric']} on the validation split ({winner['val_metric']:.4f}) among the "
+        f"{len(passing)} finalist(s) whose full measurement passed every cost budget"
+    )
+    summary = _final_run(recipe, out, winner, split, progress)
+    lap("final")
+    report = {"status": "done", "winner": winner, "times": times, "exit_code": summary["exit_code"]}
+    return write_fit_report(out, report, rows, trials, finalists, target, d.task)
+
+
+def _teacher_artifact(recipe, fit_dir: Path) -> str | None:
+    """The teacher fp32 in the first export format: the interleaved baseline of relative budgets."""
+    from edgedistill.export import export
+
+    fmt = recipe.fit.space.exports[0].format
+    art = fit_dir / "teacher" / f"{fmt}-fp32"
+    if not (art / "manifest.json").is_file():
+        cfg = recipe.export.model_copy(update={"formats": [fmt], "precisions": ["fp32"]})
+        export(recipe.distill.teacher.path, fit_dir / "teacher", cfg)
+    return str(art)
+
+
+def _final_run(
+    recipe, out: Path, winner: dict[str, Any], split: dict[str, Any], progress: bool
+) -> dict[str, Any]:
+    """OUT becomes an ordinary run folder of the winner: exported, benched on the eval split, gated."""
+    from edgedistill.pipeline import run
+
+    shape = Shape.from_dict(winner["shape"])
+    formats = sorted({Path(a["path"]).name.split("-", 1)[0] for a in winner["artifacts"] if a["passes_cost"]})
+    precisions = sorted(
+        {Path(a["path"]).name.split("-", 1)[1] for a in winner["artifacts"] if a["passes_cost"]}
+    )
+    final = recipe.model_copy(
+        update={
+            "distill": _distill_recipe(
+                recipe, shape, split["train"], recipe.distill.data.eval or split["val"]
+            ),
+            "export": recipe.export.model_copy(update={"formats": formats, "precisions": precisions}),
+        }
+    )
+    distill_dir = out / "distill"
+    if not (distill_dir / "distill_report.json").is_file():
+        with atomic_dir(distill_dir) as tmp:
+            shutil.copytree(
+                winner["distill"], tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoints")
+            )
+    atomic_write_json(out / "fit" / "winner.json", winner)
+    return run(final, out, progress=progress, trained=distill_dir)

@@ -1,0 +1,325 @@
+"""`edgedistill fit` on tiny models, measured for real on this host: feasible and impossible budgets,
+`kill -9` and resume, several workers on one study (SQLite file and a real PostgreSQL).
+
+Budgets are set from what the tiny teacher measures here (artifact size relative to the teacher:
+deterministic on every CPU), never from a latency a test would have to judge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from bench_helpers import write_target
+
+from edgedistill.cli import main as cli_main
+from edgedistill.config import load_config
+from edgedistill.errors import ConfigError
+from edgedistill.pipeline import RunRecipe
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _recipe(teacher: Path, data: dict[str, Path], target: Path, cache: Path, **fit) -> dict:
+    raw = {
+        "version": 1,
+        "distill": {
+            "task": "sequence-classification",
+            "teacher": {"path": str(teacher)},
+            "data": {"train": str(data["train"]), "eval": str(data["eval"]), "max_length": 32},
+            "training": {
+                "max_steps": 8,
+                "batch_size": 16,
+                "lr": 1e-3,
+                "save_steps": 100,
+                "warmup_ratio": 0.0,
+            },
+            "qat": {"mode": "int8", "start_fraction": 0.5, "calibration_batches": 2},
+        },
+        "export": {"parity_samples": 4, "max_length": 32},
+        "bench": {"targets": [str(target)], "teacher": False},
+        "fit": {
+            "space": {
+                "layers": [1, 2],
+                "intermediate_size": [32, None],
+                "exports": [{"format": "onnx", "precision": "fp32"}],
+            },
+            "cost": {
+                "cache_dir": str(cache),
+                "measurement": {"min_iterations": 20, "min_seconds": 0.05, "warmup_iterations": 2},
+            },
+            "proxy": {"validation_fraction": 0.15, "min_steps": 2, "max_steps": 6, "reduction_factor": 3},
+            "finalists": 1,
+            **fit,
+        },
+    }
+    return raw
+
+
+def _write(folder: Path, raw: dict) -> Path:
+    path = folder / "fit.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def fit_setup(tmp_path_factory, tiny_bert_classifier, tiny_data):
+    folder = tmp_path_factory.mktemp("fit")
+    # budgets that only some shapes meet: at most 75 % of the teacher's size; nothing else can fail
+    target = write_target(
+        folder,
+        "fit-target.yaml",
+        budgets={
+            "size_vs_teacher": 0.75,
+            "max_accuracy_drop": 0.5,
+            "min_accuracy": 0.0,
+            "min_agreement": 0.0,
+        },
+    )
+    return {
+        "folder": folder,
+        "target": target,
+        "cache": folder / "cost-cache",
+        "teacher": tiny_bert_classifier,
+        "data": tiny_data,
+    }
+
+
+@pytest.fixture(scope="module")
+def finished_fit(fit_setup):
+    from edgedistill.fit import fit
+
+    s = fit_setup
+    recipe = load_config(
+        RunRecipe, _write(s["folder"], _recipe(s["teacher"], s["data"], s["target"], s["cache"]))
+    )
+    out = s["folder"] / "run"
+    report = fit(recipe, out, progress=False)
+    return {"out": out, "report": report, "recipe": recipe}
+
+
+def test_a_budget_only_some_shapes_meet_is_met_by_the_winner_and_the_gate_passes_it(finished_fit):
+    out, report = finished_fit["out"], finished_fit["report"]
+    assert report["exit_code"] == 0, report
+    candidates = {c["shape"]["key"]: c for c in report["candidates"]}
+    # the teacher-sized shape (both layers, the full FFN) is exactly the teacher: over 0.75 x its size
+    assert not candidates["L0-1"]["feasible"] and "size_vs_teacher" in candidates["L0-1"]["why"]
+    assert sum(c["feasible"] for c in candidates.values()) == 3
+    winner = report["winner"]["shape"]["key"]
+    assert candidates[winner]["feasible"]
+    gate = json.loads((out / "gate" / "test-fast.json").read_text())
+    assert gate["exit_code"] == 0 and gate["verdict"].startswith("PASSED"), gate
+    size = next(c for c in gate["checks"] if c["budget"] == "size_vs_teacher")
+    assert size["status"] == "passed" and size["value"] <= 0.75
+    # an ordinary run folder plus fit/
+    for path in ("distill/student/config.json", "run_state.json", "summary.json", "report.html",
+                 "fit/fit_report.json", "fit/candidates.md", "fit/costs.json", "fit/study.db"):  # fmt: skip
+        assert (out / path).is_file(), path
+    # ranked on the validation split carved from the training rows, never on the eval split
+    split = json.loads((out / "fit" / "data" / "split.json").read_text())
+    assert split["val_count"] > 0 and split["train_count"] + split["val_count"] == 256
+    assert report["times"]["cost_cpu_s"] > 0 and report["times"]["proxy_cpu_s"] > 0
+
+
+def test_a_second_search_on_the_same_device_measures_nothing_again(fit_setup, finished_fit, tmp_path):
+    from edgedistill.fit.phases import Screening
+    from edgedistill.fit.space import plan_shapes, read_teacher_config
+
+    recipe = finished_fit["recipe"]
+    target = next(iter(__import__("edgedistill.pipeline", fromlist=["x"]).load_targets(recipe).values()))
+    config = read_teacher_config(recipe.distill.teacher.path)
+    screening = Screening(recipe, target, tmp_path, config, lambda s: None)
+    rows = screening.shapes(plan_shapes(recipe.fit, config, recipe.distill.task, target), screening.teacher())
+    assert all(e["cached"] for r in rows for e in r["exports"])
+    assert not (tmp_path / "shapes").exists()  # nothing was even built
+
+
+def test_an_impossible_budget_ends_with_no_candidate_and_exit_1(fit_setup, tmp_path, capsys):
+    s = fit_setup
+    target = write_target(tmp_path, "impossible.yaml", budgets={"p95_latency_ms": 0.0001})
+    recipe = _write(tmp_path, _recipe(s["teacher"], s["data"], target, s["cache"]))
+    code = cli_main(["fit", str(recipe), "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "no candidate meets p95_latency_ms <= 0.0001 (best: " in err, err
+    report = json.loads((tmp_path / "run" / "fit" / "fit_report.json").read_text())
+    assert report["status"] == "no candidate" and not (tmp_path / "run" / "fit" / "study.db").exists()
+
+
+def test_a_space_that_cannot_be_built_is_refused_before_any_work_every_problem_at_once(fit_setup, tmp_path):
+    s = fit_setup
+    raw = _recipe(s["teacher"], s["data"], s["target"], s["cache"])
+    raw["fit"]["space"] = {
+        "layers": [1, 9],
+        "intermediate_size": [1000],
+        "exports": [{"format": "gguf", "precision": "q8_0"}, {"format": "onnx", "precision": "q9"}],
+    }
+    from edgedistill.fit import fit
+
+    with pytest.raises(ConfigError) as err:
+        fit(load_config(RunRecipe, _write(tmp_path, raw)), tmp_path / "run", progress=False)
+    text = str(err.value)
+    for where in (
+        "fit.space.layers[1]",
+        "fit.space.intermediate_size[0]",
+        "fit.space.exports[0]",
+        "fit.space.exports[1]",
+    ):
+        assert where in text, text
+    assert not (tmp_path / "run" / "fit" / "costs.json").exists()
+
+
+def test_a_fixed_student_beside_fit_is_refused_with_its_key(fit_setup, tmp_path):
+    s = fit_setup
+    raw = _recipe(s["teacher"], s["data"], s["target"], s["cache"])
+    raw["distill"]["student"] = {"layers": 1}
+    with pytest.raises(ConfigError, match=r"distill\.student\.layers"):
+        load_config(RunRecipe, _write(tmp_path, raw))
+
+
+# ------------------------------------------------------------------------------------------------
+# workers, kill -9, several workers on one study
+# ------------------------------------------------------------------------------------------------
+
+
+def _fit_cli(recipe: Path, out: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "edgedistill", "fit", str(recipe), "--out", str(out), "--quiet", *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _trials(storage: str, name: str = "fit") -> list:
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def _trained_rungs(out: Path) -> dict[str, list[float]]:
+    """Per shape, the mtime of each finished rung's report: a rung trained twice would change it."""
+    return {
+        p.parent.parent.name + "/" + p.parent.name: p.stat().st_mtime
+        for p in (out / "fit" / "trials").glob("*/rung-*/distill_report.json")
+    }
+
+
+def _shape_trials(trials) -> dict[str, list]:
+    seen: dict[str, list] = {}
+    for t in trials:
+        if "shape" in t.user_attrs and "duplicate_of" not in t.user_attrs and t.state.name != "WAITING":
+            seen.setdefault(t.params.get("shape"), []).append(t.state.name)
+    return seen
+
+
+@pytest.mark.slow
+def test_kill_9_during_the_search_resumes_without_rerunning_finished_trials(fit_setup, tmp_path):
+    s = fit_setup
+    recipe = _write(tmp_path, _recipe(s["teacher"], s["data"], s["target"], s["cache"]))
+    out = tmp_path / "run"
+    storage = f"sqlite:///{out / 'fit' / 'study.db'}"
+    proc = _fit_cli(recipe, out, "--worker")
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait until one trial finished and the next one is running
+        time.sleep(0.5)
+        if (out / "fit" / "study.db").is_file():
+            try:
+                states = [t.state.name for t in _trials(storage)]
+            except Exception:  # noqa: BLE001  the study is being created
+                continue
+            if "RUNNING" in states and ("COMPLETE" in states or "PRUNED" in states):
+                break
+        assert proc.poll() is None, proc.communicate()
+    else:
+        proc.kill()
+        pytest.fail("the search never got to a second trial")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _trials(storage)
+    finished = {t.params["shape"] for t in before if t.state.name in ("COMPLETE", "PRUNED")}
+    killed = [t for t in before if t.state.name == "RUNNING"]
+    assert finished and len(killed) == 1
+    rungs_before = _trained_rungs(out)
+
+    proc = _fit_cli(recipe, out, "--worker")
+    stdout, stderr = proc.communicate(timeout=400)
+    assert proc.returncode == 0, stderr
+    after = _trials(storage)
+    per_shape = _shape_trials(after)
+    for shape in finished:  # a finished trial is never run again
+        assert per_shape[shape] in (["COMPLETE"], ["PRUNED"]), per_shape
+    assert [t.state.name for t in after if t.number == killed[0].number] == ["FAIL"]
+    assert per_shape[killed[0].params["shape"]][-1] in ("COMPLETE", "PRUNED")  # retried, finished
+    assert set(per_shape) == {"L1", "L1_f32", "L0-1_f32"}
+    for rung, mtime in rungs_before.items():  # and no finished rung trained again
+        assert _trained_rungs(out)[rung] == mtime, rung
+
+
+def _two_workers(recipe: Path, tmp_path: Path, storage: str) -> dict[str, list]:
+    procs = [_fit_cli(recipe, tmp_path / f"w{i}", "--worker", "--storage", storage) for i in range(2)]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=500)
+        assert proc.returncode == 0, stderr
+    per_shape = _shape_trials(_trials(storage))
+    assert sorted(per_shape) == ["L0-1_f32", "L1", "L1_f32"], per_shape
+    for shape, states in per_shape.items():  # each shape trained by exactly one trial
+        assert len(states) == 1 and states[0] in ("COMPLETE", "PRUNED"), (shape, states)
+    return per_shape
+
+
+@pytest.mark.slow
+def test_two_workers_on_one_sqlite_study_run_no_trial_twice(fit_setup, tmp_path):
+    s = fit_setup
+    recipe = _write(tmp_path, _recipe(s["teacher"], s["data"], s["target"], s["cache"]))
+    _two_workers(recipe, tmp_path, f"sqlite:///{tmp_path / 'shared.db'}")
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    """A real PostgreSQL 15 (Debian's package) in a temporary folder, on 127.0.0.1, stopped afterwards."""
+    initdb = PG_BIN / "initdb"
+    if not initdb.is_file():
+        pytest.skip(f"PostgreSQL is not installed here ({initdb} is missing; apt-get install postgresql)")
+    pytest.importorskip(
+        "psycopg",
+        reason="psycopg (the dev extra: SQLAlchemy 2.1's default PostgreSQL driver) is not installed",
+    )
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        pytest.skip("running as root without runuser: initdb refuses root")
+    # pytest's own temporary folders are private to root: the server gets one the postgres user can enter
+    folder = Path(tempfile.mkdtemp(prefix="edgedistill-pg-"))
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    subprocess.run([*as_postgres, str(initdb), "-D", str(folder / "data"), "-A", "trust", "-U", "fit"], check=True,
+                   capture_output=True)  # fmt: skip
+    opts = f"-k {folder} -p {port} -c listen_addresses=127.0.0.1"
+    subprocess.run([*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(folder / "data"), "-o", opts, "-l",
+                    str(folder / "log"), "-w", "start"], check=True, capture_output=True)  # fmt: skip
+    try:
+        yield f"postgresql+psycopg://fit@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(folder / "data"), "-w", "stop", "-m", "fast"],
+                       capture_output=True)  # fmt: skip
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_workers_on_one_postgresql_study_run_no_trial_twice(fit_setup, tmp_path, postgres):
+    s = fit_setup
+    recipe = _write(tmp_path, _recipe(s["teacher"], s["data"], s["target"], s["cache"]))
+    _two_workers(recipe, tmp_path, postgres)
