@@ -425,7 +425,9 @@ def test_top_k_teacher_logit_cache_trains_like_the_live_teacher(tmp_path, lm_tea
 
 
 @pytest.mark.slow
-def test_gguf_q4_0_qat_student_exports_to_the_weights_it_trained_with(tmp_path, lm_teacher, lm_data):
+def test_gguf_q4_0_qat_student_exports_to_the_weights_it_trained_with(
+    tmp_path, lm_teacher, lm_data, monkeypatch
+):
     """qat.mode gguf_q4_0 end to end: distill, save the latent weights, export GGUF q4_0 with the
     real exporter (its parity runs the file in llama.cpp), and the file's quantized tensors equal
     the fake-quant weights of the saved student."""
@@ -441,6 +443,21 @@ def test_gguf_q4_0_qat_student_exports_to_the_weights_it_trained_with(tmp_path, 
     assert_q4_0_export_holds_trained_weights(
         tmp_path / "run" / "student", tmp_path / "export", "model.layers.0.mlp.down_proj.weight"
     )
+
+    # the qat-exact bounds tell the trained weights from others: held against the float student (the
+    # reference this export had before), the same file fails them, naming the bound to loosen
+    import edgedistill.export.parity.checker as checker
+    from edgedistill.export import ExportConfig, ParityError, export
+
+    reference_outputs = checker.reference_outputs
+    monkeypatch.setattr(checker, "reference_outputs", lambda s, r, f: reference_outputs(s, "float", f))
+    with pytest.raises(ParityError) as err:
+        export(
+            tmp_path / "run" / "student",
+            tmp_path / "float-ref",
+            ExportConfig(formats=["gguf"], precisions=["q4_0"]),
+        )
+    assert "tolerances.qat-exact" in str(err.value) and "max_rel_diff" in str(err.value), str(err.value)
 
 
 def test_cli_finetune_causal_lm(tmp_path, lm_teacher, lm_data):
