@@ -7,9 +7,10 @@ The libraries a verb drives print much that is not meant for its user: Python wa
 
 - Python warnings are logged (`logging.captureWarnings`), and every logger but edgedistill's
   writes only to the log file; edgedistill's warnings also reach the console;
-- transformers and huggingface_hub progress bars are off (their own switches), and libraries that
-  attach their own console handler (transformers, huggingface_hub, datasets, nncf) hand their
-  records to the log instead, also when they are first imported during the verb;
+- transformers and huggingface_hub progress bars are off (their own switches; NNCF's, which has
+  none, by constructing its progress tracker disabled, for the rest of the process), and libraries
+  that attach their own console handler (transformers, huggingface_hub, datasets, nncf, torch) hand
+  their records to the log instead, also when they are first imported during the verb;
 - file descriptor 2 points at the log, so native code's messages land there, while ``sys.stderr``
   (rich progress bars, our messages) keeps writing to the terminal through a duplicate of it.
 
@@ -76,20 +77,58 @@ def _tame_hub(_module: Any) -> None:
     _hand_over("huggingface_hub")
 
 
-# top-level module -> what to do once it is imported
+def _tame_nncf(_module: Any) -> None:
+    """NNCF logs to stdout through its own handler and draws rich progress bars ("Statistics
+    collection") on a console of its own: its records go to the log, its bars are switched off."""
+    from nncf.common.logging import track_progress
+
+    _hand_over("nncf")
+    track = track_progress.track
+    if getattr(track.__init__, "_edgedistill_quiet", False):
+        return
+    original = track.__init__
+
+    def quiet_init(self, *args, **kwargs):
+        kwargs["disable"] = True
+        original(self, *args, **kwargs)
+
+    quiet_init._edgedistill_quiet = True
+    track.__init__ = quiet_init
+
+
+def _nothing(_module: Any) -> None:
+    pass
+
+
+# top-level module -> what to do once it is imported; after each, handlers the import attached to
+# the console (a StreamHandler made while sys.stderr was our console stream) are moved to the log
 _LIBRARIES: dict[str, Callable[[Any], None]] = {
     "transformers": _tame_transformers,
     "huggingface_hub": _tame_hub,
     "datasets": lambda _m: _hand_over("datasets"),
-    "nncf": lambda _m: _hand_over("nncf"),
+    "nncf": _tame_nncf,
+    **{name: _nothing for name in ("torch", "torchao", "onnx", "onnxruntime", "openvino", "optimum")},
+    **{name: _nothing for name in ("llama_cpp", "executorch", "accelerate", "tokenizers")},
 }
+
+
+def _move_handlers(console, log_file) -> None:
+    """Every non-edgedistill logger's handler that writes to the console writes to the log instead."""
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]
+    for logger in loggers:
+        if logger.name.split(".")[0] in OURS:
+            continue
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is console:
+                handler.setStream(log_file)
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
     """Runs a library's fix right after the library is first imported (heavy imports stay lazy)."""
 
-    def __init__(self, pending: dict[str, Callable[[Any], None]]):
+    def __init__(self, pending: dict[str, Callable[[Any], None]], after: Callable[[], None]):
         self.pending = pending
+        self.after = after
 
     def find_spec(self, name, path, target=None):
         if name not in self.pending:
@@ -111,6 +150,7 @@ class _AfterImport(importlib.abc.MetaPathFinder):
             original(module)
             with contextlib.suppress(Exception):  # quieting a library never breaks the verb
                 fix(module)
+                self.after()
 
         loader.exec_module = exec_module
         return spec
@@ -145,7 +185,7 @@ def third_party_to_log(log_path: Path | None, *, verbose: bool = False) -> Itera
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_file = open(log_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (closed in finally)
     log_file.write(
-        f"==== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} edgedistill {' '.join(sys.argv[1:])}: "
+        f"==== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {' '.join(sys.argv)}: "
         "third-party output (warnings, library logs, native messages); --verbose shows it on the console\n"
     )
     console, own_stream = _console_stream()
@@ -157,7 +197,7 @@ def third_party_to_log(log_path: Path | None, *, verbose: bool = False) -> Itera
     to_console.setLevel(logging.WARNING)
     to_console.addFilter(_OursOnly())
     to_console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    hook = _AfterImport({})
+    hook = _AfterImport({}, lambda: _move_handlers(console, log_file))
     try:
         os.dup2(log_file.fileno(), 2)
         sys.stderr = console

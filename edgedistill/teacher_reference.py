@@ -176,3 +176,4 @@ def against_teacher(row: dict[str, Any], teacher: dict[str, Any] | None, task: s
     row["speedup_vs_teacher"] = (
         round(teacher_p50 / row["p50_ms"], 3) if teacher_p50 and row.get("p50_ms") else None
     )
+    row["speedup_basis"] = "sequential p50" if row["speedup_vs_teacher"] else None

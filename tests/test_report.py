@@ -116,3 +116,20 @@ def test_pareto_axis_is_log_and_fits_the_points_not_a_far_budget(tmp_path, monke
     assert any("500 ms" in t and "→" in t for t in texts) and any("floor 0.5" in t for t in texts)
     assert any(t.startswith("teacher") for t in texts)
     assert not pareto_plot([], budgets, [], tmp_path / "none.png") and not (tmp_path / "none.png").exists()
+
+
+def test_an_interleaved_comparison_with_the_teacher_gives_the_speedup(tmp_path):
+    """Where a budget is relative to the teacher, the bench measured it interleaved: that ratio is shown."""
+    out = tmp_path / "run"
+    state = _run_folder(out, "sequence-classification")
+    report = json.loads((out / "bench" / "cpu.json").read_text())
+    report["artifacts"].append({**_entry("onnx-fp32", 20.0, 24.0, 91.0, {}), "role": "baseline"})
+    medians = {"candidate_round_medians_ms": [4.0] * 6, "baseline_round_medians_ms": [18.0] * 6}
+    report["comparisons"] = [{"candidate": "onnx-int8", "baseline": "onnx-fp32", **medians}]
+    (out / "bench" / "cpu.json").write_text(json.dumps(report))
+    summary = write_reports(out, None, state, VERDICTS, 0)
+    rows = {r["artifact"]: r for r in summary["rows"]}
+    assert rows["onnx-int8"]["speedup_vs_teacher"] == pytest.approx(4.5)  # 18 / 4, not the sequential 5.0
+    assert rows["onnx-int8"]["speedup_basis"] == "interleaved"
+    assert rows["onnx-fp32"]["speedup_basis"] == "sequential p50"
+    assert "4.50x (interleaved)" in (out / "summary.md").read_text()
