@@ -80,6 +80,11 @@ def pareto_plot(
 
     fig, ax = plt.subplots(figsize=(8.5, 5.5), dpi=120)
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda value, _pos: f"{value:g}")  # 4, 6, 10, 20 ms, not 4x10^0
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
     x_low, x_high = _padded_log_range([p.latency_ms for p in drawn])
     y_low, y_high = _padded_range([p.value for p in drawn])
     ax.set_xlim(x_low, x_high)

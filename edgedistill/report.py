@@ -37,6 +37,16 @@ def _metric(entry: dict[str, Any]) -> tuple[str | None, float | None]:
     return "cosine to torch student", acc.get("cosine_mean")
 
 
+def _own_check(entry: dict[str, Any]) -> str | None:
+    """How the file matches the torch student it came from: top-1 agreement, or embedding cosine."""
+    acc = entry.get("accuracy") or {}
+    if acc.get("status") != "measured":
+        return None
+    if acc.get("agreement") is not None:
+        return f"top-1 agreement {acc['agreement']:.4f}"
+    return f"cosine {acc['cosine_mean']:.4f}" if acc.get("cosine_mean") is not None else None
+
+
 def _failed_checks(gate: dict[str, Any] | None, artifact: str) -> list[str]:
     checks = (gate or {}).get("checks") or []
     return [
@@ -101,6 +111,7 @@ def collect(
                     "p95_ms": latency.get("p95_ms"),
                     "peak_rss_mb": (entry.get("memory") or {}).get("peak_rss_mb"),
                     "metric": metric_name,
+                    "own_check": _own_check(entry),
                     "value": metric,
                     "failed_checks": _failed_checks(gate, entry.get("name")),
                 }
@@ -155,7 +166,7 @@ def _cells(r: dict[str, Any]) -> tuple[str, str, str, str]:
         speedup += " (interleaved)"
     metric = f"{r['task_metric']} {_fmt(r['task_value'], 4)}" if r.get("task_metric") else "-"
     pct = f"{r['pct_of_teacher']:.1f} %" if r.get("pct_of_teacher") is not None else "-"
-    own = f"{r['metric']} {_fmt(r['value'], 4)}" if r.get("metric") else "-"
+    own = r.get("own_check") or "-"
     return speedup, metric, pct, own
 
 
@@ -211,7 +222,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             if d.get("task") == "sequence-classification"
             else "cosine to the teacher's embeddings on the eval data."
         )
-        + " vs own student: the bench's check of each file against the torch student it came from.",
+        + " vs own student: the bench's check of each file against the torch student it came from "
+        "(top-1 agreement, or cosine).",
         "",
         "| target | artifact | status | size MB | p50 ms | p95 ms | x vs teacher | peak RSS MB | task metric "
         "| % of teacher | vs own student | gate |",
@@ -333,7 +345,8 @@ def report_html(summary: dict[str, Any], out: Path) -> str:
         "<p class='muted'>x vs teacher: the teacher fp32's p50 over the artifact's, both measured on the target "
         "(sequential runs; “interleaved”: from alternating fresh processes, where a budget is relative to the "
         "teacher). Task metric: accuracy on the labelled eval data, or for embeddings the cosine to the "
-        "teacher's. vs own student: the bench's check of each file against the torch student it came from.</p>"
+        "teacher's. vs own student: the bench's check of each file against the torch student it came from "
+        "(top-1 agreement, or cosine).</p>"
         "<table><tr><th>target</th><th>artifact</th><th>status</th><th>size MB</th><th>p50 ms</th><th>p95 ms</th>"
         "<th>x vs teacher</th><th>peak RSS MB</th><th>task metric</th><th>% of teacher</th><th>vs own student</th>"
         "<th>failed budgets / reason</th></tr>"

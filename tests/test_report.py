@@ -38,7 +38,10 @@ def _run_folder(out: Path, task: str) -> dict:
     (out / "reference").mkdir()
     (out / "distill" / "distill_report.json").write_text(json.dumps({"task": task}))
     if task == "sequence-classification":
-        own = [{"metric": "accuracy", "accuracy": 0.88}, {"metric": "accuracy", "accuracy": 0.86}]
+        own = [
+            {"metric": "accuracy", "accuracy": 0.88, "agreement": 0.99},
+            {"metric": "accuracy", "accuracy": 0.86, "agreement": 0.97},
+        ]
         teacher_acc = {"metric": "accuracy", "accuracy": 0.90}
     else:
         own = [{"metric": "cosine to reference", "cosine_mean": 0.9999}] * 2
@@ -72,7 +75,7 @@ def test_classification_rows_stand_against_the_teacher(tmp_path):
     assert summary["teacher_rows"][0]["task_value"] == 0.90 and summary["teacher_rows"][0]["p95_ms"] == 24.0
     md = (out / "summary.md").read_text()
     assert "| cpu | teacher onnx-fp32 (reference) | measured |" in md and "reference, not gated" in md
-    assert "| 5.00x |" in md and "95.6 %" in md
+    assert "| 5.00x |" in md and "95.6 %" in md and "| top-1 agreement 0.9700 |" in md
     page = (out / "report.html").read_text()
     assert "teacher onnx-fp32 (reference)" in page and "x vs teacher" in page
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
@@ -87,7 +90,7 @@ def test_embedding_rows_show_the_cosine_to_the_teacher_not_only_to_their_student
     assert rows["onnx-int8"]["value"] == 0.9999  # the bench's own check against the torch student stays
     assert rows["onnx-int8"]["pct_of_teacher"] is None
     md = (out / "summary.md").read_text()
-    assert "cosine to teacher 0.8600" in md and "cosine to torch student 0.9999" in md  # both shown
+    assert "cosine to teacher 0.8600" in md and "| cosine 0.9999 |" in md  # both, in their columns
 
 
 def test_without_a_teacher_reference_the_report_is_as_before(tmp_path):
