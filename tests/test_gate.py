@@ -465,6 +465,19 @@ def test_speedup_size_and_rss_against_the_teacher(tmp_path):
     )
 
 
+def test_with_a_relative_budget_the_teacher_baseline_is_no_regression_baseline(tmp_path):
+    # a student as slow as the teacher is judged by speedup_vs_teacher alone (failed), not also as an
+    # inconclusive "regression" against a teacher it was never meant to equal
+    report = _teacher_report(write_target(tmp_path, "measured.yaml"), speedup=1.0)
+    target_file = write_target(tmp_path, "relative.yaml", budgets=_only({"speedup_vs_teacher": 3.0}))
+    result = gate(report, load_target(target_file))
+    assert [c.budget for c in result.checks] == ["speedup_vs_teacher"]
+    assert result.checks[0].status == "failed" and result.exit_code == 1
+    # without a relative budget the same baseline is a regression baseline, as ever
+    plain = gate(report, load_target(write_target(tmp_path, "plain.yaml", budgets=_only({}))))
+    assert any(c.budget.startswith("regression_latency") for c in plain.checks)
+
+
 def test_a_relative_budget_without_the_teacher_is_not_judged(tmp_path):
     target_file = write_target(tmp_path, budgets=_only({"speedup_vs_teacher": 3, "size_vs_teacher": 0.2}))
     report = _report(target_file, [_entry("onnx-int8")])
