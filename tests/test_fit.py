@@ -147,6 +147,22 @@ def test_a_second_search_on_the_same_device_measures_nothing_again(fit_setup, fi
     assert not (tmp_path / "shapes").exists()  # nothing was even built
 
 
+def test_a_screening_run_on_a_busy_host_is_used_but_not_cached():
+    from edgedistill.fit.cost import cacheable, other_cpu_share
+
+    busy = {"status": "measured", "latency": {"rounds": [{"measure_seconds": 1.0, "other_cpu_seconds": 1.5}]}}
+    quiet = {
+        "status": "measured",
+        "latency": {"rounds": [{"measure_seconds": 1.0, "other_cpu_seconds": 0.01}]},
+    }
+    cpus = os.cpu_count() or 1
+    assert other_cpu_share(busy) == round(1.5 / cpus, 3) and other_cpu_share(quiet) == round(0.01 / cpus, 3)
+    figures = {"status": "measured", "other_cpu_share": 0.4}
+    assert not cacheable(figures, 0.25) and cacheable(figures, 1.0)
+    assert cacheable({**figures, "other_cpu_share": 0.1}, 0.25)
+    assert not cacheable({"status": "skipped", "other_cpu_share": 0.0}, 1.0)
+
+
 def test_an_impossible_budget_ends_with_no_candidate_and_exit_1(fit_setup, tmp_path, capsys):
     s = fit_setup
     target = write_target(tmp_path, "impossible.yaml", budgets={"p95_latency_ms": 0.0001})
@@ -323,3 +339,45 @@ def test_two_workers_on_one_postgresql_study_run_no_trial_twice(fit_setup, tmp_p
     s = fit_setup
     recipe = _write(tmp_path, _recipe(s["teacher"], s["data"], s["target"], s["cache"]))
     _two_workers(recipe, tmp_path, postgres)
+
+
+@pytest.mark.slow
+def test_a_causal_lm_student_is_found_under_decode_budgets_through_llama_cpp(lm_teacher, lm_data, tmp_path):
+    """A 2-layer tiny Llama teacher, students of 1-2 layers x FFN 64/128, GGUF q8_0 measured through
+    llama.cpp (decode tokens/s, time to first token), ranked by top-1 agreement with the teacher."""
+    pytest.importorskip("llama_cpp", reason="the gguf extra (llama-cpp-python) is not installed")
+    from edgedistill.fit import fit
+
+    target = write_target(
+        tmp_path,
+        "lm-target.yaml",
+        budgets={"size_vs_teacher": 0.9, "min_decode_tokens_per_s": 1, "ttft_ms": 60000, "p95_latency_ms": None,
+                 "p50_latency_ms": None, "max_accuracy_drop": None, "min_accuracy": None, "min_agreement": None},
+    )  # fmt: skip
+    raw = {
+        "version": 1,
+        "distill": {
+            "task": "causal-lm",
+            "teacher": {"path": str(lm_teacher)},
+            "data": {"train": str(lm_data["train"]), "eval": str(lm_data["eval"]), "text_column": "text", "max_length": 48},
+            "training": {"max_steps": 4, "batch_size": 8, "lr": 1e-3, "warmup_ratio": 0.0, "save_steps": 100},
+        },
+        "export": {"parity_samples": 2, "max_length": 32},
+        "bench": {"targets": [str(target)], "teacher": False},
+        "fit": {
+            "space": {"layers": [1, 2], "intermediate_size": [64, None], "exports": [{"format": "gguf", "precision": "q8_0"}]},
+            "cost": {"cache_dir": str(tmp_path / "cache"), "cache_max_other_cpu": 1.0,
+                     "measurement": {"min_iterations": 3, "min_seconds": 0.05, "warmup_iterations": 1}},
+            "proxy": {"validation_fraction": 0.2, "min_steps": 2, "max_steps": 4},
+            "finalists": 1,
+        },
+    }  # fmt: skip
+    report = fit(load_config(RunRecipe, _write(tmp_path, raw)), tmp_path / "run", progress=False)
+    assert report["exit_code"] == 0, report
+    candidates = {c["shape"]["key"]: c for c in report["candidates"]}
+    # the yardstick is the teacher fp32: q8_0 files of every shape are near a quarter of its size
+    assert all(c["feasible"] for c in candidates.values()), candidates
+    decode = [e["figures"]["decode_tokens_per_s"] for c in candidates.values() for e in c["exports"]]
+    assert all(v and v > 0 for v in decode), decode
+    assert report["winner"]["metric"] == "top1_agreement_with_teacher"
+    assert 0.0 <= report["winner"]["val_metric"] <= 1.0

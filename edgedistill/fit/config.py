@@ -69,6 +69,13 @@ class CostConfig(StrictModel):
         description="A screened figure beyond budget x this margin is clearly over: rejected without a full "
         "measurement. Anything closer is measured again in full before it may become a finalist's cost.",
     )
+    cache_max_other_cpu: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="A screening run during which other processes used more than this share of the CPUs is "
+        "used by this search but not cached (1.0: cache every measurement).",
+    )
     cache_dir: str | None = Field(
         None,
         description="Where measured costs are kept across searches (default ~/.cache/edgedistill/fit-costs); "

@@ -75,9 +75,29 @@ def figures(entry: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mb": (entry.get("memory") or {}).get("peak_rss_mb"),
         "size_mb": entry.get("size_mb"),
         "iterations": latency.get("n"),
+        "other_cpu_share": other_cpu_share(entry),
         "emulated": bool(entry.get("emulated")),
         "ran": entry.get("ran"),
     }
+
+
+def other_cpu_share(entry: dict[str, Any]) -> float | None:
+    """CPU time other processes used while the entry was timed, as a share of the host's CPUs."""
+    import os
+
+    rounds = (entry.get("latency") or {}).get("rounds") or []
+    seconds = sum(r.get("measure_seconds") or 0.0 for r in rounds)
+    other = sum(r.get("other_cpu_seconds") or 0.0 for r in rounds)
+    if not seconds:
+        return None
+    return round(other / seconds / (os.cpu_count() or 1), 3)
+
+
+def cacheable(figures: dict[str, Any], max_other_cpu: float) -> bool:
+    """A measurement worth keeping for later searches: measured (a skip or an error may be the device's
+    mood), and on a host that other processes left mostly alone (a busy host is a passing state)."""
+    share = figures.get("other_cpu_share")
+    return figures.get("status") == "measured" and (share is None or share <= max_other_cpu)
 
 
 @dataclass
@@ -202,6 +222,7 @@ def measure(
     cache: CostCache,
     key_parts: dict[str, Any],
     work: Path,
+    max_other_cpu: float = 0.25,
 ) -> dict[str, Any]:
     """Export ``model_dir`` as ``choice`` and measure it on ``target``; cached by ``key_parts``."""
     from edgedistill.bench import bench
@@ -230,7 +251,12 @@ def measure(
         "host": (report.get("host") or {}).get("cpu"),
         "measured_utc": report.get("finished_utc") or report.get("started_utc"),
     }
-    if entry.get("status") == "measured":  # a skip or an error may be the device's mood: measured again
+    if cacheable(record["figures"], max_other_cpu):
         cache.put(key, record)
+    elif record["figures"]["status"] == "measured":
+        log.warning(
+            "%s %s-%s was measured while other processes used %.0f%% of the CPUs: kept for this search, "
+            "not cached", model_dir.name, choice.format, choice.precision, 100 * record["figures"]["other_cpu_share"],
+        )  # fmt: skip
     shutil.rmtree(artifacts, ignore_errors=True)
     return {**record, "cached": False, "key": key}

@@ -107,6 +107,7 @@ class Screening:
                 self.cache,
                 key_parts,
                 self.fit_dir / "work" / name,
+                self.cfg.cost.cache_max_other_cpu,
             )
 
     def teacher(self) -> dict[str, Any]:
@@ -123,10 +124,12 @@ class Screening:
         """Every shape x export: figures, verdict; a shape is feasible when one of its exports is."""
         rows = []
         margin = self.cfg.cost.reject_margin
+        total, done = len(shapes) * len(self.cfg.space.exports), 0
         for shape in shapes:
             exports = []
             for choice in self.cfg.space.exports:
-                self.progress(f"cost {shape.key} {choice.format}-{choice.precision}")
+                done += 1
+                self.progress(f"[{done}/{total}] {shape.key} {choice.format}-{choice.precision}")
                 measured = self._measure(shape, choice)
                 verdict = cost_lib.judge(measured["figures"], teacher["figures"], self.budgets, margin)
                 exports.append(

@@ -178,3 +178,36 @@ def _teacher_val_metric(fit_dir: Path, metric: str) -> float | None:
         if value is not None:
             return value
     return None
+
+
+def html_section(out: Path) -> str:
+    """The run report's fit section: the search's candidates, why each stopped, and fit/pareto.png."""
+    import html
+    import json
+
+    from edgedistill.report import _img
+
+    path = out / "fit" / "fit_report.json"
+    if not path.is_file():
+        return ""
+    report = json.loads(path.read_text(encoding="utf-8"))
+    e = html.escape
+    winner = (report.get("winner") or {}).get("shape", {}).get("key")
+    parts = [
+        "<h2>fit: the searched student</h2>",
+        f"<p>{e(str((report.get('winner') or {}).get('reason') or report.get('message') or ''))}</p>",
+        "<table><tr><th>shape</th><th>screened p95 ms (best export)</th><th>proxy</th><th>steps</th>"
+        "<th>state</th><th>why</th></tr>",
+    ]
+    for c in report.get("candidates") or []:
+        p95 = _best_p95(c)
+        name = c["shape"]["key"] + (" (winner)" if c["shape"]["key"] == winner else "")
+        proxy = f"{c['proxy_value']:.4f}" if c.get("proxy_value") is not None else "-"
+        parts.append(
+            f"<tr><td>{e(name)}</td><td class='num'>{'-' if p95 is None else f'{p95:.3f}'}</td>"
+            f"<td class='num'>{proxy}</td><td class='num'>{c.get('proxy_steps', 0)}</td>"
+            f"<td>{e(str(c.get('trial_state') or '-'))}</td><td>{e(c['why'])}</td></tr>"
+        )
+    parts.append("</table>")
+    parts.append(_img(out / "fit" / "pareto.png", "fit pareto plot"))
+    return "\n".join(parts)
