@@ -37,12 +37,12 @@ _QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
 
 def log_path_for(command: str | None, out: str | None) -> Path | None:
-    """Where a verb's third-party output goes: ``OUT/edgedistill.log`` for `run` (its run folder),
+    """Where a verb's third-party output goes: ``OUT/edgedistill.log`` for `run` and `fit` (a run folder),
     ``OUT.log`` beside any other verb's output (a folder ``distill --overwrite`` may delete, or a
     report file); None when the verb writes no output (nothing noisy runs then)."""
     if not out:
         return None
-    if command == "run":
+    if command in ("run", "fit"):
         return Path(out) / LOG_NAME
     path = Path(out)
     return path.with_name(path.name + ".log") if not path.suffix else path.with_suffix(".log")

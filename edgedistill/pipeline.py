@@ -18,7 +18,6 @@ last checkpoint). The gate and the reports are cheap and always run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -35,13 +34,14 @@ from edgedistill.config import StrictModel, dump_config
 from edgedistill.errors import EdgeDistillError
 from edgedistill.export.config import ExportConfig
 from edgedistill.fit.config import FitConfig
-from edgedistill.io import atomic_write_json, sha256_file
+from edgedistill.io import atomic_write_json
+from edgedistill.run_state import STATE_FILE, RunState, path_digest  # noqa: F401  (STATE_FILE: re-exported)
+from edgedistill.run_state import digest as _digest
 from edgedistill.signals import interruptible
 
 log = logging.getLogger(__name__)
 
 RUN_RECIPE_VERSION = 1
-STATE_FILE = "run_state.json"
 STAGES = ("distill", "export", "bench", "teacher", "gate")
 CACHED_STAGES = ("distill", "export", "bench")
 
@@ -114,90 +114,6 @@ class RunRecipe(StrictModel):
 
 class RunError(EdgeDistillError):
     """The pipeline cannot go on (a stage's input is missing, an unknown stage was forced...)."""
-
-
-# ----------------------------------------------------------------------------------------------
-# fingerprints and the state file
-# ----------------------------------------------------------------------------------------------
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def path_digest(path: str | Path | None) -> str | None:
-    """sha256 over a file, or over every file of a folder (names and contents); None for hub ids."""
-    if path is None:
-        return None
-    p = Path(path)
-    if p.is_file():
-        return sha256_file(p)
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-        return _digest({f.relative_to(p).as_posix(): sha256_file(f) for f in files})
-    return f"not-a-local-path:{path}"
-
-
-class RunState:
-    """``OUT/run_state.json``: per stage its fingerprint, status and timing, written atomically."""
-
-    def __init__(self, out: Path):
-        self.path = out / STATE_FILE
-        self.data: dict[str, Any] = {"version": 1, "stages": {}}
-        if self.path.is_file():
-            self._load()
-
-    def _load(self) -> None:
-        """Read the state file; a damaged one is set aside and every stage runs again.
-
-        Nothing is lost by that: distill resumes from its last checkpoint, and export and bench
-        redo work whose outputs the state can no longer vouch for. A stage record that is not an
-        object is dropped the same way (that stage runs again).
-        """
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            problem = f"is not valid JSON ({exc})"
-        else:
-            if not isinstance(data, dict):
-                problem = f"holds a JSON {type(data).__name__}, not an object"
-            elif not isinstance(data.get("stages"), dict):
-                problem = "has no 'stages' object"
-            else:
-                stages = data["stages"]
-                data["stages"] = {k: v for k, v in stages.items() if isinstance(v, dict)}
-                for name in sorted(set(stages) - set(data["stages"])):
-                    log.warning("%s: stage %r is not an object; that stage runs again", self.path, name)
-                self.data = data
-                return
-        aside = self.path.with_name(STATE_FILE + ".damaged")
-        self.path.replace(aside)
-        log.warning(
-            "%s %s (kept as %s); every stage runs again, distill resuming from its last checkpoint. "
-            "Nothing to fix by hand; delete --out to start afresh.",
-            self.path,
-            problem,
-            aside.name,
-        )
-
-    def get(self, stage: str) -> dict[str, Any]:
-        return self.data["stages"].get(stage, {})
-
-    def is_done(self, stage: str, fingerprint: str) -> bool:
-        record = self.get(stage)
-        return (
-            record.get("status") == "done"
-            and record.get("fingerprint") == fingerprint
-            # a record without them cannot be skipped (bench's outputs are its report's path)
-            and isinstance(record.get("outputs"), (dict, str))
-        )
-
-    def mark(self, stage: str, **record: Any) -> None:
-        self.data["stages"][stage] = {
-            **record,
-            "updated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        atomic_write_json(self.path, self.data)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -132,6 +132,11 @@ def test_a_budget_only_some_shapes_meet_is_met_by_the_winner_and_the_gate_passes
     split = json.loads((out / "fit" / "data" / "split.json").read_text())
     assert split["val_count"] > 0 and split["train_count"] + split["val_count"] == 256
     assert report["times"]["cost_cpu_s"] > 0 and report["times"]["proxy_cpu_s"] > 0
+    assert report["search_cpu_vs_winner_distill"] > 0 and report["winner"]["distill_cpu_s"] > 0
+    # people: the candidates with why each stopped, the plot, and the run report's fit section
+    assert (out / "fit" / "pareto.png").is_file() and report["pareto_png"]
+    assert "fit: the searched student" in (out / "report.html").read_text()
+    assert "size_vs_teacher" in (out / "fit" / "candidates.md").read_text()
 
 
 def test_a_second_search_on_the_same_device_measures_nothing_again(fit_setup, finished_fit, tmp_path):

@@ -113,7 +113,7 @@ def enqueue(study, shapes: list[Shape]) -> None:
         )
 
 
-def _waiting(study) -> int:
+def waiting(study) -> int:
     import optuna
 
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
@@ -168,13 +168,13 @@ def run_study(
     def stop_when_empty(study, trial) -> None:
         if on_trial is not None:
             on_trial(trial)
-        if _waiting(study) == 0:
+        if waiting(study) == 0:
             study.stop()
 
     with _quiet_optuna():
         optuna.storages.fail_stale_trials(study)  # a worker killed mid-trial: failed, and enqueued again
         fail_dead_local_trials(study)
-        if _waiting(study) == 0:
+        if waiting(study) == 0:
             return
         study.optimize(objective, callbacks=[stop_when_empty], catch=())
 

@@ -263,8 +263,14 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
     def lock(exclusive: bool):
         return phases.device_lock(screening.cache_dir, target, exclusive)
 
-    proxy.run_study(study, by_key, _Proxy(recipe, split, fit_dir, lock), cfg,
-                    on_trial=lambda t: tell("proxy", f"trial {t.number} {t.state.name.lower()}"))  # fmt: skip
+    def on_trial(trial) -> None:
+        shape = (trial.user_attrs.get("shape") or {}).get("key", "-")
+        value = f" {trial.value:.4f}" if trial.value is not None else ""
+        at = f" ({trial.user_attrs['pruned_at']})" if trial.user_attrs.get("pruned_at") else ""
+        tell("proxy", f"{shape} {trial.state.name.lower()}{value}{at}; {proxy.waiting(study)} shape(s) left")
+
+    tell("proxy", f"{proxy.waiting(study)} shape(s) to train, rungs at {cfg.proxy.rungs()} steps")
+    proxy.run_study(study, by_key, _Proxy(recipe, split, fit_dir, lock), cfg, on_trial=on_trial)
     trials = proxy.trial_rows(study)
     lap("proxy")
     if worker:
