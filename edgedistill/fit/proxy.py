@@ -29,6 +29,7 @@ from typing import Any
 
 from edgedistill.fit.config import FitConfig
 from edgedistill.fit.space import Shape
+from edgedistill.io import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -179,16 +180,6 @@ def run_study(
         study.optimize(objective, callbacks=[stop_when_empty], catch=())
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def fail_dead_local_trials(study) -> list[int]:
     """Trials left running by a worker of this host that no longer exists (``kill -9``): failed and
     enqueued again at once, instead of after the heartbeat's grace period. Their shapes' finished
@@ -198,7 +189,7 @@ def fail_dead_local_trials(study) -> list[int]:
     host, dead = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         worker_host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
-        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
+        if worker_host != host or not pid.isdigit() or process_alive(int(pid)):
             continue
         if study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL):
             study.enqueue_trial(
