@@ -80,11 +80,12 @@ def pareto_plot(
 
     fig, ax = plt.subplots(figsize=(8.5, 5.5), dpi=120)
     ax.set_xscale("log")
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    plain = FuncFormatter(lambda value, _pos: f"{value:g}")  # 4, 6, 10, 20 ms, not 4x10^0
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
+    # labels at 1, 2, 5 x 10^k in plain ms (not 2x10^1), the other decades' ticks unlabelled
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     x_low, x_high = _padded_log_range([p.latency_ms for p in drawn])
     y_low, y_high = _padded_range([p.value for p in drawn])
     ax.set_xlim(x_low, x_high)
@@ -184,7 +185,9 @@ def _place_labels(fig, ax, labels: list[tuple[PlotPoint, str]]) -> None:
     placed = []
     for p, color in sorted(labels, key=lambda item: (item[0].latency_ms, -item[0].value)):
         text = p.label + (f" ({p.size_mb:.1f} MB)" if p.size_mb else "")
-        for dx, dy in _OFFSETS:
+        x_frac = ax.transAxes.inverted().transform(ax.transData.transform((p.latency_ms, p.value)))[0]
+        offsets = [(-dx, dy) for dx, dy in _OFFSETS] if x_frac > 0.7 else _OFFSETS  # labels stay inside
+        for dx, dy in offsets:
             note = ax.annotate(
                 text,
                 (p.latency_ms, p.value),
@@ -199,6 +202,6 @@ def _place_labels(fig, ax, labels: list[tuple[PlotPoint, str]]) -> None:
             box = Text.get_window_extent(note, renderer).expanded(1.06, 1.3)  # the text, not its leader line
             if not any(box.overlaps(other) for other in placed):
                 break
-            if (dx, dy) != _OFFSETS[-1]:
+            if (dx, dy) != offsets[-1]:
                 note.remove()
         placed.append(box)
