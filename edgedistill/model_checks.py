@@ -117,12 +117,15 @@ def check_model_size(config: dict[str, Any], folder: Path, role: str) -> None:
         )
 
 
+_REFETCH = "Copy the file again, or re-save the model with `model.save_pretrained(folder)`."
+
+
 def check_safetensors(path: Path) -> None:
     """The header of one .safetensors file: length prefix, JSON, dtypes, offsets inside the file, no overlap."""
     size = path.stat().st_size
     if size < 8:
         raise ModelLoadError(
-            f"{path}: {size} bytes, shorter than the 8-byte header length; the file is truncated"
+            f"{path}: {size} bytes, shorter than the 8-byte header length; the file is truncated. {_REFETCH}"
         )
     with open(path, "rb") as fh:
         (n,) = struct.unpack("<Q", fh.read(8))
@@ -169,7 +172,8 @@ def check_safetensors(path: Path) -> None:
             count *= d
         if not begin <= end <= data_len:
             raise ModelLoadError(
-                f"{where}: data_offsets [{begin}, {end}] run past the {data_len} data bytes; the file is truncated"
+                f"{where}: data_offsets [{begin}, {end}] run past the {data_len} data bytes; the file is truncated. "
+                + _REFETCH
             )
         if end - begin != count * DTYPE_BYTES[dtype]:
             raise ModelLoadError(
