@@ -231,7 +231,7 @@ def test_example_recipes_validate_against_the_schema(tmp_path):
     from edgedistill.config import json_schema
 
     schema = json_schema(RunRecipe)
-    for name in ("quickstart.yaml", "sst2.yaml"):
+    for name in ("quickstart.yaml", "sst2.yaml", "fit.yaml"):
         raw = yaml.safe_load((ROOT / "examples" / name).read_text())
         jsonschema.validate(raw, schema)
         RunRecipe.model_validate(raw)
