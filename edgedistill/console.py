@@ -156,6 +156,32 @@ class _AfterImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+_EMIT = logging.StreamHandler.emit.__code__
+
+
+class _Console:
+    """``sys.stderr`` during a verb: the terminal, except what a library's own logging handler writes.
+
+    Libraries may build a console handler while the verb runs (torch re-creates its handlers on
+    later imports), holding this stream; a record of a logger that is not edgedistill's, written by
+    `logging.StreamHandler.emit`, goes to the log instead."""
+
+    def __init__(self, stream, log_file):
+        self._stream = stream
+        self._log = log_file
+
+    def write(self, text: str) -> int:
+        caller = sys._getframe(1)
+        if caller.f_code is _EMIT:
+            record = caller.f_locals.get("record")
+            if record is not None and record.name.split(".")[0] not in OURS:
+                return self._log.write(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def _console_stream():
     """A text stream to the terminal that survives fd 2 being pointed at the log.
 
@@ -197,10 +223,10 @@ def third_party_to_log(log_path: Path | None, *, verbose: bool = False) -> Itera
     to_console.setLevel(logging.WARNING)
     to_console.addFilter(_OursOnly())
     to_console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    hook = _AfterImport({}, lambda: _move_handlers(console, log_file))
+    hook = _AfterImport({}, lambda: _move_handlers(sys.stderr, log_file))
     try:
         os.dup2(log_file.fileno(), 2)
-        sys.stderr = console
+        sys.stderr = _Console(console, log_file) if own_stream else console
         root.handlers = [to_file, to_console]
         root.setLevel(logging.INFO)
         logging.captureWarnings(True)
