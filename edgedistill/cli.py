@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--verbose",
         action="store_true",
         help="show third-party warnings, library logs and native messages on the console (otherwise they go "
-        "to a log beside the output: OUT.log, or OUT/edgedistill.log for run), and debug logging",
+        "to a log in the output: OUT/edgedistill.log, or REPORT.log beside a report file), and debug logging",
     )
     parser.add_argument("--debug", action="store_true", help="full tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)

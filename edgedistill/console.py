@@ -24,6 +24,7 @@ import importlib.abc
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,15 +38,13 @@ _QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
 
 def log_path_for(command: str | None, out: str | None) -> Path | None:
-    """Where a verb's third-party output goes: ``OUT/edgedistill.log`` for `run` and `fit` (a run folder),
-    ``OUT.log`` beside any other verb's output (a folder ``distill --overwrite`` may delete, or a
-    report file); None when the verb writes no output (nothing noisy runs then)."""
+    """Where a verb's third-party output goes: ``OUT/edgedistill.log`` for a verb that writes a folder
+    (`run`, `fit`, `distill`, `export`...), ``REPORT.log`` beside a report file (``bench --out
+    report.json``); None when the verb writes no output (nothing noisy runs then)."""
     if not out:
         return None
-    if command in ("run", "fit"):
-        return Path(out) / LOG_NAME
     path = Path(out)
-    return path.with_name(path.name + ".log") if not path.suffix else path.with_suffix(".log")
+    return path.with_suffix(".log") if path.suffix else path / LOG_NAME
 
 
 class _OursOnly(logging.Filter):
@@ -208,8 +207,10 @@ def third_party_to_log(log_path: Path | None, *, verbose: bool = False) -> Itera
         logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format=LOG_FORMAT)
         yield None
         return
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_file = open(log_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (closed in finally)
+    # The verb's output folder may not exist yet (or be refused, or be replaced by --overwrite): the
+    # log is written to a temporary file and lands in the folder at the end, only if the folder exists.
+    handle, temporary = tempfile.mkstemp(prefix="edgedistill-", suffix=".log")
+    log_file = open(handle, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (closed in finally)
     log_file.write(
         f"==== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {' '.join(sys.argv)}: "
         "third-party output (warnings, library logs, native messages); --verbose shows it on the console\n"
@@ -258,3 +259,16 @@ def third_party_to_log(log_path: Path | None, *, verbose: bool = False) -> Itera
         if own_stream:
             console.close()
         log_file.close()
+        _land(Path(temporary), log_path)
+
+
+def _land(temporary: Path, log_path: Path) -> None:
+    """Append the session's log to ``log_path`` where its folder exists (a refused verb leaves nothing)."""
+    try:
+        if log_path.parent.is_dir():
+            with open(log_path, "a", encoding="utf-8") as fh:
+                fh.write(temporary.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        pass  # a full disk or a removed folder: the log is not worth failing the verb for
+    finally:
+        temporary.unlink(missing_ok=True)

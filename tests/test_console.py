@@ -67,7 +67,7 @@ def test_verbose_shows_everything_on_the_console(tmp_path):
 
 
 def test_a_verb_on_a_tiny_model_keeps_library_warnings_off_the_console(tmp_path, tiny_bert_encoder):
-    """`edgedistill export` through torch.onnx and onnxruntime: their warnings land in OUT.log."""
+    """`edgedistill export` through torch.onnx and onnxruntime: their warnings land in OUT/edgedistill.log."""
     out = tmp_path / "artifacts"
     env = {**os.environ, "PYTHONWARNINGS": "default"}  # every warning is shown once, as a user would see it
     cmd = [sys.executable, "-m", "edgedistill", "export", str(tiny_bert_encoder), "--format", "onnx"]
@@ -78,5 +78,6 @@ def test_a_verb_on_a_tiny_model_keeps_library_warnings_off_the_console(tmp_path,
     third_party = [line for line in proc.stderr.splitlines() if "Warning" in line or "warnings.warn" in line]
     assert third_party == [], proc.stderr
     assert "_pytree" not in proc.stderr  # torch's own handler, re-created while torchao imports
-    log = (tmp_path / "artifacts.log").read_text()
+    log = (out / "edgedistill.log").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts"]  # nothing beside the output
     assert "Warning" in log and "py.warnings" in log, log

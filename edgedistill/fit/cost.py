@@ -97,7 +97,8 @@ def cacheable(figures: dict[str, Any], max_other_cpu: float) -> bool:
     """A measurement worth keeping for later searches: measured (a skip or an error may be the device's
     mood), and on a host that other processes left mostly alone (a busy host is a passing state)."""
     share = figures.get("other_cpu_share")
-    return figures.get("status") == "measured" and (share is None or share <= max_other_cpu)
+    quiet = share is None or max_other_cpu >= 1.0 or share <= max_other_cpu  # 1.0: cache them all
+    return figures.get("status") == "measured" and quiet
 
 
 @dataclass

@@ -145,6 +145,8 @@ def run_study(
     keys = sorted(shapes)
 
     def objective(trial) -> float:
+        # first of all: a worker killed from here on is recognised as dead by the next one on this host
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         if "shape" not in trial.user_attrs:  # enqueued trials carry their shape; this one was sampled
             trial.set_user_attr("spare", "no enqueued shape was left for this trial; nothing trained")
             trial.study.stop()
@@ -155,7 +157,6 @@ def run_study(
             trial.set_user_attr("duplicate_of", earlier.number)
             raise optuna.TrialPruned()
         trial.set_user_attr("shape", shapes[key].to_dict())
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         value = float("nan")
         for index, steps in enumerate(rungs):
             value = train_rung(shapes[key], index, steps)

@@ -270,12 +270,21 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
         tell("proxy", f"{shape} {trial.state.name.lower()}{value}{at}; {proxy.waiting(study)} shape(s) left")
 
     tell("proxy", f"{proxy.waiting(study)} shape(s) to train, rungs at {cfg.proxy.rungs()} steps")
-    proxy.run_study(study, by_key, _Proxy(recipe, split, fit_dir, lock), cfg, on_trial=on_trial)
-    trials = proxy.trial_rows(study)
+    for attempt in range(3):
+        proxy.run_study(study, by_key, _Proxy(recipe, split, fit_dir, lock), cfg, on_trial=on_trial)
+        trials = proxy.trial_rows(study)
+        unfinished = [t for t in trials if t["state"] in ("running", "waiting")]
+        if worker or not unfinished or attempt == 2:
+            break
+        # another worker's trials: finished there, or failed by their stale heartbeats and retried here
+        tell(
+            "proxy",
+            f"{len(unfinished)} trial(s) running elsewhere; waiting {proxy.GRACE_S + proxy.HEARTBEAT_S} s",
+        )
+        time.sleep(proxy.GRACE_S + proxy.HEARTBEAT_S)
     lap("proxy")
     if worker:
         return {"status": "worker done", "trials": trials, "times": times, "exit_code": 0}
-    unfinished = [t for t in trials if t["state"] in ("running", "waiting")]
     if unfinished:
         raise EdgeDistillError(
             f"fit: {len(unfinished)} trial(s) of study {cfg.study_name!r} are still running on other workers "
