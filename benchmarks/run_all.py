@@ -10,6 +10,7 @@
 8. `gguf_latency.py`  -- where a GGUF encoder's time goes: harness vs llama.cpp settings vs its kernels, against ORT.
 9. `gguf_qat_minilm.py` -- real MiniLM teacher: post-training Q4_0 / Q4_K_M of a float student vs a Q4_0-aware student, llama.cpp.
 10. `headline_sst2.py` -- the headline: full-SST-2 teacher, KD + QAT students vs the textbook route and ORTQuantizer, one bench run (hours on 2 cores; resumes).
+11. `fit_sst2.py`     -- `edgedistill fit` from the headline's teacher at 3x and 6x the teacher's speed, the winners vs the hand-made headline student (hours; resumes).
 
 Results land in `bench-results/<name>/summary.{json,md}`, and each summary.json also in
 `docs/results/<name>/` (committed); `docs/benchmarks.md` quotes them with the command that
@@ -41,6 +42,7 @@ BENCHMARKS = {
     "gguf_latency": False,
     "gguf_qat_minilm": True,
     "headline_sst2": True,
+    "fit_sst2": True,
 }
 
 

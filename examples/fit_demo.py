@@ -1,4 +1,4 @@
-"""`python examples/fit_demo.py`: `edgedistill fit` on the demo's data, offline, in about fifteen minutes on two idle cores.
+"""`python examples/fit_demo.py`: `edgedistill fit` on the demo's data, offline.
 
 The student of all-MiniLM-L6-v2 is *searched*, not named: `examples/fit.yaml` lists the shapes
 (2 or 3 teacher layers, FFN 384 or the teacher's 1536) and the exports (ONNX and OpenVINO int8);
