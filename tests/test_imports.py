@@ -5,13 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ["nncf", "openvino", "llama_cpp", "onnxruntime", "optimum", "executorch", "torchao"]
+HEAVY = ["nncf", "openvino", "llama_cpp", "onnxruntime", "optimum", "executorch", "torchao", "optuna", "sqlalchemy"]
 
 
 def test_import_edgedistill_imports_no_heavy_dependency():
     code = (
         "import sys, edgedistill, edgedistill.compress, edgedistill.cli, edgedistill.compress.qat, "
-        "edgedistill.export, edgedistill.bench, edgedistill.targets\n"
+        "edgedistill.export, edgedistill.bench, edgedistill.targets, edgedistill.fit, edgedistill.pipeline\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
     out = subprocess.run(
@@ -32,5 +32,5 @@ def test_cli_help_lists_the_verbs():
     out = subprocess.run(
         [sys.executable, "-m", "edgedistill", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for verb in ("distill", "finetune", "schema"):
+    for verb in ("distill", "finetune", "schema", "fit"):
         assert verb in out
