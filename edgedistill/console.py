@@ -263,9 +263,12 @@ def third_party_to_log(log_path: Path | None, *, verbose: bool = False) -> Itera
 
 
 def _land(temporary: Path, log_path: Path) -> None:
-    """Append the session's log to ``log_path`` where its folder exists (a refused verb leaves nothing)."""
+    """Append the session's log to ``log_path`` where its folder exists (a refused verb leaves nothing).
+
+    Under a multi-process launcher (accelerate/torchrun set RANK) only rank 0 writes into the output,
+    as every verb promises; the other ranks' library output is dropped with their temporary file."""
     try:
-        if log_path.parent.is_dir():
+        if log_path.parent.is_dir() and os.environ.get("RANK", "0") == "0":
             with open(log_path, "a", encoding="utf-8") as fh:
                 fh.write(temporary.read_text(encoding="utf-8", errors="replace"))
     except OSError:
