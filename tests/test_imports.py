@@ -5,7 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ["nncf", "openvino", "llama_cpp", "onnxruntime", "optimum", "executorch", "torchao", "optuna", "sqlalchemy"]
+HEAVY = [
+    "nncf",
+    "openvino",
+    "llama_cpp",
+    "onnxruntime",
+    "optimum",
+    "executorch",
+    "torchao",
+    "optuna",
+    "sqlalchemy",
+]
 
 
 def test_import_edgedistill_imports_no_heavy_dependency():
