@@ -221,18 +221,15 @@ def measure(
     target,
     export_cfg,
     cache: CostCache,
-    key_parts: dict[str, Any],
+    key: str,
     work: Path,
     max_other_cpu: float = 0.25,
 ) -> dict[str, Any]:
-    """Export ``model_dir`` as ``choice`` and measure it on ``target``; cached by ``key_parts``."""
+    """Export ``model_dir`` as ``choice``, measure it on ``target`` and cache it under ``key`` (the
+    caller looked the key up: `phases.Screening` does, before and again under the device lock)."""
     from edgedistill.bench import bench
     from edgedistill.export import export
 
-    key = cache.key({**key_parts, "format": choice.format, "precision": choice.precision})
-    cached = cache.get(key)
-    if cached is not None:
-        return {**cached, "cached": True}
     artifacts = work / "artifacts"
     cfg = export_cfg.model_copy(update={"formats": [choice.format], "precisions": [choice.precision]})
     try:

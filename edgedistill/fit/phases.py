@@ -42,16 +42,12 @@ def screening_target(target, cfg):
     return target.model_copy(update={"measurement": target.measurement.model_copy(update=cfg.measurement)})
 
 
-def measured_settings(target) -> dict[str, Any]:
-    from edgedistill.pipeline import measured_settings as settings
-
-    return settings(target)
-
-
 class Screening:
     """Screen shapes on the target: export + short bench, cached, judged against the budgets."""
 
     def __init__(self, recipe, target, fit_dir: Path, teacher_config: dict[str, Any], progress):
+        from edgedistill import pipeline
+
         self.recipe = recipe
         self.cfg = recipe.fit
         self.target = target
@@ -64,7 +60,7 @@ class Screening:
         self.base_key = {
             "teacher": teacher_digest(teacher_config),
             "task": recipe.distill.task,
-            "target": measured_settings(self.short),
+            "target": pipeline.measured_settings(self.short),
             "device": cost_lib.device_fingerprint(target),
             "max_length": recipe.export.max_length,
         }
@@ -84,17 +80,14 @@ class Screening:
     def _measure(self, shape: Shape | None, choice: ExportChoice) -> dict[str, Any]:
         name = shape.key if shape else cost_lib.TEACHER
         key_parts = {**self.base_key, "shape": shape.to_dict() if shape else cost_lib.TEACHER}
-        cached = self.cache.get(
-            self.cache.key({**key_parts, "format": choice.format, "precision": choice.precision})
-        )
+        key = self.cache.key({**key_parts, "format": choice.format, "precision": choice.precision})
+        cached = self.cache.get(key)
         if cached is not None:
             return {**cached, "cached": True}
         teacher, tokenizer = self._models()
         with device_lock(self.cache_dir, self.target, exclusive=True):
             # another worker may have measured it while this one waited for the device
-            cached = self.cache.get(
-                self.cache.key({**key_parts, "format": choice.format, "precision": choice.precision})
-            )
+            cached = self.cache.get(key)
             if cached is not None:
                 return {**cached, "cached": True}
             folder = self.fit_dir / "shapes" / name
@@ -105,7 +98,7 @@ class Screening:
                 self.short,
                 self.recipe.export,
                 self.cache,
-                key_parts,
+                key,
                 self.fit_dir / "work" / name,
                 self.cfg.cost.cache_max_other_cpu,
             )
