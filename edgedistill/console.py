@@ -140,13 +140,19 @@ class _AfterImport(importlib.abc.MetaPathFinder):
                 break
         else:
             return None
-        loader, fix = spec.loader, self.pending.pop(name)
+        # the fix stays pending until the module runs: `importlib.util.find_spec` (an "is it installed?"
+        # check, `edgedistill.plugins.is_installed`) finds a spec it never executes, and the import
+        # that follows finds a fresh one
+        loader = spec.loader
         if loader is None or not hasattr(loader, "exec_module"):
             return spec
         original = loader.exec_module
 
         def exec_module(module):
             original(module)
+            fix = self.pending.pop(name, None)
+            if fix is None:
+                return
             with contextlib.suppress(Exception):  # quieting a library never breaks the verb
                 fix(module)
                 self.after()
