@@ -7,6 +7,7 @@ when quantization-aware training starts.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -28,10 +29,21 @@ TASK_LOSSES = {
 }
 
 
-class ModelSource(StrictModel):
-    """Where a model comes from: a local HF folder or a hub id."""
+GGUF_SUFFIX = ".gguf"
 
-    path: str = Field(description="Local folder written by save_pretrained, or a Hugging Face hub id.")
+
+def gguf_path(path: str) -> Path | None:
+    """The GGUF file a model path names (``DIR/NAME.gguf``), or None for a folder or hub id."""
+    return Path(path).expanduser() if path.lower().endswith(GGUF_SUFFIX) else None
+
+
+class ModelSource(StrictModel):
+    """Where a model comes from: a local HF folder, one GGUF file, or a hub id."""
+
+    path: str = Field(
+        description="Local folder written by save_pretrained, one .gguf file (loaded through transformers' "
+        "gguf_file and dequantized to float32; its header is checked first), or a Hugging Face hub id."
+    )
     trust_remote_code: bool = Field(
         False, description="Run modelling code shipped with the model. Off unless you trust it."
     )
@@ -39,6 +51,23 @@ class ModelSource(StrictModel):
         False,
         description="Accept pickle weights (pytorch_model.bin). Pickle can execute code: only for files you trust.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gguf_by_path(cls, data: Any) -> Any:
+        # transformers spells it (folder, gguf_file=NAME); a recipe names the file once, as its path.
+        if isinstance(data, dict) and "gguf_file" in data:
+            joined = Path(str(data.get("path") or "DIR")) / str(data["gguf_file"])
+            raise ValueError(
+                f"gguf_file is not a field: a GGUF model is named by its file as the path, "
+                f"`path: {joined}` (CLI: --teacher {joined})"
+            )
+        return data
+
+    @property
+    def gguf_file(self) -> Path | None:
+        """The .gguf file this source names, or None for a folder or hub id."""
+        return gguf_path(self.path)
 
 
 class PruneConfig(StrictModel):

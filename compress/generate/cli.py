@@ -31,7 +31,10 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
         "config", nargs="?", help="GenerateConfig YAML (optional: flags alone can describe the run)"
     )
     p.add_argument(
-        "--teacher", dest="teacher.path", help="teacher: HF causal-LM folder or hub id", metavar="DIR"
+        "--teacher",
+        dest="teacher.path",
+        help="teacher: HF causal-LM folder, one .gguf file (dequantized to float32), or hub id",
+        metavar="PATH",
     )
     p.add_argument(
         "--prompts",

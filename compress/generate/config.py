@@ -50,7 +50,9 @@ class GenerateConfig(StrictModel):
     """Everything `edgedistill generate` needs. `version` pins the format."""
 
     version: Literal[1] = GENERATE_CONFIG_VERSION
-    teacher: ModelSource = Field(description="The teacher: an HF causal-LM folder (or hub id).")
+    teacher: ModelSource = Field(
+        description="The teacher: an HF causal-LM folder, one .gguf file (path: DIR/NAME.gguf), or a hub id."
+    )
     prompts: str = Field(
         description="Prompts file: .txt (one prompt a line), .jsonl/.json (a `prompt` field), or .tsv/.csv/.parquet."
     )

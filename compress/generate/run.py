@@ -75,6 +75,7 @@ def _load_teacher(cfg: GenerateConfig) -> tuple[Any, Any, Any]:
 def _teacher_info(cfg: GenerateConfig, model: Any, tokenizer: Any) -> dict[str, Any]:
     from edgedistill.compress.data import tokenizer_fingerprint
     from edgedistill.compress.logit_cache import teacher_fingerprint
+    from edgedistill.compress.models import teacher_provenance
 
     template = getattr(tokenizer, "chat_template", None)
     material = {
@@ -88,6 +89,8 @@ def _teacher_info(cfg: GenerateConfig, model: Any, tokenizer: Any) -> dict[str, 
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "vocab_size": len(tokenizer),
         "fingerprint": hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:20],
+        # a GGUF teacher: the file (sha256) and the quantization its weights were dequantized from
+        "gguf": teacher_provenance(cfg.teacher),
     }
 
 
