@@ -72,14 +72,14 @@ def check_gguf_student(recipe: DistillRecipe, student) -> None:
         raise UnsupportedModelError(f"{where}: {exc} (qat.mode int8 / ov_* are the other modes)") from None
 
 
-def _insert_fake_quant(recipe: DistillRecipe, student, train_ds, collator, init_dir: Path):
+def insert_mode_fake_quant(recipe: DistillRecipe, student, train_ds, collator, init_dir: Path):
     """The student with the fake-quant of ``recipe.qat.mode`` inserted: one branch per mode.
 
     The inserted quantizers are saved in ``init_dir`` once and rebuilt from there on resume, so
     an interrupted phase continues with exactly the quantizers it started with. GGUF-aware
     modes (``compress.gguf_quant.attach_gguf_fake_quant(model, precision)``) and the OpenVINO
     weight-only modes (``qat.insert_weight_only_fake_quant``: NNCF FQ_LORA) are further
-    branches, with their own entries in ``_qat_info`` and ``_save_student``.
+    branches, with their own entries in ``describe_qat`` and ``distill_output.save_student``.
     """
     if recipe.qat.mode == "int8":
         from edgedistill.compress import qat as qat_lib
@@ -129,7 +129,7 @@ def _weight_only_bits(recipe: DistillRecipe) -> str:
     return recipe.qat.mode.removeprefix("ov_").removesuffix("_wo")
 
 
-def _qat_info(recipe: DistillRecipe, student, qat_start: int) -> dict:
+def describe_qat(recipe: DistillRecipe, student, qat_start: int) -> dict:
     """What the quantization-aware phase did, for the report and the student's edgedistill.json."""
     if recipe.qat.mode.startswith("ov_"):
         from edgedistill.compress import qat as qat_lib
@@ -167,7 +167,8 @@ def _qat_info(recipe: DistillRecipe, student, qat_start: int) -> dict:
     }
 
 
-def _evaluated_with(qat_info: dict | None) -> str:
+def evaluated_with(qat_info: dict | None) -> str:
+    """How the report's student metrics were computed (the report's ``student.evaluated_with``)."""
     if qat_info is None:
         return "float32 in torch"
     if qat_info.get("scheme") == "gguf":
