@@ -7,11 +7,11 @@ when quantization-aware training starts.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from edgedistill.compress.model_source import ModelSource
 from edgedistill.config import StrictModel
 from edgedistill.data.config import DataConfig  # noqa: F401  (re-exported: recipes' `data:` section)
 
@@ -27,47 +27,6 @@ TASK_LOSSES = {
     "feature-extraction": frozenset({"embedding_cosine", "embedding_mse"}) | LAYER_LOSSES,
     "causal-lm": frozenset({"token_kd", "next_token_ce"}) | LAYER_LOSSES,
 }
-
-
-GGUF_SUFFIX = ".gguf"
-
-
-def gguf_path(path: str) -> Path | None:
-    """The GGUF file a model path names (``DIR/NAME.gguf``), or None for a folder or hub id."""
-    return Path(path).expanduser() if path.lower().endswith(GGUF_SUFFIX) else None
-
-
-class ModelSource(StrictModel):
-    """Where a model comes from: a local HF folder, one GGUF file, or a hub id."""
-
-    path: str = Field(
-        description="Local folder written by save_pretrained, one .gguf file (loaded through transformers' "
-        "gguf_file and dequantized to float32; its header is checked first), or a Hugging Face hub id."
-    )
-    trust_remote_code: bool = Field(
-        False, description="Run modelling code shipped with the model. Off unless you trust it."
-    )
-    allow_pickle: bool = Field(
-        False,
-        description="Accept pickle weights (pytorch_model.bin). Pickle can execute code: only for files you trust.",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _gguf_by_path(cls, data: Any) -> Any:
-        # transformers spells it (folder, gguf_file=NAME); a recipe names the file once, as its path.
-        if isinstance(data, dict) and "gguf_file" in data:
-            joined = Path(str(data.get("path") or "DIR")) / str(data["gguf_file"])
-            raise ValueError(
-                f"gguf_file is not a field: a GGUF model is named by its file as the path, "
-                f"`path: {joined}` (CLI: --teacher {joined})"
-            )
-        return data
-
-    @property
-    def gguf_file(self) -> Path | None:
-        """The .gguf file this source names, or None for a folder or hub id."""
-        return gguf_path(self.path)
 
 
 class PruneConfig(StrictModel):
@@ -249,7 +208,7 @@ class TrainingConfig(StrictModel):
 class QATConfig(StrictModel):
     """Quantization-aware phase: fake-quant inserted after `start_fraction` of training.
 
-    `mode` names the fake-quant scheme; each mode has one branch in ``qat_phase._insert_fake_quant``.
+    `mode` names the fake-quant scheme; each mode has one branch in ``qat_phase.insert_mode_fake_quant``.
     """
 
     mode: Literal["int8", "gguf_q8_0", "gguf_q4_0", "ov_int8_wo", "ov_int4_wo", "none"] = Field(

@@ -99,6 +99,9 @@ def write_report(
         "task": recipe.task,
         "teacher": {
             "path": recipe.teacher.path,
+            "gguf": models.teacher_provenance(
+                recipe.teacher
+            ),  # a GGUF teacher: file, sha256, file_type, tensor types
             "parameters": models.count_parameters(teacher),
             "layers": teacher.config.num_hidden_layers,
             "hidden_size": teacher.config.hidden_size,

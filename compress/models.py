@@ -23,7 +23,8 @@ from typing import Any
 
 from torch import nn
 
-from edgedistill.compress.config import ModelSource, StudentConfig, gguf_path
+from edgedistill.compress.config import ModelSource, StudentConfig
+from edgedistill.compress.model_source import gguf_path
 from edgedistill.errors import ModelLoadError
 from edgedistill.model_checks import check_folder_contents, check_gguf_file
 

@@ -91,7 +91,7 @@ def test_distill_a_student_from_a_gguf_teacher(gguf_files, lm_data, tmp_path):
     student = out / "student"
     assert (student / "model.safetensors").is_file() and (student / "config.json").is_file()
     assert (student / "tokenizer.json").is_file()  # the teacher's tokenizer, from the GGUF metadata
-    assert report["teacher"]  # the report's teacher entry (its GGUF provenance: see the README)
+    assert report["teacher"]["gguf"]["sha256"] == sha256_file(gguf_files["q8_0"])
 
     from edgedistill.compress.models import load_tokenizer
 
@@ -192,15 +192,21 @@ def test_a_bad_gguf_teacher_is_refused_before_transformers_parses_it(
     assert not (tmp_path / "run").exists()  # refused before the run folder was made
 
 
-def test_the_gguf_file_key_is_refused_with_the_path_spelling(gguf_files, lm_data, tmp_path):
+def test_transformers_gguf_file_spelling_names_the_same_teacher(gguf_files, lm_data, tmp_path):
     from edgedistill.compress.models import check_model_folder
 
     file = gguf_files["q8_0"]
     recipe = tiny_llama.lm_recipe(tmp_path, file, lm_data).model_dump(mode="json")
     recipe["teacher"] = {"path": str(file.parent), "gguf_file": file.name}
-    with pytest.raises(ValueError, match="gguf_file is not a field") as info:
-        DistillRecipe.model_validate(recipe)
-    assert f"path: {file}" in str(info.value) and f"--teacher {file}" in str(info.value)
+    assert DistillRecipe.model_validate(recipe).teacher.path == str(file)
+    for bad, why in (
+        ({"path": str(file), "gguf_file": file.name}, "already names a GGUF file"),
+        ({"path": str(file.parent), "gguf_file": "sub/x.gguf"}, "must be a file name"),
+        ({"gguf_file": file.name}, "needs `path`"),
+    ):
+        recipe["teacher"] = bad
+        with pytest.raises(ValueError, match=why):
+            DistillRecipe.model_validate(recipe)
 
     with pytest.raises(ModelLoadError, match="holds GGUF file") as info:
         check_model_folder(str(file.parent), "teacher", False)

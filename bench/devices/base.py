@@ -46,6 +46,7 @@ BUNDLE_MODULES = (
     "edgedistill.bench.devices",
     "edgedistill.bench.devices.remote",
     "edgedistill.export.gguf.header",  # llama.cpp's session checks a GGUF header before opening it
+    "edgedistill.gguf_header",  # the bounded GGUF header reader (export/gguf/header.py re-exports it)
 )
 # packages shipped as a docstring-only __init__: the device needs one leaf module of them, not the
 # imports of their real __init__ (edgedistill.export.gguf's pulls in the GGUF writer)

@@ -207,7 +207,7 @@ def export_problems(exports: list[ExportChoice], task: str, target) -> list[tupl
 def read_teacher_config(path: str) -> dict[str, Any]:
     """The teacher's config.json through the same checks every verb runs on a model folder; for a GGUF
     teacher (one .gguf file) the config transformers derives from its checked metadata."""
-    from edgedistill.compress.config import gguf_path
+    from edgedistill.compress.model_source import gguf_path
     from edgedistill.model_checks import read_config_json
 
     if gguf_path(path) is not None:
