@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from edgedistill.compress.model_source import ModelSource
+from edgedistill.compress.teachers import Combine, TeacherEntry, teachers_problems
 from edgedistill.config import StrictModel
 from edgedistill.data.config import DataConfig  # noqa: F401  (re-exported: recipes' `data:` section)
 
@@ -291,7 +292,17 @@ class DistillRecipe(StrictModel):
 
     version: Literal[1] = RECIPE_VERSION
     task: Task = "sequence-classification"
-    teacher: ModelSource
+    teacher: ModelSource | None = Field(None, description="The teacher; `teachers:` names several instead.")
+    teachers: list[TeacherEntry] | None = Field(
+        None,
+        description="Several teachers of one student (compress/teachers.py): the student is derived from the "
+        "first; each tokenizes the text itself; their outputs are cached (one pass each) and combined.",
+    )
+    combine: Combine = Field(
+        "mean",
+        description="teachers: mean (weighted mean of the teachers' tempered probabilities) or confidence "
+        "(per example, weight x (1 - the teacher's normalised entropy at temperature 1)).",
+    )
     student: StudentConfig = StudentConfig()
     data: DataConfig = DataConfig()
     losses: list[LossSpec] | None = Field(
@@ -318,10 +329,31 @@ class DistillRecipe(StrictModel):
             raise ValueError(f"the temperature divides the logits: every value must be > 0, got {points}")
         return value
 
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        # one spelling per dump, so a dump validates again; a one-teacher dump is what it always was
+        data = handler(self)
+        for key in ("teacher",) if self.teachers is not None else ("teachers", "combine"):
+            data.pop(key, None)
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> DistillRecipe:
         if self.losses is None:
             object.__setattr__(self, "losses", default_losses(self.task))
+        if (self.teacher is None) == (self.teachers is None):
+            raise ValueError("give `teacher:` (one teacher) or `teachers:` (a list), exactly one of the two")
+        if self.teachers is not None:
+            problems = teachers_problems(self.task, self.teachers, [spec.name for spec in self.losses])
+            if problems:
+                raise ValueError("; ".join(problems))
+            # the student is derived from the first teacher: it is `teacher` to everything one-teacher
+            first = self.teachers[0]
+            object.__setattr__(
+                self, "teacher", ModelSource(**first.model_dump(include=set(ModelSource.model_fields)))
+            )
+        elif "combine" in self.model_fields_set:
+            raise ValueError("combine: mixes the outputs of `teachers:`; with one `teacher:` drop it")
         if self.task == "causal-lm" and "temperature" not in self.model_fields_set:
             object.__setattr__(self, "temperature", ConstantSchedule(value=1.0))
         bad = [spec.name for spec in self.losses if spec.name not in TASK_LOSSES[self.task]]

@@ -65,6 +65,7 @@ def save_student(
                 "edgedistill_version": __version__,
                 "task": recipe.task,
                 "teacher": recipe.teacher.path,
+                **({"teachers": [t.path for t in recipe.teachers]} if recipe.teachers else {}),
                 "selected_teacher_layers": origin.selected_teacher_layers,
                 "pruning": origin.pruning,
                 "qat": qat_info,
@@ -88,8 +89,14 @@ def write_report(
     teacher_metrics: dict,
     student_metrics: dict,
     student_before: dict,
+    ensemble=None,
 ) -> dict:
-    """``out/distill_report.json`` (returned) and ``out/curves.png`` from the logged history."""
+    """``out/distill_report.json`` (returned) and ``out/curves.png`` from the logged history.
+
+    With several teachers (an `ensemble.Ensemble`): ``teacher`` is the first (the student's origin),
+    ``teachers`` one entry per teacher (path, provenance, parameters, eval metrics, the student's top-1
+    agreement) and ``ensemble`` the combination's own eval accuracy and the student's agreement with it.
+    """
     teacher, student = sources.teacher, training.module.student
     steps_done = training.total_steps
     samples = steps_done * recipe.training.batch_size * recipe.training.grad_accum * world_size()
@@ -132,6 +139,8 @@ def write_report(
         "config": resolved,
         "history": training.history,
     }
+    if ensemble is not None:
+        report.update(ensemble.report(student_metrics))
     atomic_write_json(out / "distill_report.json", report)
     if training.history:
         plot_curves(

@@ -84,7 +84,7 @@ class Training:
 
     module: DistillationModule
     teacher_needs: set[str]
-    teacher_cache: Any  # TeacherOutputCache, TopKTeacherCache or None
+    teacher_cache: Any  # TeacherOutputCache, TopKTeacherCache, ensemble.Ensemble or None
     token_ids: dict[str, int | None]
     total_steps: int
     qat_start: int | None  # the step phase "qat" starts at; None when qat.mode is none
@@ -195,9 +195,10 @@ def teacher_outputs(recipe: DistillRecipe, sources: Sources) -> dict[str, torch.
 
 
 def evaluate(
-    recipe: DistillRecipe, sources: Sources, module: DistillationModule, teacher_eval: dict
+    recipe: DistillRecipe, sources: Sources, module: DistillationModule, teacher_eval: dict, ensemble=None
 ) -> tuple[dict, dict]:
-    """(teacher metrics, student metrics) on the eval split."""
+    """(teacher metrics, student metrics) on the eval split; with several teachers (an
+    `ensemble.Ensemble`) the student's also hold its top-1 agreement with each and with their ensemble."""
     task, eval_ds = recipe.task, sources.eval_ds
     student_eval = collect_outputs(
         module.student, eval_ds, sources.collator, task, vocab_size=sources.vocab_size
@@ -215,7 +216,10 @@ def evaluate(
             "note": "reference",
         }
         return teacher_metrics, embedding_metrics(student_eval, teacher_eval, projection)
-    return classification_metrics(teacher_eval), classification_metrics(student_eval, teacher_eval)
+    student_metrics = classification_metrics(student_eval, teacher_eval)
+    if ensemble is not None:
+        student_metrics.update(ensemble.student_agreement(student_eval["logits"]))
+    return classification_metrics(teacher_eval), student_metrics
 
 
 def build_teacher_cache(
@@ -255,12 +259,18 @@ def plan_training(
     *,
     callbacks: Sequence = (),
     progress: bool = True,
+    ensemble=None,
 ) -> Training:
-    """Step counts, where the QAT phase starts, and the teacher output cache."""
+    """Step counts, where the QAT phase starts, and the teacher output cache (with several teachers:
+    the `ensemble.Ensemble`, which reads every teacher's cache)."""
     total_steps = total_optimizer_steps(len(sources.train_ds), recipe.training)
     qat_on = recipe.qat.mode != "none"
     teacher_needs = set().union(*(loss.needs for loss in module.losses))
-    teacher_cache = build_teacher_cache(recipe, out, sources, teacher_needs, progress=progress)
+    teacher_cache = (
+        ensemble
+        if ensemble is not None
+        else build_teacher_cache(recipe, out, sources, teacher_needs, progress=progress)
+    )
     # on-policy sampling pads like the collator and stops at the tokenizer's end of sequence
     tokenizer = sources.tokenizer
     pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)

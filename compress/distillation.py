@@ -5,7 +5,7 @@ two of `distill_output`):
 
 1. load the teacher (frozen) and its tokenizer, read and tokenize the data;
 2. build the student (teacher layers, narrower fresh model, or a given folder), the losses around
-   it and the teacher output cache;
+   it and the teacher output cache (with `teachers:`, every teacher's: `ensemble.load_ensemble`);
 3. phase "float": distill for ``(1 - qat.start_fraction)`` ... i.e. until the QAT start step;
 4. phase "qat": insert fake-quant (NNCF int8 calibrated on training batches, GGUF blocks, or NNCF
    weight-only int8/int4 with LoRA adapters), keep distilling;
@@ -38,6 +38,7 @@ from edgedistill.compress.distill_phases import (
     train_float,
     train_qat,
 )
+from edgedistill.compress.ensemble import check_teacher_configs, load_ensemble
 from edgedistill.compress.training import prepare_run_dir, resolved_config, world_size
 from edgedistill.signals import interruptible
 
@@ -54,10 +55,14 @@ def distill(
     """Run distillation; returns the report (also written to ``out_dir/distill_report.json``)."""
     out = Path(out_dir)
     resolved = resolved_config(recipe)
-    # A hostile or broken teacher folder is refused before the run folder is made.
-    models.check_model_folder(
-        recipe.teacher.path, "teacher", recipe.teacher.allow_pickle, recipe.teacher.trust_remote_code
-    )
+    # A hostile or broken teacher folder (any of several teachers, or one whose labels differ from
+    # the first's) is refused before the run folder is made.
+    if recipe.teachers is not None:
+        check_teacher_configs(recipe)
+    else:
+        models.check_model_folder(
+            recipe.teacher.path, "teacher", recipe.teacher.allow_pickle, recipe.teacher.trust_remote_code
+        )
     resumed = prepare_run_dir(out, resolved, overwrite, "distill")
     from transformers import set_seed
 
@@ -65,12 +70,15 @@ def distill(
 
     # 1. teacher, tokenizer, data (pruning targets and the student's vocabulary checked first)
     sources = load_sources(recipe)
-    # 2. student, losses, teacher cache
+    # 2. student, losses, teacher cache (several teachers: one pass of each into its own cache)
     student, origin = make_student(recipe, sources)
     module = build_module(recipe, sources, student, origin)
     teacher_eval = teacher_outputs(recipe, sources)
-    _, student_before = evaluate(recipe, sources, module, teacher_eval)
-    training = plan_training(recipe, out, sources, module, callbacks=callbacks, progress=progress)
+    ensemble = load_ensemble(recipe, out, sources, teacher_eval) if recipe.teachers is not None else None
+    _, student_before = evaluate(recipe, sources, module, teacher_eval, ensemble)
+    training = plan_training(
+        recipe, out, sources, module, callbacks=callbacks, progress=progress, ensemble=ensemble
+    )
     # 3. float phase, 4. quantization-aware phase
     train_float(recipe, out, sources, training)
     qat_info = train_qat(recipe, out, sources, training)
@@ -79,7 +87,7 @@ def distill(
     if world_size() > 1 and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         torch.distributed.barrier()
         return {}
-    teacher_metrics, student_metrics = evaluate(recipe, sources, training.module, teacher_eval)
+    teacher_metrics, student_metrics = evaluate(recipe, sources, training.module, teacher_eval, ensemble)
     student_dir = save_student(
         out, recipe, training.module, sources.tokenizer, origin, qat_info, student_metrics
     )
@@ -96,6 +104,7 @@ def distill(
         teacher_metrics=teacher_metrics,
         student_metrics=student_metrics,
         student_before=student_before,
+        ensemble=ensemble,
     )
     if world_size() > 1 and torch.distributed.is_initialized():
         torch.distributed.barrier()

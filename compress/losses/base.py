@@ -41,6 +41,23 @@ class TeacherOutputs:
     topk_indices: torch.Tensor | None = None
     topk_logprobs: torch.Tensor | None = None
     topk_temperature: float | None = None
+    # several teachers (`teachers:`): every teacher's logits, combined into one target by soft_kl
+    ensemble: EnsembleLogits | None = None
+
+
+@dataclass
+class EnsembleLogits:
+    """The class logits of every teacher of ``teachers:`` for a batch, with how they are combined.
+
+    ``logits`` [K, B, C] (teacher k's logits for the batch's examples), ``weights`` [K] (the recipe's,
+    not yet normalised), ``temperatures`` [K] (None: the step's temperature), ``combine`` ("mean" or
+    "confidence"); see ``losses.logits.ensemble_target``.
+    """
+
+    logits: torch.Tensor
+    weights: list[float]
+    temperatures: list[float | None]
+    combine: str = "mean"
 
 
 @dataclass
