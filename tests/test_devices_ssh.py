@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from devices_helpers import Sshd, free_port, sshd_missing_reason, tiny_onnx
+from devices_helpers import tiny_onnx
+
+from edgedistill.loopback_ssh import Sshd, free_port, sshd_missing_reason
 
 pytest.importorskip("onnxruntime")
 

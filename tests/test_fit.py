@@ -1,4 +1,5 @@
 """`edgedistill fit` on tiny models, measured for real on this host: feasible and impossible budgets,
+`--screen-only` and the full search resuming from it, the screening on a loopback ssh device,
 `kill -9` and resume, several workers on one study (SQLite file and a real PostgreSQL).
 
 Budgets are set from what the tiny teacher measures here (artifact size relative to the teacher:
@@ -102,15 +103,33 @@ def fit_setup(tmp_path_factory, tiny_bert_classifier, tiny_data):
 
 @pytest.fixture(scope="module")
 def finished_fit(fit_setup):
-    from edgedistill.fit import fit
+    """`fit --screen-only` first (the user's first question), then the full search in the same OUT."""
+    from edgedistill.fit import cost, fit
 
     s = fit_setup
-    recipe = load_config(
-        RunRecipe, _write(s["folder"], _recipe(s["teacher"], s["data"], s["target"], s["cache"]))
-    )
+    path = _write(s["folder"], _recipe(s["teacher"], s["data"], s["target"], s["cache"]))
+    recipe = load_config(RunRecipe, path)
     out = s["folder"] / "run"
-    report = fit(recipe, out, progress=False)
-    return {"out": out, "report": report, "recipe": recipe}
+    measured, real = [], cost.measure
+
+    def counting(model_dir, choice, *args, **kwargs):
+        measured.append((Path(model_dir).name, choice.format, choice.precision))
+        return real(model_dir, choice, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cost, "measure", counting)
+        code = cli_main(["fit", str(path), "--out", str(out), "--quiet", "--screen-only"])
+    screened = json.loads((out / "fit" / "fit_report.json").read_text())
+    candidates_md = (out / "fit" / "candidates.md").read_text()
+
+    def measure_again(*args, **kwargs):
+        raise AssertionError(f"the full search measured {args[0]} again after --screen-only")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cost, "measure", measure_again)
+        report = fit(recipe, out, progress=False)
+    return {"out": out, "report": report, "recipe": recipe, "screen_only": {
+        "code": code, "report": screened, "measured": measured, "candidates_md": candidates_md}}  # fmt: skip
 
 
 def test_a_budget_only_some_shapes_meet_is_met_by_the_winner_and_the_gate_passes_it(finished_fit):
@@ -141,6 +160,65 @@ def test_a_budget_only_some_shapes_meet_is_met_by_the_winner_and_the_gate_passes
     assert "size_vs_teacher" in (out / "fit" / "candidates.md").read_text()
 
 
+def test_screen_only_measures_each_shape_and_export_once_and_reports_the_feasible_set(finished_fit):
+    screen = finished_fit["screen_only"]
+    report = screen["report"]
+    assert screen["code"] == 0 and report["status"] == "screened" and report["exit_code"] == 0, report
+    assert {r["shape"] for r in report["feasible"]} == {"L1", "L1_f32", "L0-1_f32"}
+    assert all(r["exports"] == ["onnx-fp32"] for r in report["feasible"])
+    rows = {c["shape"]["key"]: c for c in report["candidates"]}
+    assert set(rows) == {"L1", "L1_f32", "L0-1", "L0-1_f32"}
+    assert not rows["L0-1"]["feasible"] and "size_vs_teacher" in rows["L0-1"]["why"]
+    assert rows["L1"]["why"].startswith("feasible at screening: onnx-fp32")
+    for row in rows.values():  # every candidate's measured cost and verdict
+        (e,) = row["exports"]
+        assert e["figures"]["status"] == "measured" and e["figures"]["size_mb"] > 0 and e["key"], e
+        assert e["feasible"] == row["feasible"]
+    # each (shape, export) measured once in this session, or served by the device cache: never twice
+    fresh = [
+        (k, e["format"], e["precision"]) for k, c in rows.items() for e in c["exports"] if not e["cached"]
+    ]
+    fresh += [] if report["teacher"].get("cached") else [("teacher", "onnx", "fp32")]
+    assert sorted(screen["measured"]) == sorted(fresh) == sorted(set(fresh))
+    assert report["times"]["cost_cpu_s"] > 0 and "proxy_cpu_s" not in report["times"]
+    assert (
+        "L0-1 | onnx-fp32" in screen["candidates_md"] and "over: size_vs_teacher" in screen["candidates_md"]
+    )
+
+
+def test_the_full_search_resumes_from_the_screening_and_counts_its_cpu_seconds(finished_fit, tmp_path):
+    screened, report = finished_fit["screen_only"]["report"], finished_fit["report"]
+    # measure_again (the fixture) fails on any measurement: everything came from the screening
+    assert all(e["cached"] for c in report["candidates"] for e in c["exports"])
+    assert [s["mode"] for s in report["sessions"]] == ["screen-only", "full"]
+    first = report["sessions"][0]
+    assert first["cost_cpu_s"] == screened["times"]["cost_cpu_s"]
+    # the final report's search cost includes the screen-only session's screening
+    assert report["times"]["cost_cpu_s"] == round(
+        first["cost_cpu_s"] + report["sessions"][1]["cost_cpu_s"], 2
+    )
+    assert report["times"]["cost_cpu_s"] >= screened["times"]["cost_cpu_s"]
+    search = report["times"]["cost_cpu_s"] + report["times"]["proxy_cpu_s"]
+    assert report["search_cpu_vs_winner_distill"] == round(search / report["winner"]["distill_cpu_s"], 3)
+    # the run's own record serves a later session even where the device cache has nothing (a busy host)
+    from edgedistill.fit.phases import Screening
+    from edgedistill.fit.space import plan_shapes, read_teacher_config
+    from edgedistill.pipeline import load_targets
+
+    recipe = finished_fit["recipe"]
+    empty = recipe.fit.model_copy(
+        update={"cost": recipe.fit.cost.model_copy(update={"cache_dir": str(tmp_path / "none")})}
+    )
+    recipe = recipe.model_copy(update={"fit": empty})
+    shutil.copytree(finished_fit["out"] / "fit" / "screened", tmp_path / "fit" / "screened")
+    target = next(iter(load_targets(recipe).values()))
+    config = read_teacher_config(recipe.distill.teacher.path)
+    screening = Screening(recipe, target, tmp_path / "fit", config, lambda s: None)
+    rows = screening.shapes(plan_shapes(recipe.fit, config, recipe.distill.task, target), screening.teacher())
+    assert all(e["cached"] == "run" for r in rows for e in r["exports"])
+    assert not (tmp_path / "fit" / "shapes").exists()
+
+
 def test_a_second_search_on_the_same_device_measures_nothing_again(fit_setup, finished_fit, tmp_path):
     from edgedistill.fit.phases import Screening
     from edgedistill.fit.space import plan_shapes, read_teacher_config
@@ -152,6 +230,74 @@ def test_a_second_search_on_the_same_device_measures_nothing_again(fit_setup, fi
     rows = screening.shapes(plan_shapes(recipe.fit, config, recipe.distill.task, target), screening.teacher())
     assert all(e["cached"] for r in rows for e in r["exports"])
     assert not (tmp_path / "shapes").exists()  # nothing was even built
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    from edgedistill.loopback_ssh import Sshd, sshd_missing_reason
+
+    if (reason := sshd_missing_reason()) is not None:
+        pytest.skip(reason)
+    with Sshd(tmp_path / "sshd") as server:
+        yield server
+
+
+def test_a_screening_on_a_loopback_ssh_device_measures_there_and_caches_apart_from_local(
+    fit_setup, finished_fit, sshd, tmp_path
+):
+    """The same target measured through the ssh runner at 127.0.0.1: every candidate measured on the ssh
+    device, cached under its own key; the device lock (this machine's) is taken and does not wait on itself."""
+    from edgedistill.fit.cost import CostCache
+    from edgedistill.fit.phases import Screening, this_machine
+    from edgedistill.fit.space import plan_shapes, read_teacher_config
+    from edgedistill.pipeline import load_targets
+
+    s = fit_setup
+    device = sshd.device(python=sys.executable, workdir=str(tmp_path / "board"), parity=False)
+    budgets = yaml.safe_load(s["target"].read_text())["budgets"]
+    target_file = write_target(tmp_path, "fit-target.yaml", budgets=budgets, device=device)
+    raw = _recipe(s["teacher"], s["data"], target_file, s["cache"])
+    raw["fit"]["space"]["layers"] = [1]  # two shapes and the teacher: enough to compare keys
+    recipe = load_config(RunRecipe, _write(tmp_path, raw))
+    target = next(iter(load_targets(recipe).values()))
+    assert target.device.kind == "ssh" and this_machine(target.device)
+    config = read_teacher_config(recipe.distill.teacher.path)
+    screening = Screening(recipe, target, tmp_path / "fit", config, lambda text: None)
+    teacher = screening.teacher()
+    rows = screening.shapes(plan_shapes(recipe.fit, config, recipe.distill.task, target), teacher)
+    assert sorted(r["shape"]["key"] for r in rows) == ["L1", "L1_f32"]
+    local = {c["shape"]["key"]: c["exports"][0]["key"] for c in finished_fit["report"]["candidates"]}
+    cache = CostCache(s["cache"])
+    for key, entry in [("teacher", teacher)] + [(r["shape"]["key"], r["exports"][0]) for r in rows]:
+        assert entry["cached"] is False, (key, "measured on the ssh device, not served from local")
+        record = cache.get(entry["key"])
+        assert record["figures"]["status"] == "measured", record["figures"]
+        assert record["device"]["kind"] == "ssh", record["device"]
+        assert entry["key"] != local.get(key, finished_fit["report"]["teacher"]["key"])
+    assert (tmp_path / "fit" / "screened").is_dir()
+
+
+def test_a_loopback_ssh_device_takes_this_machines_device_lock_and_a_remote_one_none(tmp_path):
+    import fcntl
+    from types import SimpleNamespace
+
+    from edgedistill.fit.phases import device_lock, this_machine
+    from edgedistill.targets import DeviceSpec
+
+    for host, same in (("127.0.0.1", True), ("127.0.1.1", True), ("localhost", True), ("::1", True),
+                       ("[::1]", True), ("board.lan", False), ("10.0.0.7", False)):  # fmt: skip
+        assert this_machine(DeviceSpec(kind="ssh", host=host)) is same, host
+    assert this_machine(DeviceSpec()) and not this_machine(DeviceSpec(kind="adb", serial="x"))
+    for host, held in (("127.0.0.1", True), ("board.lan", False)):
+        target = SimpleNamespace(device=DeviceSpec(kind="ssh", host=host))
+        with device_lock(tmp_path, target, exclusive=True), open(tmp_path / "local-device.lock", "a+") as fh:
+            try:  # a training run's shared lock would wait here while a loopback measurement runs
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                fcntl.flock(fh, fcntl.LOCK_UN)
+                blocked = False
+            except BlockingIOError:
+                blocked = True
+        assert blocked is held, host
 
 
 def test_a_screening_run_on_a_busy_host_is_used_but_not_cached():

@@ -95,6 +95,12 @@ def add_fit_parser(sub) -> None:
         action="store_true",
         help="only help with the study (screening and proxies); the process without --worker finishes it",
     )
+    g.add_argument(
+        "--screen-only",
+        action="store_true",
+        help="only measure every shape x export on the target and say which fit the budgets "
+        "(OUT/fit/fit_report.json, candidates.md; exit 1 if none); a later fit in OUT starts from it",
+    )
     add_set_flag(p, "any run recipe key", "fit.proxy.max_steps=200")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_fit)
@@ -130,9 +136,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
             console.print(f"[bold]{phase:<10}[/] {text}")
 
     report = fit(
-        recipe, args.out, storage=args.storage, worker=args.worker, progress=not args.quiet, on_phase=on_phase
-    )
+        recipe, args.out, storage=args.storage, worker=args.worker, progress=not args.quiet, on_phase=on_phase,
+        screen_only=args.screen_only,
+    )  # fmt: skip
     out = Path(args.out)
+    if args.screen_only:
+        for row in report["feasible"]:
+            console.print(f"fits: {row['shape']} ({', '.join(row['exports'])})")
+        console.print(
+            f"{report['message']}\nfit report: {out / 'fit' / 'fit_report.json'} / {out / 'fit' / 'candidates.md'}"
+        )
+        return 0
     if args.worker:
         console.print(f"worker finished: {len(report['trials'])} trials in the study")
         return 0

@@ -67,6 +67,7 @@ def figures(entry: dict[str, Any]) -> dict[str, Any]:
         "status": entry.get("status"),
         "reason": entry.get("reason"),
         "p50_ms": latency.get("p50_ms"),
+        "p50_bounds_ms": median_bounds_ms(latency.get("samples_ms") or []),
         "p95_ms": latency.get("p95_ms"),
         "p99_ms": latency.get("p99_ms"),
         "throughput_per_s": latency.get("throughput_per_s"),
@@ -79,6 +80,22 @@ def figures(entry: dict[str, Any]) -> dict[str, Any]:
         "emulated": bool(entry.get("emulated")),
         "ran": entry.get("ran"),
     }
+
+
+def median_bounds_ms(samples_ms: list[float], z: float = 1.96) -> list[float] | None:
+    """Distribution-free 95 % bounds of the median: the order statistics n/2 -+ z*sqrt(n)/2 (the
+    normal approximation of the binomial). Samples of one process are not independent, so these
+    bounds say how precisely this screening run pinned its own median, not how another run would
+    land; they are what "within noise" between two screenings may rest on."""
+    import math
+
+    n = len(samples_ms)
+    if n < 10:
+        return None
+    ordered = sorted(samples_ms)
+    low = max(0, math.floor(n / 2 - z * math.sqrt(n) / 2) - 1)
+    high = min(n - 1, math.ceil(n / 2 + z * math.sqrt(n) / 2) - 1)
+    return [round(ordered[low], 6), round(ordered[high], 6)]
 
 
 def other_cpu_share(entry: dict[str, Any]) -> float | None:

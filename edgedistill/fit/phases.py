@@ -1,8 +1,10 @@
 """The phases of `fit` that touch the device: the teacher reference, screening every shape, the finalists.
 
-Measurements and training never overlap on a local device: a measurement holds the device lock
+Measurements and training never overlap on this machine: a measurement holds the device lock
 exclusively, a training run holds it shared (`device_lock`), so a second worker on the same
-machine waits instead of timing a candidate while the other trains.
+machine waits instead of timing a candidate while the other trains. An ssh device at a loopback
+address is this machine too, and takes the same lock; the process measuring there (started over
+ssh by the bench's runner) takes none, so the lock cannot wait on itself.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import fcntl
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +25,24 @@ from edgedistill.io import atomic_write_json
 log = logging.getLogger(__name__)
 
 
+def this_machine(device) -> bool:
+    """The local device, or an ssh device at a loopback address: measured on the cores that train."""
+    if device.kind == "local":
+        return True
+    if device.kind != "ssh" or not device.host:
+        return False
+    if device.host == "localhost":
+        return True
+    try:
+        return ip_address(device.host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 @contextmanager
 def device_lock(cache_dir: Path, target, exclusive: bool) -> Iterator[None]:
-    """Exclusive while measuring on the local device, shared while training (other devices: no lock)."""
-    if target.device.kind != "local":
+    """Exclusive while measuring on this machine, shared while training (other devices: no lock)."""
+    if not this_machine(target.device):
         yield
         return
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -55,6 +72,9 @@ class Screening:
         self.fit_dir = fit_dir
         self.cache_dir = cost_lib.default_cache_dir(self.cfg.cost)
         self.cache = cost_lib.CostCache(self.cache_dir)
+        # this search's own measurements, also those the device cache refuses (a busy host): a later
+        # session in the same OUT (after --screen-only, or a kill) measures none of them again
+        self.screened = cost_lib.CostCache(fit_dir / "screened")
         self.budgets = target.budgets.model_dump()
         self.progress = progress
         self.base_key = {
@@ -81,18 +101,18 @@ class Screening:
         name = shape.key if shape else cost_lib.TEACHER
         key_parts = {**self.base_key, "shape": shape.to_dict() if shape else cost_lib.TEACHER}
         key = self.cache.key({**key_parts, "format": choice.format, "precision": choice.precision})
-        cached = self.cache.get(key)
+        cached = self._cached(key)
         if cached is not None:
-            return {**cached, "cached": True}
+            return cached
         teacher, tokenizer = self._models()
         with device_lock(self.cache_dir, self.target, exclusive=True):
             # another worker may have measured it while this one waited for the device
-            cached = self.cache.get(key)
+            cached = self._cached(key)
             if cached is not None:
-                return {**cached, "cached": True}
+                return cached
             folder = self.fit_dir / "shapes" / name
             cost_lib.build_shape(teacher, tokenizer, shape, self.recipe.distill.task, folder)
-            return cost_lib.measure(
+            measured = cost_lib.measure(
                 folder,
                 choice,
                 self.short,
@@ -102,6 +122,18 @@ class Screening:
                 self.fit_dir / "work" / name,
                 self.cfg.cost.cache_max_other_cpu,
             )
+        if measured["figures"].get("status") == "measured":
+            self.screened.put(key, {k: v for k, v in measured.items() if k != "cached"})
+        return measured
+
+    def _cached(self, key: str) -> dict[str, Any] | None:
+        """This search's own record of ``key`` (a resumed search keeps its screening's verdicts), else the
+        device cache's; ``cached`` says which."""
+        for where, cache in (("run", self.screened), ("device", self.cache)):
+            record = cache.get(key)
+            if record is not None:
+                return {**record, "key": key, "cached": where}
+        return None
 
     def teacher(self) -> dict[str, Any]:
         """The teacher fp32 in the first export format, screened the same way (relative budgets' yardstick)."""
@@ -131,6 +163,7 @@ class Screening:
                         "precision": choice.precision,
                         "figures": measured["figures"],
                         "cached": measured.get("cached", False),
+                        "key": measured.get("key"),
                         "feasible": verdict.feasible,
                         "over": verdict.over,
                         "close": verdict.close,
@@ -147,6 +180,18 @@ class Screening:
             )
         atomic_write_json(self.fit_dir / "costs.json", {"teacher": teacher, "candidates": rows})
         return rows
+
+
+def feasible_set(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every feasible shape with its feasible exports: what `fit --screen-only` answers."""
+    return [
+        {
+            "shape": row["shape"]["key"],
+            "exports": [f"{e['format']}-{e['precision']}" for e in row["exports"] if e["feasible"]],
+        }
+        for row in rows
+        if row["feasible"]
+    ]
 
 
 def infeasible_message(rows: list[dict[str, Any]]) -> str:

@@ -19,7 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def candidate_rows(
-    rows: list[dict[str, Any]], trials: list[dict[str, Any]], finalists: list[dict[str, Any]]
+    rows: list[dict[str, Any]],
+    trials: list[dict[str, Any]],
+    finalists: list[dict[str, Any]],
+    screen_only: bool = False,
 ) -> list[dict[str, Any]]:
     """One record per shape: cost, proxy, final, and the reason it stopped where it did."""
     by_trial = {t["shape"]["key"]: t for t in trials}
@@ -31,6 +34,13 @@ def candidate_rows(
         if not row["feasible"]:
             why = "over budget at screening: " + "; ".join(
                 f"{e['format']}-{e['precision']}: {', '.join(e['over'])}" for e in row["exports"]
+            )
+        elif screen_only:
+            why = "feasible at screening: " + ", ".join(
+                f"{e['format']}-{e['precision']}"
+                + (f" (close: {'; '.join(e['close'])})" if e["close"] else "")
+                for e in row["exports"]
+                if e["feasible"]
             )
         elif trial is None:
             why = "not trained (the study did not reach it)"
@@ -64,6 +74,10 @@ def _best_p95(row: dict[str, Any]) -> float | None:
     return min(values) if values else None
 
 
+def _num(value: float | None, fmt: str = ".3f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 def markdown(report: dict[str, Any], candidates: list[dict[str, Any]], metric: str) -> str:
     winner = (report.get("winner") or {}).get("shape", {}).get("key")
     lines = [
@@ -82,11 +96,23 @@ def markdown(report: dict[str, Any], candidates: list[dict[str, Any]], metric: s
             f"| {name} | {f'{p95:.3f}' if p95 is not None else '-'} | {proxy} | {c['proxy_steps']} | "
             f"{c['trial_state'] or '-'} | {c['why']} |"
         )
+    lines += ["", "| shape | export | p50 ms | p95 ms | MB | screened verdict |", "|---|---|---|---|---|---|"]
+    for c in candidates:
+        for e in c["exports"]:
+            f = e["figures"]
+            verdict = "feasible" if e["feasible"] else "over: " + "; ".join(e["over"])
+            lines.append(
+                f"| {c['shape']['key']} | {e['format']}-{e['precision']} | {_num(f.get('p50_ms'))} | "
+                f"{_num(f.get('p95_ms'))} | {_num(f.get('size_mb'), '.2f')} | {verdict} |"
+            )
     times = report.get("times") or {}
     if times:
+        sessions = len(report.get("sessions") or [])
         lines += [
             "",
-            "CPU seconds by phase: "
+            "CPU seconds by phase"
+            + (f" (summed over {sessions} sessions)" if sessions > 1 else "")
+            + ": "
             + ", ".join(f"{k.removesuffix('_cpu_s')} {v}" for k, v in times.items() if k.endswith("_cpu_s")),
         ]
     return "\n".join(lines) + "\n"
@@ -151,7 +177,7 @@ def write_fit_report(
     metric = METRIC[task]
     teacher = costs.get("teacher") or {}
     teacher["val_metric"] = _teacher_val_metric(fit_dir, metric)
-    candidates = candidate_rows(rows, trials, finalists)
+    candidates = candidate_rows(rows, trials, finalists, screen_only=report.get("status") == "screened")
     budgets = target.budgets.model_dump(exclude_none=True)
     full = {
         **report,

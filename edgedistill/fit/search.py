@@ -12,16 +12,19 @@ The verb reads as its phases::
     winner     the most accurate finalist that passes; `edgedistill run` then exports, benches and
                gates it on the recipe's eval split into OUT (an ordinary run folder), reports in OUT/fit
 
-Every phase resumes: costs are cached, the study lives in its storage, each rung and each
-finalist is a resumable distill folder. ``worker=True`` runs plan, cost and proxy only: another
-process (or machine, with a shared ``--storage``) helping the same study.
+Every phase resumes: costs are cached (per device, and per run in OUT/fit/screened), the study
+lives in its storage, each rung and each finalist is a resumable distill folder; each phase's
+CPU seconds add up over every session in OUT/fit/times.json. ``worker=True`` runs plan, cost
+and proxy only: another process (or machine, with a shared ``--storage``) helping the same
+study. ``screen_only=True`` runs plan and cost only ("which shapes fit my device?"): the report
+lists every candidate's measured cost and the feasible set, and a later full `fit` in the same
+OUT starts from that screening.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import resource
 import shutil
 import time
 from pathlib import Path
@@ -32,6 +35,7 @@ from edgedistill.fit import phases, proxy
 from edgedistill.fit.data import carve
 from edgedistill.fit.report import write_fit_report
 from edgedistill.fit.space import Shape, plan_shapes, read_teacher_config
+from edgedistill.fit.times import PhaseTimes, cpu_seconds
 from edgedistill.io import atomic_dir, atomic_write_json
 from edgedistill.signals import interruptible
 
@@ -44,12 +48,6 @@ class NoCandidateError(EdgeDistillError):
     """No shape of the space meets the target's budgets (exit 1, like a failed gate)."""
 
     exit_code = EXIT_NO_CANDIDATE
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and its finished children (bench workers, exporters)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _distill_recipe(recipe, shape: Shape, train: str, eval_: str, **training: Any):
@@ -204,8 +202,11 @@ def _entry(report_path: Path) -> dict[str, Any]:
 
 @interruptible
 def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool = False, progress: bool = True,
-        on_phase=None) -> dict[str, Any]:  # fmt: skip
-    """Search, distill and gate the student; returns the fit report (``exit_code`` as `run`'s)."""
+        on_phase=None, screen_only: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Search, distill and gate the student; returns the fit report (``exit_code`` as `run`'s).
+
+    ``screen_only``: plan and cost only; the report's status is "screened" (exit 0) when some
+    candidate is feasible, `NoCandidateError` (exit 1) otherwise."""
     from edgedistill.pipeline import load_targets
 
     cfg = recipe.fit
@@ -217,14 +218,8 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
     fit_dir = out / "fit"
     fit_dir.mkdir(parents=True, exist_ok=True)
     tell = on_phase or (lambda phase, text: None)
-    times: dict[str, float] = {}
-    clock = [cpu_seconds(), time.perf_counter()]
-
-    def lap(name: str) -> None:
-        now = [cpu_seconds(), time.perf_counter()]
-        times[f"{name}_cpu_s"] = round(now[0] - clock[0], 2)
-        times[f"{name}_wall_s"] = round(now[1] - clock[1], 2)
-        clock[:] = now
+    ledger = PhaseTimes(fit_dir, "screen-only" if screen_only else "worker" if worker else "full")
+    lap = ledger.lap
 
     # 1. plan --------------------------------------------------------------------------------------
     d = recipe.distill
@@ -249,10 +244,21 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
     lap("cost")
     if not feasible:
         message = phases.infeasible_message(rows)
-        write_fit_report(
-            out, {"status": "no candidate", "message": message, "times": times}, rows, [], [], target, d.task
-        )
+        report = {"status": "no candidate", "message": message, "screen_only": screen_only, "feasible": [],
+                  "times": ledger.totals(), "sessions": ledger.sessions()}  # fmt: skip
+        write_fit_report(out, report, rows, [], [], target, d.task)
         raise NoCandidateError(f"fit: {message}")
+    if screen_only:
+        report = {
+            "status": "screened",
+            "message": f"{len(feasible)} of {len(rows)} shapes within the budgets at screening "
+            f"(x{cfg.cost.reject_margin:g} margin); run without --screen-only to train and gate them",
+            "feasible": phases.feasible_set(rows),
+            "times": ledger.totals(),
+            "sessions": ledger.sessions(),
+            "exit_code": 0,
+        }
+        return write_fit_report(out, report, rows, [], [], target, d.task)
 
     # 3. proxy -------------------------------------------------------------------------------------
     url = proxy.storage_url(cfg, fit_dir, storage)
@@ -284,7 +290,7 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
         time.sleep(proxy.GRACE_S + proxy.HEARTBEAT_S)
     lap("proxy")
     if worker:
-        return {"status": "worker done", "trials": trials, "times": times, "exit_code": 0}
+        return {"status": "worker done", "trials": trials, "times": ledger.totals(), "exit_code": 0}
     if unfinished:
         raise EdgeDistillError(
             f"fit: {len(unfinished)} trial(s) of study {cfg.study_name!r} are still running on other workers "
@@ -310,7 +316,7 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
             f"{f['shape']['key']}: " + ", ".join(x for a in f["artifacts"] for x in a["failed"][:2])
             for f in finalists
         )
-        report = {"status": "no finalist passes", "message": message, "times": times}
+        report = {"status": "no finalist passes", "message": message, "times": ledger.totals()}
         write_fit_report(out, report, rows, trials, finalists, target, d.task)
         raise NoCandidateError(f"fit: no finalist passes the target's budgets at full measurement: {message}")
     winner = max(passing, key=lambda f: f["val_metric"])
@@ -321,7 +327,7 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
     # the run report of the winner shows the search: its report is written before the final run
     write_fit_report(
         out,
-        {"status": "final run", "winner": winner, "times": dict(times)},
+        {"status": "final run", "winner": winner, "times": ledger.totals()},
         rows,
         trials,
         finalists,
@@ -330,11 +336,13 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
     )
     summary = _final_run(recipe, out, winner, split, progress)
     lap("final")
+    times = ledger.totals()  # every session's: a --screen-only run's screening counts here too
     search_cpu = times["cost_cpu_s"] + times["proxy_cpu_s"]
     report = {
         "status": "done",
         "winner": winner,
         "times": times,
+        "sessions": ledger.sessions(),
         # the issue's bar: the search (cost + proxy) costs at most 2x one full distillation of the winner
         "search_cpu_vs_winner_distill": round(search_cpu / winner["distill_cpu_s"], 3)
         if winner.get("distill_cpu_s")
