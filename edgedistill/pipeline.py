@@ -132,6 +132,9 @@ def _distill_fingerprint(recipe: RunRecipe) -> str:
             "student": path_digest(d.student.path),
             "train": path_digest(d.data.train),
             "eval": path_digest(d.data.eval),
+            # several teachers: every one's weights, not only the first's (the config holds their paths
+            # only); absent for one teacher, so one-teacher fingerprints stay what they were
+            **({"teachers": [path_digest(t.path) for t in d.teachers]} if d.teachers else {}),
         }
     )
 
