@@ -1,4 +1,5 @@
-"""The summary of `fit_sst2.py`: one row per measured artifact, each search's winner, cost and candidates."""
+"""The summary of `fit_sst2.py`: one row per measured artifact, each search's winner, cost and candidates,
+and the screening on this host against the same screening through the loopback ssh device."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from edgedistill.bench.system import cpu_info
 
 
 def build_summary(
-    measured: dict, fits: dict[str, dict], costs: dict[str, dict], rows: int | None, wall_s: float
+    measured: dict,
+    fits: dict[str, dict],
+    costs: dict[str, dict],
+    rows: int | None,
+    wall_s: float,
+    devices: dict | None = None,
 ) -> dict:
     report = measured["report"]
     by_path = {v: k for k, v in measured["folders"].items()}
@@ -60,6 +66,7 @@ def build_summary(
         "teacher_p50_ms": (teacher.get("latency") or {}).get("p50_ms"),
         "table": table,
         "searches": searches,
+        "local_vs_ssh": devices,
         "wall_s": round(wall_s, 1),
     }
 
@@ -91,4 +98,130 @@ def markdown(summary: dict) -> str:
             f"search CPU {_f(cost.get('search_cpu_s'), '.0f')} s vs the winner's full distillation "
             f"{_f(cost.get('winner_distill_cpu_s'), '.0f')} s: ratio {_f(cost.get('ratio'), '.2f')}",
         ]
+    if summary.get("local_vs_ssh"):
+        lines += ["", "**local vs loopback ssh** (screening)", "", compare_markdown(summary["local_vs_ssh"])]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# local vs loopback ssh: the same screening measured on two devices of one machine
+# ------------------------------------------------------------------------------------------------
+
+
+def _speedup(teacher: dict, fig: dict) -> tuple[float | None, list[float] | None]:
+    """The judge's speed-up (teacher p50 / candidate p50) and its bounds from both medians' intervals."""
+    t, c = teacher.get("p50_ms"), fig.get("p50_ms")
+    value = t / c if t and c else None
+    tb, cb = teacher.get("p50_bounds_ms"), fig.get("p50_bounds_ms")
+    bounds = [tb[0] / cb[1], tb[1] / cb[0]] if tb and cb and cb[0] and cb[1] else None
+    return value, bounds
+
+
+def _rows(report: dict) -> dict[tuple[str, str], dict]:
+    teacher = (report.get("teacher") or {}).get("figures") or {}
+    out = {}
+    for c in report.get("candidates") or []:
+        for e in c["exports"]:
+            fig = e["figures"]
+            speedup, bounds = _speedup(teacher, fig)
+            t_mb, c_mb = teacher.get("size_mb"), fig.get("size_mb")
+            out[(c["shape"]["key"], f"{e['format']}-{e['precision']}")] = {
+                "speedup_vs_teacher": speedup,
+                "speedup_bounds": bounds,
+                "size_vs_teacher": c_mb / t_mb if c_mb and t_mb else None,
+                "p50_ms": fig.get("p50_ms"),
+                "p95_ms": fig.get("p95_ms"),
+                "feasible": e["feasible"],
+                "over": e["over"],
+            }
+    return out
+
+
+def compare_devices(local: dict, ssh: dict, margin: float = 1.25) -> dict:
+    """Per (shape, export): the measured speed-up, size ratio, p95 and verdict on each device.
+
+    "within noise" rests on the screening's own intervals (distribution-free 95 % bounds of each
+    median, `edgedistill.fit.cost.median_bounds_ms`, within one run): a verdict that differs
+    between the devices is within noise when the speed-up it turns on (the budget over the
+    screening margin, `fit.cost.reject_margin`, 1.25 in the benchmark's recipe) lies inside the
+    measured speed-up bounds on either device; otherwise it differs beyond them."""
+    budget = (local.get("budgets") or {}).get("speedup_vs_teacher")
+    threshold = budget / margin if budget else None
+    a, b = _rows(local), _rows(ssh)
+    rows, differ = [], []
+    for key in sorted(set(a) | set(b)):
+        here, there = a.get(key) or {}, b.get(key) or {}
+        row = {"shape": key[0], "export": key[1], "local": here, "ssh": there}
+        if here.get("feasible") != there.get("feasible"):
+            bounds = [x["speedup_bounds"] for x in (here, there) if x.get("speedup_bounds")]
+            if not bounds or threshold is None:
+                row["verdicts_differ"] = "no interval to judge by"
+            elif any(lo <= threshold <= hi for lo, hi in bounds):
+                row["verdicts_differ"] = "within noise"
+            else:
+                row["verdicts_differ"] = "beyond the measured intervals"
+            differ.append(row)
+        rows.append(row)
+    feasible = {
+        side: sorted(f"{k[0]} {k[1]}" for k, v in d.items() if v["feasible"])
+        for side, d in (("local", a), ("ssh", b))
+    }
+    teacher = {
+        side: (r.get("teacher") or {}).get("figures") or {} for side, r in (("local", local), ("ssh", ssh))
+    }
+    return {
+        "speedup_budget": budget,
+        "verdict_threshold": threshold,
+        "teacher_p50_ms": {side: t.get("p50_ms") for side, t in teacher.items()},
+        "teacher_p50_bounds_ms": {side: t.get("p50_bounds_ms") for side, t in teacher.items()},
+        # how busy the host was while the yardstick was timed (other processes' share of the CPUs)
+        "teacher_other_cpu_share": {side: t.get("other_cpu_share") for side, t in teacher.items()},
+        "rows": rows,
+        "feasible": feasible,
+        "feasible_sets_equal": feasible["local"] == feasible["ssh"],
+        "differing": [f"{r['shape']} {r['export']}: {r['verdicts_differ']}" for r in differ],
+        # None: nothing differs; True: every difference lies inside a measured interval
+        "differences_within_noise": all(r["verdicts_differ"] == "within noise" for r in differ)
+        if differ
+        else None,
+        "ssh_status": ssh.get("status"),
+    }
+
+
+def _speedup_cell(side: dict) -> str:
+    b = side.get("speedup_bounds")
+    value = _f(side.get("speedup_vs_teacher"), ".2f")
+    return f"{value} ({_f(b[0], '.2f')}-{_f(b[1], '.2f')})" if b else value
+
+
+def compare_markdown(c: dict) -> str:
+    yes = {True: "yes", False: "no", None: "-"}
+    t, busy = c["teacher_p50_ms"], c.get("teacher_other_cpu_share") or {"local": None, "ssh": None}
+    lines = [
+        "Screening of the fit-3x recipe on this host (local) and through the loopback ssh device (ssh); "
+        f"teacher fp32 p50 {_f(t['local'], '.2f')} / {_f(t['ssh'], '.2f')} ms (other processes used "
+        f"{_f(busy['local'], '.0%')} / {_f(busy['ssh'], '.0%')} of the CPUs meanwhile). A shape is rejected below "
+        f"{_f(c['verdict_threshold'], '.2f')}x (the {_f(c['speedup_budget'], 'g')}x budget over the screening margin).",
+        "",
+        "| shape | export | speed-up local (95% bounds) | speed-up ssh (95% bounds) | size vs teacher local / ssh "
+        "| p95 ms local / ssh | feasible local / ssh |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in c["rows"]:
+        here, there = r["local"], r["ssh"]
+        lines.append(
+            f"| {r['shape']} | {r['export']} | {_speedup_cell(here)} | {_speedup_cell(there)} | "
+            f"{_f(here.get('size_vs_teacher'), '.3f')} / {_f(there.get('size_vs_teacher'), '.3f')} | "
+            f"{_f(here.get('p95_ms'), '.2f')} / {_f(there.get('p95_ms'), '.2f')} | "
+            f"{yes[here.get('feasible')]} / {yes[there.get('feasible')]} |"
+        )
+    if c["feasible_sets_equal"]:
+        verdict = "The feasible sets are equal."
+    else:
+        verdict = "The feasible sets differ: " + "; ".join(c["differing"]) + "."
+    lines += [
+        "",
+        f"{verdict} The bounds are each run's own (order-statistic bounds of a median over its samples); "
+        "they do not cover drift between runs.",
+    ]
     return "\n".join(lines) + "\n"
