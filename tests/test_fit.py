@@ -326,6 +326,12 @@ def test_an_impossible_budget_ends_with_no_candidate_and_exit_1(fit_setup, tmp_p
     assert "no candidate meets p95_latency_ms <= 0.0001 (best: " in err, err
     report = json.loads((tmp_path / "run" / "fit" / "fit_report.json").read_text())
     assert report["status"] == "no candidate" and not (tmp_path / "run" / "fit" / "study.db").exists()
+    # --screen-only answers the same: nothing fits, exit 1
+    code = cli_main(["fit", str(recipe), "--out", str(tmp_path / "screen"), "--quiet", "--screen-only"])
+    err = capsys.readouterr().err
+    assert code == 1 and "no candidate meets p95_latency_ms <= 0.0001 (best: " in err, err
+    report = json.loads((tmp_path / "screen" / "fit" / "fit_report.json").read_text())
+    assert report["status"] == "no candidate" and report["screen_only"] and report["feasible"] == []
 
 
 def test_a_space_that_cannot_be_built_is_refused_before_any_work_every_problem_at_once(fit_setup, tmp_path):
