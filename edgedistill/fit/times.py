@@ -5,7 +5,9 @@ then the full search resuming from its screening; or a run killed and started ag
 compares the whole search's CPU time with one full distillation, so each finished phase adds
 its seconds to ``OUT/fit/times.json`` as it ends (under a file lock: workers may share OUT),
 and the report quotes the totals. A session killed in the middle of a phase loses that phase's
-part: it is not counted, and the next session measures only what it does again.
+part: it is not counted, and the next session measures only what it does again. CPU seconds are
+this process's and its children's: a measurement on an ssh or adb device spends that device's
+CPU, which is not counted (on a loopback ssh device too: sshd's processes are not our children).
 """
 
 from __future__ import annotations
