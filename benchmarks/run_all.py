@@ -11,6 +11,7 @@
 9. `gguf_qat_minilm.py` -- real MiniLM teacher: post-training Q4_0 / Q4_K_M of a float student vs a Q4_0-aware student, llama.cpp.
 10. `headline_sst2.py` -- the headline: full-SST-2 teacher, KD + QAT students vs the textbook route and ORTQuantizer, one bench run (hours on 2 cores; resumes).
 11. `fit_sst2.py`     -- `edgedistill fit` from the headline's teacher at 3x and 6x the teacher's speed, the winners vs the hand-made headline student (hours; resumes).
+12. `lm_smollm2.py`   -- a real teacher (SmolLM2-135M-Instruct, GGUF from PyPI): sft / kd / gkd students, Q4_0-aware vs post-training Q4_0 / Q4_K_M, llama.cpp (hours; resumes).
 
 Results land in `bench-results/<name>/summary.{json,md}`, and each summary.json also in
 `docs/results/<name>/` (committed); `docs/benchmarks.md` quotes them with the command that
@@ -43,6 +44,7 @@ BENCHMARKS = {
     "gguf_qat_minilm": True,
     "headline_sst2": True,
     "fit_sst2": True,
+    "lm_smollm2": True,
 }
 
 
