@@ -110,11 +110,14 @@ def load_config(
     path: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> M:
-    """Load ``path`` (optional), apply dotted-key ``overrides`` (CLI flags), validate everything at once."""
+    """Load ``path`` (optional), apply dotted-key ``overrides`` (CLI flags), validate everything at once.
+
+    An override of None is applied like any other: ``--set budgets.p95_latency_ms=null`` or a recipe's
+    ``set: {budgets: {p95_latency_ms: null}}`` removes that budget. Callers drop the flags a user did
+    not give before calling (an absent flag is not an explicit null)."""
     raw: dict[str, Any] = read_yaml(path) if path is not None else {}
     for key, value in (overrides or {}).items():
-        if value is not None:
-            set_dotted(raw, key, value)
+        set_dotted(raw, key, value)
     source = str(path) if path is not None else "command-line options"
     return validate(model_cls, raw, source)
 

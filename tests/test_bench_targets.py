@@ -53,6 +53,9 @@ def test_load_target_by_path_with_overrides(tmp_path):
     target = load_target(path, {"measurement.min_seconds": 0.5, "budgets.peak_rss_mb": 100})
     assert target.name == "mine" and target.measurement.min_seconds == 0.5
     assert target.budgets.p95_latency_ms == 3 and target.budgets.peak_rss_mb == 100
+    # an explicit null removes a budget (a recipe's `set:` or `--set budgets.p95_latency_ms=null`)
+    assert load_target(path, {"budgets.p95_latency_ms": None}).budgets.p95_latency_ms is None
+    assert load_target("cpu", {"budgets.p50_latency_ms": None}).budgets.p50_latency_ms is None
 
 
 def test_malformed_target_lists_every_error_with_its_key_path(tmp_path):
