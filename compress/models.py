@@ -132,12 +132,13 @@ def load_model(
     if attn_implementation:
         extra["attn_implementation"] = attn_implementation
     try:
-        return cls.from_pretrained(
+        model = cls.from_pretrained(
             where_from,
             trust_remote_code=source.trust_remote_code,
             use_safetensors=None if source.allow_pickle else True,
             **extra,
         )
+        return _dequantized(model) if "gguf_file" in extra else model
     except pickle.UnpicklingError as exc:  # allow_pickle: torch's weights_only refused a non-tensor object
         raise ModelLoadError(
             f"{role} {folder or source.path}: the pickle weights hold objects other than tensors, which "
@@ -152,6 +153,17 @@ def load_model(
         else:
             where = f"hub id {source.path!r} (no network? pass a local folder)"
         raise ModelLoadError(f"could not load the {role} from {where} as a {task} model: {exc}") from exc
+
+
+def _dequantized(model):
+    """A model transformers dequantized from GGUF, as the plain float model it now is: its weights are
+    float32, but transformers keeps the GGUF quantizer attached and then refuses `save_pretrained`
+    (fit saves its teacher as a folder to export it)."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    return model
 
 
 TOKENIZER_FILES = (

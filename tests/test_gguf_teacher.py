@@ -213,3 +213,34 @@ def test_transformers_gguf_file_spelling_names_the_same_teacher(gguf_files, lm_d
     assert f"--teacher {gguf_files['f32']}" in str(info.value)  # the first file, named in full
     with pytest.raises(ModelLoadError, match="is not a file"):
         check_model_folder(str(tmp_path / "missing.gguf"), "teacher", False)
+
+
+def test_fit_exports_a_gguf_teacher_as_its_baseline_and_reports_where_it_came_from(
+    gguf_files, lm_data, tmp_path
+):
+    """fit's interleaved baseline is the teacher exported at fp32: an exporter reads a folder, so a GGUF
+    teacher is exported from the folder screening saves; the report names the file and its sha256."""
+    from bench_helpers import write_target
+
+    from edgedistill.fit import phases
+    from edgedistill.fit.search import _teacher_artifact, _teacher_source
+    from edgedistill.pipeline import RunRecipe
+    from edgedistill.targets import load_target
+
+    file = gguf_files["f32"]
+    target = load_target(write_target(tmp_path, budgets={"size_vs_teacher": 0.9}))
+    recipe = RunRecipe.model_validate(
+        {
+            "version": 1,
+            "distill": {**tiny_llama.lm_recipe(tmp_path, file, lm_data).model_dump(mode="json"), "student": None},
+            "export": {"parity_samples": 2, "max_length": 32},
+            "bench": {"targets": ["cpu"], "teacher": False},
+            "fit": {"space": {"layers": [1], "exports": [{"format": "gguf", "precision": "q8_0"}]}},
+        }
+    )
+    screening = phases.Screening(recipe, target, tmp_path / "fit", {"model_type": "llama"}, progress=False)
+    artifact = Path(_teacher_artifact(recipe, tmp_path / "fit", screening))
+    assert (artifact / "manifest.json").is_file() and artifact.name == "gguf-fp32"
+    assert (tmp_path / "fit" / "shapes" / "teacher" / "config.json").is_file()
+    source = _teacher_source(recipe.distill.teacher)
+    assert source["path"] == str(file) and source["gguf"]["sha256"] == sha256_file(file)

@@ -97,6 +97,13 @@ class Screening:
             )
         return self._teacher
 
+    def teacher_folder(self) -> Path:
+        """The teacher saved as a model folder (what screening measures as the teacher): an exporter
+        reads a folder, so a GGUF-file teacher is exported from here."""
+        teacher, tokenizer = self._models()
+        folder = self.fit_dir / "shapes" / cost_lib.TEACHER
+        return cost_lib.build_shape(teacher, tokenizer, None, self.recipe.distill.task, folder)
+
     def _measure(self, shape: Shape | None, choice: ExportChoice) -> dict[str, Any]:
         name = shape.key if shape else cost_lib.TEACHER
         key_parts = {**self.base_key, "shape": shape.to_dict() if shape else cost_lib.TEACHER}

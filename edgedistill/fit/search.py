@@ -254,6 +254,7 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
             "message": f"{len(feasible)} of {len(rows)} shapes within the budgets at screening "
             f"(x{cfg.cost.reject_margin:g} margin); run without --screen-only to train and gate them",
             "feasible": phases.feasible_set(rows),
+            "teacher_source": _teacher_source(d.teacher),
             "times": ledger.totals(),
             "sessions": ledger.sessions(),
             "exit_code": 0,
@@ -302,7 +303,7 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
     if not ranked:  # every trial pruned before its last rung: take the best at the furthest rung
         ranked = sorted(trials, key=lambda t: (-t["proxy_steps"], -(t["proxy_value"] or float("-inf"))))
     costs = {Shape.from_dict(r["shape"]).key: r for r in rows}
-    teacher_art = _teacher_artifact(recipe, fit_dir)
+    teacher_art = _teacher_artifact(recipe, fit_dir, screening)
     finalists = []
     for row in ranked[: cfg.finalists]:
         tell("finalists", f"distilling {row['shape']['key']} in full")
@@ -341,6 +342,7 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
     report = {
         "status": "done",
         "winner": winner,
+        "teacher_source": _teacher_source(d.teacher),
         "times": times,
         "sessions": ledger.sessions(),
         # the issue's bar: the search (cost + proxy) costs at most 2x one full distillation of the winner
@@ -352,7 +354,14 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
     return write_fit_report(out, report, rows, trials, finalists, target, d.task)
 
 
-def _teacher_artifact(recipe, fit_dir: Path) -> str | None:
+def _teacher_source(teacher) -> dict[str, Any]:
+    """Where the teacher came from: its path and, for a GGUF file, its sha256 and quantization."""
+    from edgedistill.compress import models
+
+    return {"path": teacher.path, "gguf": models.teacher_provenance(teacher)}
+
+
+def _teacher_artifact(recipe, fit_dir: Path, screening: phases.Screening) -> str | None:
     """The teacher fp32 in the first export format: the interleaved baseline of relative budgets."""
     from edgedistill.export import export
 
@@ -360,7 +369,9 @@ def _teacher_artifact(recipe, fit_dir: Path) -> str | None:
     art = fit_dir / "teacher" / f"{fmt}-fp32"
     if not (art / "manifest.json").is_file():
         cfg = recipe.export.model_copy(update={"formats": [fmt], "precisions": ["fp32"]})
-        export(recipe.distill.teacher.path, fit_dir / "teacher", cfg)
+        teacher = recipe.distill.teacher
+        source = screening.teacher_folder() if teacher.gguf_file is not None else teacher.path
+        export(source, fit_dir / "teacher", cfg)
     return str(art)
 
 
