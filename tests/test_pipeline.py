@@ -279,3 +279,20 @@ def test_a_damaged_stage_record_runs_that_stage_again(tmp_path, caplog):
     assert state.is_done("distill", "a")
     assert state.get("export") == {} and "stage 'export' is not an object" in caplog.text
     assert not state.is_done("bench:cpu", "b")
+
+
+def test_the_distill_fingerprint_covers_every_teacher_of_teachers(tmp_path, tiny_bert_classifier, tiny_data):
+    """Changing the second teacher's weights in place reruns distill: its folder is in the fingerprint."""
+    from edgedistill.pipeline import _distill_fingerprint
+
+    second = tmp_path / "second"
+    shutil.copytree(tiny_bert_classifier, second)
+    raw = _recipe(tiny_bert_classifier, tiny_data, tmp_path / "t.yaml")
+    one = _distill_fingerprint(RunRecipe.model_validate(raw))
+    raw["distill"]["teacher"] = None
+    raw["distill"]["teachers"] = [{"path": str(tiny_bert_classifier)}, {"path": str(second)}]
+    before = _distill_fingerprint(RunRecipe.model_validate(raw))
+    weights = second / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    after = _distill_fingerprint(RunRecipe.model_validate(raw))
+    assert len({one, before, after}) == 3
