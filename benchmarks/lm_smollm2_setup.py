@@ -21,7 +21,7 @@ STUDENT_LAYERS = 6
 # Sizes of the full run. --rows N replaces them with QUICK's (N train prompts).
 FULL: dict[str, Any] = {
     "train_prompts": 4096,
-    "heldout_prompts": 256,
+    "heldout_prompts": 128,
     "min_words": 8,  # sentences shorter than this give no prompt (too little to open a review with)
     "generate_max_new_tokens": 64,
     "generate_temperature": 0.7,
