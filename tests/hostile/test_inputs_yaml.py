@@ -51,7 +51,7 @@ RECIPE_CASES = {
         ["duplicate key 'lr' (first on line 4, again on line 6)"],
     ),
     "wrong_type": (TEACHER + "training: {lr: fast}\n", ["training.lr", "valid number"]),
-    "empty": ("", ["teacher", "Field required"]),
+    "empty": ("", ["give `teacher:` (one teacher) or `teachers:` (a list)"]),
     "top_level_list": ("- a\n- b\n", ["expected a mapping"]),
     "binary": (b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)), ["NUL byte", "binary"]),
     "bad_utf8": (
