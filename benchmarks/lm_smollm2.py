@@ -72,13 +72,13 @@ from lm_smollm2_setup import (
     VARIANTS,
     dequantize_teacher,
     distill_recipe,
+    finish_counts,
     generate_config,
     quick_scale,
     size_arithmetic,
     teacher_folder,
     teacher_source,
     write_prompt_sets,
-    write_training_pairs,
 )
 from lm_smollm2_summary import markdown, summarize
 from lm_sst2_stages import Stages, gguf_weight_bytes
@@ -168,14 +168,10 @@ def main() -> int:
         cmd = CLI + ["generate", str(config), "--out", str(stores[split]), "--quiet"]
         stages.run(f"generate_{split}", cmd, generate_done(stores[split]), log, env)
 
-    # 4. students, equal steps and batches, on the stores' pairs with EOS where the teacher stopped
-    from transformers import AutoTokenizer
-
-    eos_token = AutoTokenizer.from_pretrained(teacher_hf).eos_token
-    samples = {split: out / "generated" / f"{split}_pairs.jsonl" for split in stores}
-    pair_counts = {}
-    for split, store in stores.items():
-        pair_counts[split] = write_training_pairs(store, samples[split], eos_token)
+    # 4. students, equal steps and batches, on the stores themselves (EOS a target where the teacher
+    #    stopped: distill reads each record's finish_reason)
+    samples = {split: store / "samples.jsonl" for split, store in stores.items()}
+    pair_counts = {split: finish_counts(store) for split, store in stores.items()}
     recipe_of: dict[str, dict[str, Any]] = {}
 
     def distill(variant: str, recipe: dict[str, Any]) -> None:

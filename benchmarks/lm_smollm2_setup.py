@@ -184,24 +184,15 @@ def generate_config(prompts: Path, scale: dict[str, Any], teacher: dict[str, str
     }
 
 
-def write_training_pairs(store: Path, path: Path, eos_token: str) -> dict[str, int]:
-    """The store's (prompt, response) pairs for distill, the teacher's EOS token written out after
-    each response that stopped and not after one cut at max_new_tokens (the recipes turn
-    data.append_eos off: it would end every response, teaching the student to stop where the
-    teacher was cut off)."""
+def finish_counts(store: Path) -> dict[str, int]:
+    """How the store's responses ended. distill reads the store itself: its finish_reason column
+    makes EOS a target only after a response that stopped, not after one cut at max_new_tokens
+    (data.finish_reason_column, on by default)."""
     from edgedistill.compress.generate import read_store
 
     counts = {"stopped": 0, "cut_at_max_new_tokens": 0}
-    rows = []
     for record in read_store(store):
-        stopped = record["finish_reason"] == "stop"
-        counts["stopped" if stopped else "cut_at_max_new_tokens"] += 1
-        rows.append(
-            {"prompt": record["prompt"], "response": record["response"] + (eos_token if stopped else "")}
-        )
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.rename(path)
+        counts["stopped" if record["finish_reason"] == "stop" else "cut_at_max_new_tokens"] += 1
     return counts
 
 
@@ -237,7 +228,6 @@ def distill_recipe(
             "eval": str(heldout),
             "prompt_column": "prompt",
             "response_column": "response",
-            "append_eos": False,  # the EOS is in the text where the teacher stopped
             "label_column": None,
             "max_length": scale["max_length"],
             "max_eval_samples": scale["torch_eval_rows"],

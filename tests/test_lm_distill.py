@@ -474,3 +474,55 @@ def test_cli_finetune_causal_lm(tmp_path, lm_teacher, lm_data):
     report = json.loads((out / "finetune_report.json").read_text())
     assert report["model"]["layers"] == 1 and report["model"]["metrics"]["perplexity"] > 1
     assert AutoModelForCausalLM.from_pretrained(out / "model").config.num_hidden_layers == 1
+
+
+def test_eos_ends_only_responses_the_teacher_stopped(tmp_path):
+    """A response cut at max_new_tokens (finish_reason "length") gets no EOS target: the teacher did
+    not stop there. A stopped one does; rows without a finish reason (a plain TSV) keep append_eos."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tiny_llama import train_bytelevel_bpe
+
+    from edgedistill.compress.data import load_split
+
+    tok = train_bytelevel_bpe(tmp_path / "tok", vocab_size=300)
+    eos = tok.eos_token_id
+    rows = [
+        {"prompt": "the film was", "response": " good and kind", "finish_reason": "stop"},
+        {"prompt": "the film was", "response": " long and then it", "finish_reason": "length"},
+        {"prompt": "a story of", "response": " love", "finish_reason": "eos_token"},
+        {"prompt": "a story of", "response": " loss", "finish_reason": None},
+    ]
+    store = tmp_path / "samples.jsonl"
+    store.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    pq.write_table(pa.table({k: [r[k] for r in rows] for k in rows[0]}), tmp_path / "samples.parquet")
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("prompt\tresponse\n" + "".join(f"{r['prompt']}\t{r['response']}\n" for r in rows))
+
+    def last_targets(path, **options):
+        cfg = DataConfig(
+            prompt_column="prompt",
+            response_column="response",
+            max_length=48,
+            cache_dir=str(tmp_path),
+            **options,
+        )
+        data = load_split(str(path), cfg, tok, needs_labels=False, num_labels=None, causal_lm=True)
+        return [data[i]["labels"][-1] == eos for i in range(len(data))]
+
+    assert last_targets(store) == [True, False, True, True]
+    assert last_targets(tmp_path / "samples.parquet") == [True, False, True, True]
+    assert last_targets(tsv) == [True, True, True, True]  # no finish reason: append_eos as before
+    assert last_targets(store, finish_reason_column=None) == [True, True, True, True]
+    assert last_targets(store, append_eos=False) == [False, False, False, False]
+    again = load_split(
+        str(store),
+        DataConfig(
+            prompt_column="prompt", response_column="response", max_length=48, cache_dir=str(tmp_path)
+        ),
+        tok,
+        needs_labels=False,
+        num_labels=None,
+        causal_lm=True,
+    )
+    assert again.from_cache and [ex.stopped for ex in again.examples] == [True, False, True, None]

@@ -92,7 +92,11 @@ def _cache_key(
     }
     if causal_lm:  # only here, so existing cache entries of the other tasks keep their keys
         eos = tokenizer.eos_token_id if cfg.append_eos else None
-        material["causal_lm"] = {"eos": eos, "columns": [columns.text_key, columns.text_pair_key]}
+        material["causal_lm"] = {
+            "eos": eos,
+            "columns": [columns.text_key, columns.text_pair_key],
+            "finish_reason_column": columns.finish_reason,
+        }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -108,6 +112,7 @@ def _save_cache(path: Path, dataset: TokenizedDataset) -> None:
             "text": [ex.text for ex in dataset.examples],
             "text_pair": [ex.text_pair for ex in dataset.examples],
             "label": [ex.label for ex in dataset.examples],
+            "stopped": [ex.stopped for ex in dataset.examples],
         }
         (tmp / "examples.json").write_text(json.dumps(examples, ensure_ascii=False), encoding="utf-8")
         meta = {
@@ -127,7 +132,9 @@ def _load_cache(path: Path, src: _Source) -> TokenizedDataset | None:
         if meta.get("format") != CACHE_FORMAT_VERSION:
             return None
         raw = json.loads((path / "examples.json").read_text(encoding="utf-8"))
-        examples = [Example(*row) for row in zip(raw["text"], raw["text_pair"], raw["label"], strict=True)]
+        stopped = raw.get("stopped") or [None] * len(raw["text"])
+        columns = zip(raw["text"], raw["text_pair"], raw["label"], stopped, strict=True)
+        examples = [Example(*row) for row in columns]
         features = {
             name: _Ragged(
                 np.load(path / f"{name}.values.npy", allow_pickle=False),

@@ -120,7 +120,9 @@ def _tokenize_causal(
     exactly its own (no merge across the boundary) and the targets start at the response.
     A text that already starts with the BOS token (a chat template was applied, as in the
     `edgedistill generate` store) gets no second one. EOS ends a text/response unless it is
-    already there, and only when the whole row fits in ``max_length``.
+    already there, and only when the whole row fits in ``max_length``; never a response whose
+    finish reason says it was cut off (``Example.stopped`` False: the teacher did not stop there,
+    and an EOS target would teach the student to stop mid-sentence).
     """
     eos = tokenizer.eos_token_id if append_eos else None
     paired = examples[0].text_pair is not None
@@ -135,7 +137,8 @@ def _tokenize_causal(
         )
         for i, ids in enumerate(first):
             prompt, target = (ids, list(second[i])) if paired else ([], list(ids))
-            if eos is not None and (not target or target[-1] != eos):
+            ends = eos is not None and chunk[i].stopped is not False
+            if ends and (not target or target[-1] != eos):
                 target.append(eos)
             row = (prompt + target)[:max_length]
             labels = ([IGNORE_INDEX] * len(prompt) + target)[:max_length]

@@ -31,7 +31,15 @@ class DataConfig(StrictModel):
     append_eos: bool = Field(
         True,
         description="causal-lm: end each text/response with the tokenizer's EOS token (when it fits in "
-        "max_length), so the student learns where outputs stop.",
+        "max_length), so the student learns where outputs stop; a response whose finish_reason_column "
+        "says it was cut off gets none.",
+    )
+    finish_reason_column: str | None = Field(
+        "finish_reason",
+        description="causal-lm: the column saying how each response ended (the `edgedistill generate` "
+        "store writes it). Only a response that stopped (stop, eos, eos_token, stop_sequence) gets an EOS "
+        "target; one cut at max_new_tokens (length, or any other reason) gets none, so the student is "
+        "not taught to stop mid-sentence. Rows without the column, or with an empty value, keep append_eos.",
     )
     label_column: str | None = Field(
         "label", description="Integer class labels; ignored by feature-extraction distillation."

@@ -40,6 +40,8 @@ class _Columns:
     # Recipe keys naming the two text columns: prompt/response data reuses the text/pair slots.
     text_key: str = "data.text_column"
     text_pair_key: str = "data.text_pair_column"
+    # causal-lm: how each response ended, read where the data has it (never required)
+    finish_reason: str | None = None
 
     def wanted(self) -> list[tuple[str, str]]:
         """(column, recipe key) pairs to check."""
@@ -65,8 +67,9 @@ def _columns_for(cfg: DataConfig, needs_labels: bool, causal_lm: bool = False) -
                 None,
                 text_key="data.prompt_column",
                 text_pair_key="data.response_column",
+                finish_reason=cfg.finish_reason_column,
             )
-        return _Columns(cfg.text_column, None, None)
+        return _Columns(cfg.text_column, None, None, finish_reason=cfg.finish_reason_column)
     if needs_labels and not cfg.label_column:
         raise DataError(
             "this task needs labels, but data.label_column is not set; set it to the label column's name."
@@ -93,6 +96,21 @@ def _text_problem(value: Any, what: str) -> tuple[str, str] | None:
     if not value.strip():
         return EMPTY_TEXT, f"{what} is blank"
     return None
+
+
+# Finish reasons that mean the response ended by a stop (an end-of-sequence token or a stop string):
+# `edgedistill generate` and OpenAI/vLLM write "stop", TGI "eos_token" / "stop_sequence". Anything
+# else ("length": max_new_tokens hit, "content_filter", "abort", ...) is a response cut off.
+STOP_FINISH_REASONS = frozenset({"stop", "eos", "eos_token", "stop_sequence"})
+
+
+def _parse_stopped(value: Any) -> bool | None | tuple[str, str]:
+    """True: the response stopped; False: it was cut off; None: not said (empty or absent)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        return MALFORMED_ROW, f"finish reason is {type(value).__name__}, expected a string"
+    return value.strip().lower() in STOP_FINISH_REASONS
 
 
 def _parse_label(value: Any, num_labels: int | None) -> int | tuple[str, str]:
@@ -135,7 +153,10 @@ def _to_example(
         if isinstance(parsed, tuple):
             return parsed
         label = parsed
-    return Example(fields[columns.text], text_pair, label)
+    stopped = _parse_stopped(fields.get(columns.finish_reason)) if columns.finish_reason else None
+    if isinstance(stopped, tuple):
+        return stopped
+    return Example(fields[columns.text], text_pair, label, stopped)
 
 
 def read_examples(
@@ -182,6 +203,8 @@ def _collect_examples(
     examples: list[Example] = []
     checked = opened.columns is not None
     wanted = [column for column, _key in columns.wanted()]
+    if columns.finish_reason and (opened.columns is None or columns.finish_reason in opened.columns):
+        wanted.append(columns.finish_reason)  # optional: columnar sources read it only where it exists
     with contextlib.closing(opened.iter_records(wanted)) as records:
         for raw in records:
             if not checked and raw.fields is not None:

@@ -89,3 +89,5 @@ class Example:
     text: str
     text_pair: str | None
     label: int | None
+    # causal-lm: did the response end by a stop (True) or was it cut off (False); None = not said
+    stopped: bool | None = None
