@@ -316,6 +316,45 @@ def test_a_screening_run_on_a_busy_host_is_used_but_not_cached():
     assert not cacheable({"status": "skipped", "other_cpu_share": 0.0}, 1.0)
 
 
+def _near_tied_classifier(teacher: Path, folder: Path) -> Path:
+    """The teacher with class scores a hair apart: what an untrained pruned screening student has."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(teacher)
+    with torch.no_grad():
+        weight = model.classifier.weight
+        weight[1:] = weight[0] + 1e-6 * torch.randn_like(weight[1:])
+        model.classifier.bias.zero_()
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(teacher).save_pretrained(folder)
+    return folder
+
+
+def test_screening_exports_leave_top1_unchecked_where_a_plain_export_refuses_the_same_student(
+    fit_setup, tmp_path
+):
+    """int8 flips near-tied class scores at will: the same export refused by top-1 agreement alone
+    is measured at screening (its value bounds still apply), and the export settings are untouched."""
+    from edgedistill.export import ExportConfig, export
+    from edgedistill.export.parity.report import ParityError
+    from edgedistill.fit.config import ExportChoice
+    from edgedistill.fit.cost import CostCache, measure
+    from edgedistill.targets import load_target
+
+    student = _near_tied_classifier(fit_setup["teacher"], tmp_path / "student")
+    cfg = ExportConfig(formats=["onnx"], precisions=["int8"], parity_samples=16, max_length=32)
+    with pytest.raises(ParityError, match="top1"):
+        export(student, tmp_path / "plain", cfg)
+
+    target = load_target(str(fit_setup["target"]))
+    key = "near-tied-onnx-int8"
+    record = measure(student, ExportChoice(format="onnx", precision="int8"), target, cfg,
+                     CostCache(tmp_path / "cache"), key, tmp_path / "work")  # fmt: skip
+    assert record["figures"]["status"] == "measured", record["figures"]
+    assert cfg.tolerances["int8"].min_top1_agreement == 0.9  # the finalists' exports keep every bound
+
+
 def test_an_impossible_budget_ends_with_no_candidate_and_exit_1(fit_setup, tmp_path, capsys):
     s = fit_setup
     target = write_target(tmp_path, "impossible.yaml", budgets={"p95_latency_ms": 0.0001})
