@@ -244,3 +244,30 @@ def test_fit_exports_a_gguf_teacher_as_its_baseline_and_reports_where_it_came_fr
     assert (tmp_path / "fit" / "shapes" / "teacher" / "config.json").is_file()
     source = _teacher_source(recipe.distill.teacher)
     assert source["path"] == str(file) and source["gguf"]["sha256"] == sha256_file(file)
+
+
+def test_run_exports_a_gguf_teacher_as_its_reference_point(gguf_files, lm_data, tmp_path):
+    """`edgedistill run`'s teacher row: the GGUF-file teacher, dequantized and saved once as a folder,
+    exported at fp32 like any teacher (it used to be skipped with a warning and no teacher row)."""
+    from edgedistill import teacher_reference
+    from edgedistill.pipeline import RunRecipe
+
+    file = gguf_files["q8_0"]
+    recipe = RunRecipe.model_validate(
+        {
+            "version": 1,
+            "distill": tiny_llama.lm_recipe(tmp_path, file, lm_data).model_dump(mode="json"),
+            "export": {"formats": ["gguf"], "precisions": ["q8_0"], "parity_samples": 2, "max_length": 32},
+            "bench": {"targets": ["cpu"]},
+        }
+    )
+    exported = teacher_reference.export_teacher(recipe, tmp_path / "run")
+    assert "error" not in exported, exported
+    artifact = Path(exported["artifact"])
+    assert artifact.name == "gguf-fp32" and (artifact / "manifest.json").is_file()
+    saved = tmp_path / "run" / "reference" / "teacher-model"
+    assert (saved / "config.json").is_file()
+    # a second run reads the saved folder instead of dequantizing the file again
+    stamp = (saved / "config.json").stat().st_mtime_ns
+    assert "error" not in teacher_reference.export_teacher(recipe, tmp_path / "run")
+    assert (saved / "config.json").stat().st_mtime_ns == stamp
