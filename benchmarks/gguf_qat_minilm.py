@@ -105,7 +105,8 @@ def dev_sentences(data: Path) -> list[str]:
 def llama_cpp_embeddings(gguf_file: Path, sequences: list[list[int]]) -> np.ndarray:
     from edgedistill.export.gguf import GGUFRunner
 
-    with GGUFRunner(gguf_file, task="feature-extraction", n_threads=1) as runner:
+    longest = max(len(ids) for ids in sequences)
+    with GGUFRunner(gguf_file, task="feature-extraction", n_threads=1, n_ctx=longest) as runner:
         return np.stack([runner.embed_ids(ids) for ids in sequences])
 
 

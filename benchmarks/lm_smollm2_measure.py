@@ -3,9 +3,9 @@ the perplexity of the teacher's held-out responses (response tokens only), top-1
 teacher's next token there, greedy responses, and the teacher's NLL of another model's responses.
 
 `lm_sst2_stages.llama_cpp_perplexity` scores whole sentences; here the prompt (the chat template and
-the instruction) is context, not target, and the model also generates, so this module opens
-llama.cpp itself, with a context the size of the longest sequence (GGUFRunner sizes it from the
-file's 8192-token context: a 1.6 GB logits buffer at this vocabulary). Token ids come from the
+the instruction) is context, not target, and the model also generates, so this module drives
+llama.cpp's evaluation itself, through a GGUFRunner whose context is the longest sequence it will run
+(not the file's 8192 tokens: a 1.6 GB logits buffer at this vocabulary). Token ids come from the
 teacher's transformers tokenizer, the ids the students were trained on.
 """
 
@@ -44,26 +44,13 @@ def heldout_pairs(store: Path, tokenizer_dir: Path) -> tuple[list[Pair], int]:
 
 @contextmanager
 def opened(gguf_file: Path, n_ctx: int, threads: int = 1):
-    """The file in llama-cpp-python with every position's logits kept, ``threads`` threads
-    (llama.cpp's workers spin: one thread is the steady choice on a shared machine)."""
-    import llama_cpp
+    """The file's llama-cpp-python model with every position's logits kept, a context for sequences
+    of up to ``n_ctx`` tokens, ``threads`` threads (llama.cpp's workers spin: one thread is the steady
+    choice on a shared machine)."""
+    from edgedistill.export.gguf import GGUFRunner
 
-    from edgedistill import numerics
-
-    with numerics.llama_cpp_extra_buffers(numerics.llama_cpp_extra_buffers_default()):
-        llm = llama_cpp.Llama(
-            model_path=str(gguf_file),
-            n_ctx=n_ctx,
-            n_batch=n_ctx,
-            logits_all=True,
-            n_threads=threads,
-            n_threads_batch=threads,
-            verbose=False,
-        )
-    try:
-        yield llm
-    finally:
-        llm.close()
+    with GGUFRunner(gguf_file, task="causal-lm", n_threads=threads, n_ctx=n_ctx) as runner:
+        yield runner.llm
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -127,7 +114,7 @@ def measure_row(
 ) -> dict[str, Any]:
     """One file on the held-out set: perplexity and top-1 predictions of the teacher's responses
     (saved as ``folder``/predictions.npy) and its greedy responses (``folder``/greedy.json)."""
-    n_ctx = max(len(p) + len(r) for p, r in pairs) + max_new_tokens + 8
+    n_ctx = max(max(len(p) + len(r) for p, r in pairs), max(len(p) for p, _ in pairs) + max_new_tokens)
     with opened(gguf_file, n_ctx) as llm:
         scored = score(llm, pairs)
         gen = greedy(llm, [p for p, _ in pairs], max_new_tokens, eos)
@@ -153,7 +140,7 @@ def measure_row(
 def teacher_nll_of(teacher_gguf: Path, pairs: list[Pair], responses: list[list[int]]) -> dict[str, Any]:
     """The teacher's mean NLL per token of another model's greedy responses to the same prompts."""
     kept = [(p, r) for (p, _), r in zip(pairs, responses, strict=True) if r]
-    n_ctx = max(len(p) + len(r) for p, r in kept) + 8
+    n_ctx = max(len(p) + len(r) for p, r in kept)
     with opened(teacher_gguf, n_ctx) as llm:
         scored = score(llm, kept)
     return {

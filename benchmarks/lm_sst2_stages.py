@@ -188,7 +188,8 @@ def llama_cpp_perplexity(gguf_file: Path, sequences: list[list[int]]) -> dict[st
 
     nll_sum, tokens, predictions = 0.0, 0, []
     started = time.perf_counter()
-    with GGUFRunner(gguf_file, task="causal-lm", n_threads=1) as runner:
+    longest = max(len(ids) for ids in sequences)
+    with GGUFRunner(gguf_file, task="causal-lm", n_threads=1, n_ctx=longest) as runner:
         for ids in sequences:
             logits = runner.logits_ids(ids)[:-1].astype(np.float64)
             logits -= logits.max(-1, keepdims=True)

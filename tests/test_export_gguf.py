@@ -510,3 +510,36 @@ def test_aliased_precisions_plan_one_artifact(tiny_bert_encoder):
     assert [s["precision"] for s in skipped] == ["q8_0"] and "same artifact as gguf-int8" in skipped[0][
         "reason"
     ]
+
+
+def test_runner_context_is_what_the_caller_runs_not_the_files(tiny_llama_dir, tmp_path):
+    """A file that declares 8192 tokens of context (as SmolLM2 does) is opened with the context its
+    sequences need, rounded up: llama-cpp-python's every-position logits are n_ctx x vocabulary
+    (8192 x 49152 float32 = 1.6 GB for SmolLM2) and were sized from the file."""
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "long_context"
+    shutil.copytree(tiny_llama_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 8192}))
+    path = tmp_path / "long.gguf"
+    G.write_gguf(folder, path, "f32", task="causal-lm")
+    ids = AutoTokenizer.from_pretrained(folder)(PARITY_TEXTS[0])["input_ids"]
+    with G.GGUFRunner(path, task="causal-lm", n_ctx=len(ids) + 20) as runner:
+        assert (runner.n_ctx, runner.n_ctx_trained) == (256, 8192)
+        assert runner.llm.n_ctx() == 256 and runner.llm.scores.shape[0] == 256
+        logits = runner.logits_ids(ids)
+        with pytest.raises(
+            G.ExportError, match=r"300 tokens exceed this runner's context of 256; open .* n_ctx=300"
+        ):
+            runner.logits_ids((ids * 300)[:300])
+    with G.GGUFRunner(path, task="causal-lm", n_ctx=1000) as runner:
+        assert runner.n_ctx == 1024
+        np.testing.assert_array_equal(runner.logits_ids(ids), logits)  # the context size changes no figure
+    with G.GGUFRunner(path, task="causal-lm") as runner:
+        assert runner.llm.scores.shape[0] == 256
+    with pytest.raises(
+        G.ExportError, match="needs 9000 tokens of context, but the GGUF file's context is 8192"
+    ):
+        G.GGUFRunner(path, task="causal-lm", n_ctx=9000)
+    np.testing.assert_array_equal(G.run_gguf(path, [ids], task="causal-lm")[0], logits[-1])

@@ -159,11 +159,14 @@ class GGUFPlugin(FormatPlugin):
         """Run one GGUF file in llama.cpp on parity feeds (HF token ids, one unpadded row at a time)."""
         outputs = []
         task = gguf_task(gguf_file)
-        with GGUFRunner(gguf_file, task=task, kv_cache=kv_cache) as runner:
-            for feed in inputs:
-                ids = np.asarray(feed["input_ids"])
-                mask = np.asarray(feed.get("attention_mask", np.ones_like(ids)))
-                rows = [ids[b][mask[b].astype(bool)].tolist() for b in range(ids.shape[0])]
+        feeds = []
+        for feed in inputs:
+            ids = np.asarray(feed["input_ids"])
+            mask = np.asarray(feed.get("attention_mask", np.ones_like(ids)))
+            feeds.append((ids, mask, [ids[b][mask[b].astype(bool)].tolist() for b in range(ids.shape[0])]))
+        longest = max((len(r) for _, _, rows in feeds for r in rows), default=1)
+        with GGUFRunner(gguf_file, task=task, kv_cache=kv_cache, n_ctx=longest) as runner:
+            for ids, mask, rows in feeds:
                 if task == "feature-extraction":
                     outputs.append({"sentence_embedding": np.stack([runner.embed_ids(r) for r in rows])})
                 else:

@@ -97,10 +97,31 @@ def read_gguf_summary(gguf_file: Path) -> dict[str, Any]:
     }
 
 
+# A runner's context is what its caller will run, rounded up to this many tokens (and never past
+# the file's context). Sized from the file instead, a SmolLM2 file (8192 tokens, vocabulary 49,152)
+# made every causal-lm runner allocate 8192 x 49152 float32 logits (1.6 GB) for a 100-token prompt.
+CONTEXT_STEP = 256
+
+
+def context_for(needed_tokens: int, trained: int | None, what: str = "the sequence") -> int:
+    """n_ctx for sequences of up to ``needed_tokens``: rounded up to CONTEXT_STEP, at most the
+    file's context ``trained``; an ExportError when the sequence itself does not fit in it."""
+    if trained is not None and needed_tokens > trained:
+        raise ExportError(
+            f"{what} needs {needed_tokens} tokens of context, but the GGUF file's context is {trained} "
+            "tokens (its <arch>.context_length); shorten the prompt or the number of generated tokens"
+        )
+    rounded = -(-max(needed_tokens, 1) // CONTEXT_STEP) * CONTEXT_STEP
+    return min(rounded, trained) if trained is not None else rounded
+
+
 class GGUFRunner:
     """One GGUF file loaded in llama-cpp-python: tokenize, embed (mean-pooled) or next-token logits.
 
-    Token ids can be fed directly so parity checks use exactly the HF tokenization.
+    Token ids can be fed directly so parity checks use exactly the HF tokenization. ``n_ctx`` is the
+    longest sequence the caller will run (prompt + generated tokens; default CONTEXT_STEP): the
+    context, batch and (with causal-lm) every-position logits buffer are sized from it, not from
+    the file's context, which only bounds it.
     """
 
     def __init__(
@@ -111,6 +132,7 @@ class GGUFRunner:
         n_threads: int = 1,
         kv_cache: str = "f16",
         vocab_only: bool = False,
+        n_ctx: int | None = None,
     ):
         llama_cpp = _import_llama_cpp("Running GGUF files")
         self._llama_cpp = llama_cpp
@@ -118,7 +140,11 @@ class GGUFRunner:
         if self.task not in ("feature-extraction", "causal-lm"):
             raise ExportError(f"GGUF runs feature-extraction or causal-lm, not {task!r}")
         summary = read_gguf_summary(Path(gguf_file))["metadata"]
-        self.n_ctx = int(summary[f"{summary['general.architecture']}.context_length"])
+        trained = summary.get(f"{summary['general.architecture']}.context_length")
+        self.n_ctx_trained = int(trained) if trained is not None else None
+        if n_ctx is None:  # no length said: one step of context, or the file's whole context if smaller
+            n_ctx = min(CONTEXT_STEP, self.n_ctx_trained or CONTEXT_STEP)
+        self.n_ctx = context_for(n_ctx, self.n_ctx_trained, f"running {Path(gguf_file).name}")
         embedding = self.task == "feature-extraction"
         kwargs: dict[str, Any] = dict(
             model_path=str(gguf_file),
@@ -166,8 +192,13 @@ class GGUFRunner:
     def _check_length(self, ids: Sequence[int]) -> None:
         if not ids:
             raise ExportError("cannot run an empty token sequence")
+        if self.n_ctx_trained is not None and len(ids) > self.n_ctx_trained:
+            raise ExportError(f"{len(ids)} tokens exceed the model's context of {self.n_ctx_trained}")
         if len(ids) > self.n_ctx:
-            raise ExportError(f"{len(ids)} tokens exceed the model's context of {self.n_ctx}")
+            raise ExportError(
+                f"{len(ids)} tokens exceed this runner's context of {self.n_ctx}; open GGUFRunner with "
+                f"n_ctx={len(ids)} (the longest sequence it will run)"
+            )
 
     def embed_ids(self, ids: Sequence[int]) -> np.ndarray:
         """Mean-pooled, unnormalised embedding of one token sequence (same path as Llama.embed)."""
@@ -216,8 +247,12 @@ def run_gguf(gguf_file: Path, texts_or_token_ids: Sequence[str | Sequence[int]],
 
     Each item is a text (tokenized by llama.cpp, special tokens added) or a list of token ids.
     """
-    with GGUFRunner(gguf_file, task=task) as runner:
-        return np.stack([runner.run(item) for item in texts_or_token_ids])
+    items = list(texts_or_token_ids)
+    if any(isinstance(item, str) for item in items):  # tokenized first: the context is sized from them
+        with GGUFRunner(gguf_file, task=task, vocab_only=True) as vocab:
+            items = [vocab.tokenize(item) if isinstance(item, str) else list(item) for item in items]
+    with GGUFRunner(gguf_file, task=task, n_ctx=max(len(ids) for ids in items)) as runner:
+        return np.stack([runner.run(ids) for ids in items])
 
 
 def gguf_tokenize(gguf_file: Path, text: str, *, add_special: bool = True) -> list[int]:
