@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     from edgedistill.compress.generate import add_generate_parser
 
     add_generate_parser(sub)
+    from edgedistill.compress.synthesize import add_synthesize_parser
+
+    add_synthesize_parser(sub)
     from edgedistill.export.cli import add_export_parser
 
     add_export_parser(sub)

@@ -162,7 +162,7 @@ def _read_jsonl_store(path: Path, store: _Store | None) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def _locked(out: Path) -> Iterator[None]:
+def _locked(out: Path, verb: str = "generate") -> Iterator[None]:
     """One writer per store: a second run into the same folder would interleave records."""
     try:
         import fcntl
@@ -174,7 +174,7 @@ def _locked(out: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise GenerateError(
-                f"another `edgedistill generate` is writing to {out}; wait for it to finish or use another --out"
+                f"another `edgedistill {verb}` is writing to {out}; wait for it to finish or use another --out"
             ) from None
         try:
             yield
@@ -255,3 +255,11 @@ def write_parquet(out: str | Path) -> Path:
     with atomic_path(out / PARQUET_FILE) as tmp:
         pq.write_table(table, tmp)
     return out / PARQUET_FILE
+
+
+# The same machinery for other stores of generated text (compress/synthesize keeps its texts in one):
+# records keyed by (prompt_id, sample_index), appended and fsynced one line at a time, a torn last
+# line cut off on open, one writer per folder.
+SampleStore = _Store
+append_record = _append_line
+store_lock = _locked
