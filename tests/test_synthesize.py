@@ -151,11 +151,19 @@ def test_selection_rule_keeps_uncertain_or_disputed_texts_balanced_over_classes(
         {"prompt_id": 3, "response": "Short."},
         {"prompt_id": 4, "response": "cut off in the middle of", "finish_reason": "length"},
         {"prompt_id": 5, "response": "Tabs\tand\nnewlines go away."},
+        {"prompt_id": 6, "response": 'The movie review is as follows: "Slow, but the ending lands."'},
+        {"prompt_id": 7, "response": "The one-sentence movie review:"},
+        {"prompt_id": 8, "response": "The review: it rambles."},
     ]
     dropped = Counter()
     passed = filter_texts(records, SelectionConfig(min_words=2, drop_truncated=True), dropped)
-    assert passed == [(0, "A fine, tense thriller."), (5, "Tabs and newlines go away.")]
-    assert dropped == {"duplicate": 1, "empty": 1, "too_short": 1, "truncated": 1}
+    assert passed == [
+        (0, "A fine, tense thriller."),
+        (5, "Tabs and newlines go away."),
+        (6, "Slow, but the ending lands."),
+        (8, "it rambles."),
+    ]
+    assert dropped == {"duplicate": 1, "empty": 2, "too_short": 1, "truncated": 1}
 
 
 @pytest.mark.parametrize("source", ["corpus", "random"])

@@ -28,7 +28,8 @@ DEFAULT_TEMPLATE = (
     "Write {form} review of {film} that comments on {aspect}, written by {voice}. Reply with the review only."
 )
 DEFAULT_SLOTS: dict[str, list[str]] = {
-    "form": ["a one-sentence movie", "a short one-sentence film", "a two-sentence movie", "a one-line"],
+    # ("a one-line review" is not among them: SmolLM2-135M wrote about "one-liners" instead of films)
+    "form": ["a one-sentence movie", "a short one-sentence film", "a two-sentence movie"],
     "film": [
         "a drama",
         "a comedy",

@@ -2,8 +2,9 @@
 
 The rule, in order:
 
-1. Clean: whitespace runs (newlines, tabs) become one space, so a text is one TSV field; quotes
-   the LM wraps a whole text in are removed.
+1. Clean: whitespace runs (newlines, tabs) become one space, so a text is one TSV field; a lead-in
+   naming the review ("The movie review is as follows:", "Review:") and quotes the LM wraps a whole
+   text in are removed.
 2. Filter, each drop counted by reason: ``empty``; ``too_short`` / ``too_long`` (fewer than
    ``min_words`` / more than ``max_words`` words); ``truncated`` (an LM text cut off by
    max_new_tokens, only with ``drop_truncated``); ``duplicate`` (the same words as an earlier text,
@@ -32,11 +33,17 @@ _QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019"}
 _WORD = re.compile(r"\w+")
 
 
+# "Review:", "Here is a one-sentence movie review:", "The movie review is as follows:" (short, no quote).
+_LEAD_IN = re.compile(r"^[^\"\u201c:]{0,50}\breview\b[^\"\u201c:]{0,20}:\s*", re.IGNORECASE)
+
+
 def clean_text(raw: str) -> str:
-    """One line of text: whitespace runs collapsed, quotes around the whole text removed."""
-    text = " ".join(raw.split())
+    """One line of text: whitespace runs collapsed, a lead-in and quotes around the whole text removed."""
+    text = _LEAD_IN.sub("", " ".join(raw.split()))
     while len(text) >= 2 and _QUOTES.get(text[0]) == text[-1] and text[0] not in text[1:-1]:
         text = text[1:-1].strip()
+    if text[:1] in _QUOTES and _QUOTES[text[0]] not in text[1:]:  # opened, never closed (cut off)
+        text = text[1:].strip()
     return text
 
 
