@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_serializer, model_validator
 
 from edgedistill.compress.model_source import ModelSource
-from edgedistill.compress.teachers import Combine, TeacherEntry, teachers_problems
+from edgedistill.compress.teachers import Combine, TeacherEntry, output_losses, teachers_problems
 from edgedistill.config import StrictModel
 from edgedistill.data.config import DataConfig  # noqa: F401  (re-exported: recipes' `data:` section)
 
@@ -339,8 +339,9 @@ class DistillRecipe(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> DistillRecipe:
-        if self.losses is None:
-            object.__setattr__(self, "losses", default_losses(self.task))
+        if self.losses is None:  # a generalist's embedding output adds its loss to the task's
+            extra = [LossSpec(name="embedding_cosine")] if output_losses(self.teachers) else []
+            object.__setattr__(self, "losses", default_losses(self.task) + extra)
         if (self.teacher is None) == (self.teachers is None):
             raise ValueError("give `teacher:` (one teacher) or `teachers:` (a list), exactly one of the two")
         if self.teachers is not None:
@@ -356,7 +357,8 @@ class DistillRecipe(StrictModel):
             raise ValueError("combine: mixes the outputs of `teachers:`; with one `teacher:` drop it")
         if self.task == "causal-lm" and "temperature" not in self.model_fields_set:
             object.__setattr__(self, "temperature", ConstantSchedule(value=1.0))
-        bad = [spec.name for spec in self.losses if spec.name not in TASK_LOSSES[self.task]]
+        allowed = TASK_LOSSES[self.task] | output_losses(self.teachers)
+        bad = [spec.name for spec in self.losses if spec.name not in allowed]
         if bad:
             if self.task == "feature-extraction" and set(bad) & {"soft_kl", "hard_ce"}:
                 raise ValueError(

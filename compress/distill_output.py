@@ -10,9 +10,11 @@ from edgedistill.compress.config import DistillRecipe
 from edgedistill.compress.distill_phases import Sources, StudentOrigin, Training
 from edgedistill.compress.qat_phase import evaluated_with
 from edgedistill.compress.report import plot_curves
+from edgedistill.compress.teachers import embedding_teacher, teacher_names, teacher_output
 from edgedistill.compress.trainer import DistillationModule
 from edgedistill.compress.training import check_finite_weights, world_size
 from edgedistill.io import atomic_dir, atomic_write_json
+from edgedistill.outputs import SENTENCE_EMBEDDING, sentence_embedding_entry
 
 STUDENT_META = "edgedistill.json"
 
@@ -70,9 +72,28 @@ def save_student(
                 "pruning": origin.pruning,
                 "qat": qat_info,
                 "eval_metrics": metrics,
+                **_outputs_entry(recipe, student),
             },
         )
     return target
+
+
+def _outputs_entry(recipe: DistillRecipe, student) -> dict:
+    """A generalist's ``outputs`` (`edgedistill.outputs`): the head's logits and the mean-pooled sentence
+    embedding, with the teachers of each; nothing for a student of its task's output only."""
+    index = embedding_teacher(recipe.teachers)
+    if index is None:
+        return {}
+    names = teacher_names(recipe.teachers)
+    logit_teachers = [
+        n for n, e in zip(names, recipe.teachers, strict=True) if teacher_output(e, recipe.task) == "logits"
+    ]
+    return {
+        "outputs": {
+            "logits": {"teachers": logit_teachers},
+            SENTENCE_EMBEDDING: sentence_embedding_entry(student.config.hidden_size, [names[index]]),
+        }
+    }
 
 
 def write_report(

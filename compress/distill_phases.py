@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from edgedistill.compress.qat_phase import (
     describe_qat,
     insert_mode_fake_quant,
 )
+from edgedistill.compress.teachers import OUTPUT_LOSSES, embedding_teacher
 from edgedistill.compress.trainer import (
     DistillationModule,
     DistillTrainer,
@@ -52,6 +53,7 @@ from edgedistill.compress.trainer import (
 )
 from edgedistill.compress.training import last_checkpoint, total_optimizer_steps, training_arguments
 from edgedistill.io import atomic_path, atomic_write_json, disk_full_as_error
+from edgedistill.outputs import SENTENCE_EMBEDDING
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +185,14 @@ def build_module(
         selected_layers=origin.selected_teacher_layers,
         vocab_size=sources.vocab_size,
     )
-    losses = [build_loss(spec, ctx) for spec in recipe.losses]
+    # a generalist's embedding teacher has the student's width (ensemble.check_teacher_configs): no projection
+    embedding_ctx = (
+        replace(ctx, teacher_hidden=s.hidden_size) if embedding_teacher(recipe.teachers) is not None else ctx
+    )
+    losses = [
+        build_loss(spec, embedding_ctx if spec.name in OUTPUT_LOSSES["embedding"] else ctx)
+        for spec in recipe.losses
+    ]
     return DistillationModule(student, recipe.losses, losses, recipe.task)
 
 
@@ -200,8 +209,9 @@ def evaluate(
     """(teacher metrics, student metrics) on the eval split; with several teachers (an
     `ensemble.Ensemble`) the student's also hold its top-1 agreement with each and with their ensemble."""
     task, eval_ds = recipe.task, sources.eval_ds
+    generalist = ensemble is not None and ensemble.embedding_member is not None
     student_eval = collect_outputs(
-        module.student, eval_ds, sources.collator, task, vocab_size=sources.vocab_size
+        module.student, eval_ds, sources.collator, task, vocab_size=sources.vocab_size, embedding=generalist
     )
     if task == "causal-lm":
         return causal_lm_metrics(teacher_eval), causal_lm_metrics(student_eval, teacher_eval)
@@ -219,6 +229,8 @@ def evaluate(
     student_metrics = classification_metrics(student_eval, teacher_eval)
     if ensemble is not None:
         student_metrics.update(ensemble.student_agreement(student_eval["logits"]))
+    if generalist:  # the second output, against its own teacher
+        student_metrics[SENTENCE_EMBEDDING] = ensemble.student_embedding_metrics(student_eval["embedding"])
     return classification_metrics(teacher_eval), student_metrics
 
 

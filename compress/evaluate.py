@@ -25,9 +25,19 @@ CAUSAL_LM_EVAL_BATCH = 8
 
 @torch.no_grad()
 def collect_outputs(
-    model, dataset, collator, task: str, batch_size: int = 64, device=None, vocab_size: int | None = None
+    model,
+    dataset,
+    collator,
+    task: str,
+    batch_size: int = 64,
+    device=None,
+    vocab_size: int | None = None,
+    embedding: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Run ``model`` over ``dataset``; returns logits (classification) or mean-pooled embeddings, plus labels.
+
+    ``embedding`` (a classifier with a sentence-embedding output, `edgedistill.outputs`): its
+    mean-pooled last hidden state too.
 
     For causal-lm: the summed next-token negative log-likelihood, the number of target tokens
     and the top-1 prediction at every target position (logit rows beyond ``vocab_size`` dropped).
@@ -42,11 +52,13 @@ def collect_outputs(
     logits, embeddings, labels = [], [], []
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator):
         inputs = {k: batch[k].to(device) for k in MODEL_INPUTS if k in batch}
-        out = model(**inputs, return_dict=True)
+        out = model(**inputs, return_dict=True, **({"output_hidden_states": True} if embedding else {}))
         if task == "feature-extraction":
             embeddings.append(mean_pool(out.last_hidden_state, inputs["attention_mask"]).float().cpu())
         else:
             logits.append(out.logits.float().cpu())
+            if embedding:
+                embeddings.append(mean_pool(out.hidden_states[-1], inputs["attention_mask"]).float().cpu())
         if "labels" in batch:
             labels.append(batch["labels"])
     model.train(was_training)

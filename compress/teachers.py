@@ -3,10 +3,19 @@
 ``teacher: {path: ...}`` stays the one-teacher spelling. ``teachers: [{path, weight, temperature,
 name, output}, ...]`` names several; the student is derived from the first (its layers, its
 tokenizer), and every other teacher tokenizes the raw text itself, so teachers need not share a
-vocabulary or an architecture. Each entry names the student output it teaches (``output``): today
-that is the task's own output only (an ensemble of teachers for one task); a student with several
-outputs, each taught by its own teachers (the generalist), is the next step and is refused here
-with that said.
+vocabulary or an architecture. Each entry names the student output it teaches (``output``):
+
+- ``logits`` (the default of a sequence-classification recipe): the class head. Several teachers
+  of it are an ensemble, their tempered probabilities combined (``combine:``).
+- ``embedding``: the student's sentence embedding, the mean of its last hidden state over real
+  tokens (the all-MiniLM-L6-v2 convention), taught by one sentence-embedding teacher through the
+  embedding losses (``embedding_cosine`` / ``embedding_mse`` on its cached embeddings). A student
+  with both is the *generalist*: one ordinary sequence classifier whose ``edgedistill.json``
+  names its second output (`edgedistill.outputs`), exported as one artifact with both.
+
+The first teacher teaches ``logits``: the student is derived from it, and only a classifier has
+the head. One teacher at most teaches ``embedding``: each teacher's embedding space is its own, so
+two teachers' vectors cannot be averaged into one target.
 
 What cannot work with several teachers is refused at once, every reason in one message
 (`teachers_problems`); what needs the teachers' files (their label counts) is checked by
@@ -31,6 +40,13 @@ TASK_OUTPUT = {
 # Losses that compare the student with one teacher's layers (per-token states are not cached either).
 ONE_TEACHER_LOSSES = frozenset({"hidden_mse", "attention_kl"})
 
+# The outputs a student of each task can be taught (the task's own first), and the losses that read each.
+TASK_STUDENT_OUTPUTS = {"sequence-classification": ("logits", "embedding")}
+OUTPUT_LOSSES = {
+    "logits": frozenset({"soft_kl", "hard_ce"}),
+    "embedding": frozenset({"embedding_cosine", "embedding_mse"}),
+}
+
 Combine = Literal["mean", "confidence"]
 
 
@@ -52,12 +68,69 @@ class TeacherEntry(ModelSource):
     output: str | None = Field(
         None,
         description="The student output this teacher teaches (default: the task's: logits for "
-        "sequence-classification). Only the task's own output is built so far.",
+        "sequence-classification). embedding: the student's mean-pooled sentence embedding, taught by "
+        "this sentence-embedding teacher (a generalist student with both outputs).",
     )
 
 
 def teacher_names(entries: list[TeacherEntry]) -> list[str]:
     return [entry.name or f"teacher{i}" for i, entry in enumerate(entries)]
+
+
+def teacher_output(entry: TeacherEntry, task: str) -> str:
+    """The student output ``entry`` teaches (the task's own unless it names another)."""
+    return entry.output or TASK_OUTPUT[task]
+
+
+def embedding_teacher(entries: list[TeacherEntry] | None) -> int | None:
+    """The index of the teacher of the sentence-embedding output (None: the student has the task's output only)."""
+    return next((i for i, e in enumerate(entries or []) if e.output == "embedding"), None)
+
+
+def output_losses(entries: list[TeacherEntry] | None) -> frozenset[str]:
+    """Losses the outputs of a generalist add to its task's (the embedding losses when one teaches it)."""
+    return OUTPUT_LOSSES["embedding"] if embedding_teacher(entries) is not None else frozenset()
+
+
+def _output_problems(task: str, entries: list[TeacherEntry], loss_names: list[str]) -> list[str]:
+    """Unknown outputs, a first teacher that cannot be the student's origin, two embedding teachers,
+    and an output no loss reads."""
+    own = TASK_OUTPUT[task]
+    known = TASK_STUDENT_OUTPUTS.get(task, (own,))
+    problems = []
+    for i, entry in enumerate(entries):
+        if entry.output is not None and entry.output not in known:
+            problems.append(
+                f"teachers[{i}].output {entry.output!r}: a {task} student has no such output; it has "
+                + " and ".join(repr(o) for o in known)
+                + (" (its mean-pooled last hidden state)" if "embedding" in known else "")
+            )
+    outputs = [teacher_output(e, task) for e in entries]
+    if outputs[0] != own and outputs[0] in known:
+        problems.append(
+            f"teachers[0].output {outputs[0]!r}: the student is derived from the first teacher, which must teach "
+            f"the task's output {own!r} (a classifier holds the head); list the {own} teacher first"
+        )
+    taught_by = [i for i, o in enumerate(outputs) if o == "embedding"]
+    for i in taught_by[1:]:
+        problems.append(
+            f"teachers[{i}].output 'embedding': teachers[{taught_by[0]}] already teaches it, and two teachers' "
+            "embedding spaces are their own (their vectors cannot be averaged); give the output one teacher"
+        )
+    for i in taught_by:
+        entry = entries[i]
+        given = [key for key in ("weight", "temperature") if key in entry.model_fields_set]
+        if given:
+            problems.append(
+                f"teachers[{i}].{given[0]}: weight and temperature mix and soften class probabilities; an "
+                "embedding teacher has none (weigh its output with the embedding loss's weight)"
+            )
+    if taught_by and not set(loss_names) & OUTPUT_LOSSES["embedding"]:
+        problems.append(
+            f"teachers[{taught_by[0]}] teaches output 'embedding' but no loss reads it: add embedding_cosine "
+            "or embedding_mse to losses (the default losses of such a recipe include embedding_cosine)"
+        )
+    return problems
 
 
 def teachers_problems(task: str, entries: list[TeacherEntry], loss_names: list[str]) -> list[str]:
@@ -75,13 +148,8 @@ def teachers_problems(task: str, entries: list[TeacherEntry], loss_names: list[s
         problems.append(
             f"task {task}: several teachers teach sequence-classification only ({why}); use `teacher:`"
         )
-    own = TASK_OUTPUT[task]
-    for i, entry in enumerate(entries):
-        if entry.output is not None and entry.output != own:
-            problems.append(
-                f"teachers[{i}].output {entry.output!r}: a student with several outputs, each taught by its own "
-                f"teachers (the generalist), is not built yet; every teacher teaches the task's output {own!r}"
-            )
+    else:
+        problems.extend(_output_problems(task, entries, loss_names))
     names = teacher_names(entries)
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:

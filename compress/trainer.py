@@ -51,9 +51,9 @@ class DistillationModule(nn.Module):
         self.losses = nn.ModuleList(losses)
         self.weights = [spec.weight for spec in specs]
         self.task = task
-        self.need_hidden = (
-            any("hidden_states" in loss.student_needs for loss in losses) or task == "feature-extraction"
-        )
+        # a feature-extraction student's output, or a generalist's second output (`edgedistill.outputs`)
+        self.embeds = task == "feature-extraction" or any("embedding" in loss.needs for loss in losses)
+        self.need_hidden = any("hidden_states" in loss.student_needs for loss in losses) or self.embeds
         self.need_attentions = any("attentions" in loss.student_needs for loss in losses)
         # A decoder's key/value cache is for generation; training forwards never reuse it.
         self.forward_options = {"use_cache": False} if task == "causal-lm" else {}
@@ -71,8 +71,9 @@ class DistillationModule(nn.Module):
         )
         hidden = getattr(out, "hidden_states", None)
         embedding = None
-        if self.task == "feature-extraction":
-            embedding = mean_pool(out.last_hidden_state, inputs["attention_mask"])
+        if self.embeds:  # a classifier's last hidden state is the last of its hidden_states
+            last = out.last_hidden_state if self.task == "feature-extraction" else hidden[-1]
+            embedding = mean_pool(last, inputs["attention_mask"])
         return StudentOutputs(
             logits=getattr(out, "logits", None),
             hidden_states=hidden,

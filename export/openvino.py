@@ -42,9 +42,9 @@ from edgedistill.export.core import (
     example_batch,
     int8_method,
     model_input_names,
-    task_output_names,
     traceable,
 )
+from edgedistill.export.tracing import output_names
 
 if TYPE_CHECKING:
     from edgedistill.export.config import ExportConfig
@@ -62,15 +62,16 @@ def convert(model, student: StudentInfo):
     tokenizer = student.load_tokenizer()
     names = model_input_names(model, tokenizer)
     example = example_batch(student, tokenizer, names)
-    module = traceable(model, student.task, names)
+    outputs = output_names(student)
+    module = traceable(model, student.task, names, outputs=outputs)
     try:
         ov_model = ov.convert_model(module, example_input=tuple(example.values()))
     except Exception as exc:  # the PyTorch frontend raises several exception types
         raise ExportError(f"openvino.convert_model failed for {student.model_type}: {exc}") from exc
     for port, name in zip(ov_model.inputs, names, strict=True):
         port.get_tensor().set_names({name})
-    (output_name,) = task_output_names(student.task)
-    ov_model.outputs[0].get_tensor().set_names({output_name})
+    for port, name in zip(ov_model.outputs, outputs, strict=True):  # the traced tuple's order
+        port.get_tensor().set_names({name})
     # free dimensions get readable names, as in the ONNX artifacts
     return ov_model
 
@@ -131,6 +132,7 @@ class OpenVINOPlugin(FormatPlugin):
     precisions = ("fp32", "fp16", "int8", "int4")
     tasks = ("sequence-classification", "feature-extraction", "text-generation")
     requires = (("openvino", "openvino"), ("nncf", "openvino"))
+    several_outputs = True  # a generalist's logits and sentence_embedding in one graph
     tool_packages = ("openvino", "nncf")
     deployed_defaults_differ = True  # bf16 on AVX-512 BF16/AMX CPUs, dynamic int8 activations on VNNI
 

@@ -96,6 +96,8 @@ class FormatPlugin(ABC):
     precision_aliases: ClassVar[dict[str, str]] = {}
     # True: the runtime's defaults on some hosts compute differently from the file's declaration
     deployed_defaults_differ: ClassVar[bool] = False
+    # True: one artifact carries a generalist's outputs beside its task's (traced together)
+    several_outputs: ClassVar[bool] = False
     # what the manifest says of the runtime's defaults when they are not checked separately
     deployed_note: ClassVar[str] = (
         "the runtime's defaults are these settings: an app loading the file plainly gets these figures"
@@ -105,6 +107,8 @@ class FormatPlugin(ABC):
         """Why this plugin cannot export ``student`` at ``precision`` (None when it can)."""
         if precision not in self.precisions:
             return f"{self.name} offers {', '.join(self.precisions)}, not {precision}"
+        if student.extra_outputs and not self.several_outputs:
+            return several_outputs_reason(self.name, student)
         if student.task not in self.tasks:
             return f"{self.name} export of task {student.task!r} is not supported (supported: {', '.join(self.tasks)})"
         return None
@@ -135,6 +139,21 @@ class FormatPlugin(ABC):
     def load_instructions(self, result: ArtifactResult) -> dict[str, Any]:
         """How an app must load the artifact to get the numerics parity verified (manifest ``load``)."""
         return {}
+
+
+def several_outputs_reason(name: str, student: StudentInfo) -> str:
+    """Why format ``name`` cannot hold a generalist student's outputs in one artifact, and what it can hold."""
+    outputs = ", ".join(["logits", *student.extra_outputs])
+    if name == "gguf":
+        return (
+            f"gguf holds one pooled output per model (llama.cpp's embedding with a pooling type) and no classification "
+            f"head, so not this student's {outputs}: export its sentence_embedding alone with --task "
+            "feature-extraction --format gguf (the encoder and mean pooling), its logits with --format onnx or openvino"
+        )
+    return (
+        f"{name} export of a student with several outputs ({outputs}) is not built; use --format onnx or openvino "
+        "(one artifact with every output), or --task feature-extraction for the sentence_embedding alone"
+    )
 
 
 PLUGINS: dict[str, str] = {

@@ -15,6 +15,7 @@ from edgedistill.errors import (
 )
 from edgedistill.io import read_json_object
 from edgedistill.model_checks import check_model_size, check_safetensors, read_config_json
+from edgedistill.outputs import extra_outputs
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,11 @@ class StudentInfo:
     # intermediate results plugins share across the precisions of one export (e.g. a float
     # conversion that several quantized artifacts start from)
     cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def extra_outputs(self) -> list[str]:
+        """Outputs beside the task's own (a generalist's ``sentence_embedding``, `edgedistill.outputs`)."""
+        return extra_outputs(self.meta, self.task)
 
     @property
     def qat(self) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ from edgedistill.errors import (
 )
 from edgedistill.export.config import ExportConfig
 from edgedistill.export.student import StudentInfo
+from edgedistill.outputs import SENTENCE_EMBEDDING
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,27 @@ def task_output_names(task: str) -> list[str]:
     return ["last_hidden_state"] if task == "feature-extraction" else ["logits"]
 
 
+def output_names(student: StudentInfo) -> list[str]:
+    """What the student's traced graph returns, in order: its task's output, then a generalist's others."""
+    return task_output_names(student.task) + student.extra_outputs
+
+
+# the dimensions of each output that vary with the input
+OUTPUT_AXES = {
+    "logits": {0: "batch_size"},
+    "last_hidden_state": {0: "batch_size", 1: "sequence_length"},
+    SENTENCE_EMBEDDING: {0: "batch_size"},
+}
+
+
+def _mean_pool(hidden, attention_mask):
+    """Mean of the token vectors over real tokens, in the graph (`edgedistill.numerics.mean_pool`'s formula)."""
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / torch.clamp(mask.sum(1), min=1e-9)
+
+
 def causal_additive_mask(input_ids, attention_mask=None):
     """The 4-D float mask (0 = attend, dtype minimum = masked) decoders build from a 2-D padding mask.
 
@@ -112,15 +134,22 @@ def causal_additive_mask(input_ids, attention_mask=None):
     )
 
 
-def traceable(model, task: str, input_names: list[str], *, additive_mask: bool = False):
-    """Wrap an HF model so tracing sees positional tensor inputs and one named tensor output.
+def traceable(
+    model, task: str, input_names: list[str], *, additive_mask: bool = False, outputs: list[str] | None = None
+):
+    """Wrap an HF model so tracing sees positional tensor inputs and named tensor outputs.
 
+    ``outputs`` (default: the task's one): a generalist classifier's ``["logits", "sentence_embedding"]``
+    returns both, the embedding mean-pooled from the last hidden state with the attention mask inside
+    the graph, so an app gets it from the artifact without pooling code of its own.
     ``additive_mask`` (encoders): the 2-D padding mask is made 4-D and additive here with plain
     tensor ops, instead of by transformers' mask builder (which pt2e's prepared graphs cannot run).
     """
     import torch
 
-    output_name = task_output_names(task)[0]
+    names = outputs or task_output_names(task)
+    output_name = names[0]
+    pooled = SENTENCE_EMBEDDING in names[1:]
 
     class TaskOutput(torch.nn.Module):
         def __init__(self, inner):
@@ -138,7 +167,12 @@ def traceable(model, task: str, input_names: list[str], *, additive_mask: bool =
                 inputs["attention_mask"] = causal_additive_mask(
                     inputs["input_ids"], inputs.get("attention_mask")
                 )
+            if pooled:
+                extra["output_hidden_states"] = True
+                mask = dict(zip(input_names, tensors, strict=True))["attention_mask"]  # the 2-D padding mask
             out = self.inner(**inputs, return_dict=True, **extra)
+            if pooled:
+                return getattr(out, output_name), _mean_pool(out.hidden_states[-1], mask)
             return getattr(out, output_name)
 
     return TaskOutput(model).eval()

@@ -205,7 +205,8 @@ def test_recipe_refuses_what_several_teachers_cannot_do_all_at_once(tiny_data):
     with pytest.raises(ValidationError) as err:
         DistillRecipe.model_validate(raw)
     text = str(err.value)
-    assert "generalist" in text and "not built yet" in text and "teachers[1].output 'embedding'" in text
+    # an embedding output is the generalist's (tests/test_generalist.py): here no loss reads it
+    assert "teachers[1] teaches output 'embedding' but no loss reads it" in text
     assert "['hidden_mse']" in text and "given twice" in text
 
     for bad, words in (
@@ -275,7 +276,7 @@ def test_ensemble_reads_every_teachers_row_of_each_example(tmp_path):
             entry=TeacherEntry(path=f"t{k}", weight=k + 1.0, temperature=None if k == 0 else 3.0),
             name=f"t{k}",
             cache=TeacherOutputCache({"logits": rows * (k + 1)}, tmp_path),
-            eval_logits=torch.tensor([[1.0, 0.0], [0.0, 1.0]]) * (1 if k == 0 else -3),
+            eval_outputs=torch.tensor([[1.0, 0.0], [0.0, 1.0]]) * (1 if k == 0 else -3),
             metrics={},
             parameters=1,
             layers=1,

@@ -15,6 +15,7 @@ from edgedistill.export.core import (
     task_output_names,
     traceable,
 )
+from edgedistill.export.tracing import OUTPUT_AXES, output_names
 
 if TYPE_CHECKING:
     from edgedistill.export.config import ExportConfig
@@ -80,12 +81,12 @@ def export_float_optimum(student: StudentInfo, dtype: str, work_dir: Path, opset
     return work_dir / MODEL_FILE
 
 
-def _dynamic_axes(input_names: list[str], task: str) -> tuple[list[str], dict[str, dict[int, str]]]:
-    output_names = task_output_names(task)
+def _dynamic_axes(
+    input_names: list[str], task: str, outputs: list[str] | None = None
+) -> tuple[list[str], dict[str, dict[int, str]]]:
+    output_names = outputs or task_output_names(task)
     axes = {name: {0: "batch_size", 1: "sequence_length"} for name in input_names}
-    axes[output_names[0]] = (
-        {0: "batch_size", 1: "sequence_length"} if task == "feature-extraction" else {0: "batch_size"}
-    )
+    axes.update({name: OUTPUT_AXES[name] for name in output_names})
     return output_names, axes
 
 
@@ -95,12 +96,13 @@ def export_module(
     path: Path,
     task: str,
     opset: int,
+    outputs: list[str] | None = None,
 ) -> Path:
     """torch.onnx (TorchScript exporter) of a module taking ``example``'s tensors positionally."""
     import torch
 
     input_names = list(example)
-    output_names, axes = _dynamic_axes(input_names, task)
+    output_names, axes = _dynamic_axes(input_names, task, outputs)
     with torch.no_grad():
         torch.onnx.export(
             module,
@@ -122,6 +124,7 @@ def export_module_dynamo(
     path: Path,
     task: str,
     opset: int,
+    outputs: list[str] | None = None,
 ) -> Path:
     """torch.onnx's dynamo exporter (torch.export, then onnxscript's optimizer) of the same module.
 
@@ -131,7 +134,7 @@ def export_module_dynamo(
     import torch
 
     input_names = list(example)
-    output_names, _ = _dynamic_axes(input_names, task)
+    output_names, _ = _dynamic_axes(input_names, task, outputs)
     batch = torch.export.Dim("batch_size")
     sequence = torch.export.Dim("sequence_length")
     shapes = {name: {0: batch, 1: sequence} for name in input_names}
@@ -167,10 +170,11 @@ def export_float_torch(
         model = model.half()
     tokenizer = student.load_tokenizer()
     names = model_input_names(model, tokenizer)
-    module = traceable(model, student.task, names)
+    outputs = output_names(student)
+    module = traceable(model, student.task, names, outputs=outputs)
     example = example_batch(student, tokenizer, names)
     write = export_module_dynamo if exporter == "dynamo" else export_module
-    return write(module, example, work_dir / MODEL_FILE, student.task, opset)
+    return write(module, example, work_dir / MODEL_FILE, student.task, opset, outputs)
 
 
 EXPORTER_NAMES = {
@@ -201,6 +205,11 @@ def export_float(
         if not _optimum_supports(student.model_type, student.task):
             notes.append(
                 f"optimum-onnx has no ONNX config for {student.model_type}; exported with torch.onnx"
+            )
+            route = "torchscript"
+        elif student.extra_outputs:
+            notes.append(
+                f"optimum-onnx exports the task's output only, not {student.extra_outputs}; exported with torch.onnx"
             )
             route = "torchscript"
     if route == "optimum":

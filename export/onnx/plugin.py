@@ -103,6 +103,7 @@ class OnnxPlugin(FormatPlugin):
     precisions = ("fp32", "fp16", "int8")
     tasks = ("sequence-classification", "feature-extraction")
     requires = (("onnx", "onnx"), ("onnxruntime", "onnx"))
+    several_outputs = True  # a generalist's logits and sentence_embedding in one graph
     # optimum's versions are recorded only when installed (onnx_exporter=optimum)
     tool_packages = ("onnx", "onnxruntime", "onnxscript", "optimum", "optimum-onnx")
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 from edgedistill.export.onnx.files import MODEL_FILE, save_onnx
 from edgedistill.export.onnx.float_export import EXPORTER_NAMES, export_module
+from edgedistill.export.tracing import output_names
 
 log = logging.getLogger(__name__)
 
@@ -273,12 +274,14 @@ def export_qat_qdq(student: StudentInfo, work_dir: Path, cfg: ExportConfig) -> t
     quantizers = set_qdq_export_mode(qmodel)
     tokenizer = student.load_tokenizer()
     names = model_input_names(qmodel, tokenizer)
+    outputs = output_names(student)
     raw = export_module(
-        traceable(qmodel, student.task, names),
+        traceable(qmodel, student.task, names, outputs=outputs),
         example_batch(student, tokenizer, names),
         work_dir / "qdq_raw.onnx",
         student.task,
         cfg.opset,
+        outputs,
     )
     model = onnx.load(str(raw))
     folded = fold_weight_quantizers(model)

@@ -11,6 +11,7 @@ import numpy as np
 from edgedistill.errors import EdgeDistillError
 from edgedistill.export.config import ExportConfig, Tolerance
 from edgedistill.numerics import mean_pool
+from edgedistill.outputs import SENTENCE_EMBEDDING
 
 if TYPE_CHECKING:
     from edgedistill.export.core import ArtifactResult, FormatPlugin, RuntimeRun, StudentInfo
@@ -28,17 +29,32 @@ from edgedistill.export.parity.report import (
 # Torch reference and comparison
 
 
-def torch_outputs(model, task: str, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+def torch_outputs(
+    model, task: str, feeds: list[dict[str, np.ndarray]], extra_outputs: list[str] = ()
+) -> list[dict[str, np.ndarray]]:
+    """torch's outputs per feed; ``extra_outputs`` (a generalist's ``sentence_embedding``) beside the task's."""
     import torch
 
     from edgedistill.export.core import forward_parameters
 
     accepted = set(forward_parameters(model))
     extra = {"use_cache": False} if task == "text-generation" else {}
+    pooled = SENTENCE_EMBEDDING in extra_outputs and task != "feature-extraction"
+    if pooled:
+        extra["output_hidden_states"] = True
     outputs = []
     with torch.inference_mode():
         for feed in feeds:
             out = model(**{k: torch.from_numpy(v) for k, v in feed.items() if k in accepted}, **extra)
+            if pooled:  # the generalist's second output: its last hidden state, mean-pooled
+                hidden = out.hidden_states[-1].float().numpy()
+                outputs.append(
+                    {
+                        "logits": out.logits.float().numpy(),
+                        SENTENCE_EMBEDDING: mean_pool(hidden, feed["attention_mask"]),
+                    }
+                )
+                continue
             if task == "feature-extraction":
                 hidden = out.last_hidden_state.float().numpy()
                 outputs.append(
@@ -68,7 +84,7 @@ def reference_outputs(
         ):
             return torch_outputs(model, student.task, feeds)
     model = student.load_qat_model() if reference == "qat" else student.load_model()
-    return torch_outputs(model, student.task, feeds)
+    return torch_outputs(model, student.task, feeds, student.extra_outputs)
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -197,6 +213,12 @@ def check(
         ),
     }
     declared = plugin.execute(artifact_dir, feeds)
+    missing = [n for n in student.extra_outputs if any(n not in out for out in declared.outputs)]
+    if missing:  # every output the student declares is checked, none passes by being absent
+        raise EdgeDistillError(
+            f"{common['artifact']}: the artifact does not return {missing}, which the student declares "
+            f"(edgedistill.json outputs); it returned {sorted(declared.outputs[0]) if declared.outputs else []}"
+        )
     tolerance_name = result.tolerance or precision
     common["tolerance_name"] = tolerance_name
     tolerance = cfg.tolerance(tolerance_name)
