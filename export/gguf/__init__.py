@@ -22,6 +22,8 @@ Where things are:
 
 - `checkpoint`: config.json, task and architecture, safetensors weights, RoPE layout fixes.
 - `tokenizer`: WordPiece / byte-level BPE / SentencePiece metadata for llama.cpp.
+- `bpe_pre`: a byte-level BPE's ``tokenizer.ggml.pre``: the GGUF teacher's, else llama.cpp's
+  convert-script check hash, else the tokenizer.json pre-tokenizer's shape.
 - `writer`: `write_gguf` (hyper-parameters, tensors by the plan, llama.cpp k-quants).
 - `runner`: `GGUFRunner`, `run_gguf`, `gguf_tokenize`, `read_gguf_summary` (llama-cpp-python).
 - `plugin`: `GGUFPlugin`, the ``gguf`` format of ``edgedistill export``; its parity (llama.cpp against

@@ -116,6 +116,7 @@ class GGUFPlugin(FormatPlugin):
                 "overrides",
                 "skipped_tensors",
                 "metadata",
+                "tokenizer_pre_from",
             )
         }
         quantization["tokenizer_parity"] = tokenizer_check

@@ -11,6 +11,7 @@ from edgedistill.errors import MissingDependencyError, ModelLoadError
 from edgedistill.export.core import (
     ExportError,
 )
+from edgedistill.export.gguf.bpe_pre import choose_bpe_pre
 from edgedistill.quant.gguf_arch import GGUFArch
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,8 @@ def _write_bpe(writer, gguf, model_dir: Path, spec: dict[str, Any], n_vocab: int
             f"{model_dir}: a BPE tokenizer without byte-level decoding (SentencePiece-style, byte_fallback) "
             f"needs its tokenizer.model file (with the sentencepiece package) to be exported to GGUF"
         )
-    pre = _bpe_pre_name(spec)
     tokenizer = _load_tokenizer(model_dir)
+    pre, pre_source = choose_bpe_pre(model_dir, tokenizer, n_vocab, lambda: _bpe_pre_name(spec))
     tokens, types = _token_table(gguf, tokenizer, n_vocab)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(pre)
@@ -157,7 +158,7 @@ def _write_bpe(writer, gguf, model_dir: Path, spec: dict[str, Any], n_vocab: int
             f"{model_dir}: the BPE tokenizer has no merges; llama.cpp cannot tokenize without them"
         )
     special.add_to_gguf(writer, quiet=True)
-    return {"tokenizer_model": "gpt2", "tokenizer_pre": pre, "warnings": []}
+    return {"tokenizer_model": "gpt2", "tokenizer_pre": pre, "tokenizer_pre_from": pre_source, "warnings": []}
 
 
 def _write_sentencepiece(writer, gguf, model_dir: Path, n_vocab: int) -> dict[str, Any]:

@@ -245,6 +245,8 @@ def write_gguf(model_dir: Path, out_file: Path, precision: str, *, task: str) ->
         "overrides": info["overrides"],
         "skipped_tensors": info["skipped_tensors"],
         "metadata": summary["metadata"],
+        # how tokenizer.ggml.pre was decided (byte-level BPE): teacher file, check hash or shape
+        "tokenizer_pre_from": info["tokenizer"].get("tokenizer_pre_from"),
         "warnings": info["tokenizer"]["warnings"] + _numeric_warnings(arch, config),
     }
     summary_line = next((ln.strip() for ln in log_lines if "required fallback quantization" in ln), None)
