@@ -381,7 +381,7 @@ def main() -> int:
     }
     md = markdown(summary)
     shutil.rmtree(work, ignore_errors=True)
-    write_summary(out, summary, md, echo=False)
+    write_summary(out, summary, md, echo=False, quick=args.smoke)
     brief = {k: {kk: vv for kk, vv in v.items() if kk not in ("pairs", "runs")} for k, v in results.items()}
     print(json.dumps({"wall_seconds": summary["wall_seconds"], "sections": brief}, indent=2, default=str))
     print(md)

@@ -3,7 +3,9 @@ steps run logged and timed, and summary.{json,md} written atomically.
 
 Every summary.json written under ``bench-results/<name>/`` (gitignored, with models and logs beside
 it) is also copied to ``docs/results/<name>/summary.json``, which is committed: the figures behind a
-docs table can be checked without rerunning hours of training. Only that small JSON is copied.
+docs table can be checked without rerunning hours of training. Only that small JSON is copied, and
+never a quick-mode run's (``--rows N``, ``--smoke``: ``write_summary(..., quick=True)``), which stays
+under bench-results.
 
 The scripts import it as ``from common import ...``: running ``python benchmarks/<script>.py`` puts
 this folder first on ``sys.path``. It is not a benchmark itself (`run_all.py` does not run it).
@@ -132,13 +134,19 @@ def published_path(out: Path) -> Path | None:
     return PUBLISHED / relative / "summary.json" if relative.parts else None
 
 
-def write_summary(out: Path, summary: dict[str, Any], markdown: str, echo: bool = True) -> None:
+def write_summary(
+    out: Path, summary: dict[str, Any], markdown: str, echo: bool = True, *, quick: bool = False
+) -> None:
     """``out``/summary.json and ``out``/summary.md, each written atomically (temp file + rename),
-    and the same summary.json at `published_path` (committed); ``echo``: print the Markdown too."""
+    and the same summary.json at `published_path` (committed) unless ``quick``: a quick-mode run
+    (``--rows N``, ``--smoke``) is a check, not the figures the docs quote, so it never reaches
+    docs/results (even with ``--out`` naming the full run's folder). ``echo``: print the Markdown too."""
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.md", markdown)
     published = published_path(out)
-    if published is not None:
+    if published is not None and quick:
+        print(f"[not published] quick mode: {out / 'summary.json'} stays under bench-results")
+    elif published is not None:
         size = (out / "summary.json").stat().st_size
         if size > MAX_PUBLISHED_BYTES:
             print(

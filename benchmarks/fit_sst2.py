@@ -225,7 +225,7 @@ def main() -> int:
             summary = build_summary(measured, fits, {k: search_cost(v) for k, v in fits.items()}, args.rows,
                                     time.time() - started,
                                     json.loads(compare.read_text()) if compare.is_file() else None)  # fmt: skip
-            write_summary(out, summary, markdown(summary))
+            write_summary(out, summary, markdown(summary), quick=args.rows is not None)
     return 0
 
 

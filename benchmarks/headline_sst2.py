@@ -309,7 +309,7 @@ def main() -> int:
                 measured = bench_all(out, args.data, folders, quick=args.rows is not None)
     if measured is not None:
         summary = build_summary(out, measured, folders, stages.totals(), cpu, args.rows, list(TRAINED))
-        write_summary(out, summary, markdown(summary))
+        write_summary(out, summary, markdown(summary), quick=args.rows is not None)
     else:
         print(json.dumps(stages.totals(), indent=1))
     return 0

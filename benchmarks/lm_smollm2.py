@@ -308,7 +308,7 @@ def main() -> int:
         wall_s=time.time() - run_started,
         note=args.note,
     )
-    write_summary(out, summary, markdown(summary))
+    write_summary(out, summary, markdown(summary), quick=args.rows is not None)
     return 0
 
 

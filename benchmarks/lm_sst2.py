@@ -290,7 +290,7 @@ def main() -> int:
         args.note,
         json.loads((pairs_dir / "pairs.json").read_text()),
     )
-    write_summary(out, summary, markdown(summary))
+    write_summary(out, summary, markdown(summary), quick=args.smoke)
     return 0
 
 
