@@ -105,6 +105,7 @@ def test_lm_texts_labelled_by_the_teacher_make_a_transfer_set(tiny_lm, tiny_bert
     assert counts["generated"] == 12 and counts["kept"] == len(rows) - 1
     assert counts["kept"] + counts["dropped"] == counts["generated"]
     assert report["lm"]["sha256"] == sha256_file(tiny_lm) and report["lm"]["tokens_per_s"] > 0
+    assert report["lm"]["tokens_per_cpu_s"] > 0
     assert report["prompts"]["list"] == build_prompts(PromptsConfig(), 12, 0) and report["seeds"]["seed"] == 0
     jsonl = [json.loads(line) for line in (tmp_path / TRANSFER_JSONL).read_text().splitlines()]
     assert [r["sentence"] for r in jsonl] == [r[0] for r in rows[1:]]
@@ -116,6 +117,10 @@ def test_lm_texts_labelled_by_the_teacher_make_a_transfer_set(tiny_lm, tiny_bert
     # a larger count extends the store; a changed LM setting is refused with the way out
     bigger = synthesize(_cfg(tiny_bert_classifier, tiny_lm, count=14), tmp_path, progress=False)
     assert bigger["runs"][-1] == {**bigger["runs"][-1], "already_done": 12, "made": 2}
+    # a round with a student and another rule relabels the stored texts and makes none
+    round_two = _cfg(tiny_bert_classifier, tiny_lm, count=14, student={"path": str(tiny_bert_classifier)})
+    round_two.selection.rule = "disagreement"
+    assert synthesize(round_two, tmp_path, progress=False)["runs"][-1]["already_done"] == 14
     changed = _cfg(tiny_bert_classifier, tiny_lm, count=14)
     changed.lm.temperature = 0.5
     with pytest.raises(SynthesizeError, match=r"(?s)lm\.temperature: stored 0\.9, now 0\.5.*--restart"):

@@ -158,6 +158,7 @@ def _report(
     lm: dict[str, Any] | None = None
     if cfg.source == "lm":
         gen_s = sum(r.get("generation_seconds", 0.0) for r in runs)
+        cpu_s = sum(r.get("generation_cpu_seconds", 0.0) for r in runs)
         tokens = sum(r.get("response_tokens", 0) for r in runs)
         finish = Counter(r.get("finish_reason") for r in records)
         lm = {
@@ -167,6 +168,8 @@ def _report(
             "generation_seconds": round(gen_s, 2),
             # over every run that made texts into this store; one llama.cpp sequence at a time
             "tokens_per_s": round(tokens / gen_s, 2) if gen_s else None,
+            "generation_cpu_seconds": round(cpu_s, 2),
+            "tokens_per_cpu_s": round(tokens / cpu_s, 2) if cpu_s else None,
             "threads": cfg.lm.threads if cfg.lm else None,
             "finish_reasons": dict(finish),
         }

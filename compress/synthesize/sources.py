@@ -162,7 +162,7 @@ def make_texts(
     if pending:
         make = {"lm": _lm_maker, "corpus": _corpus_maker, "random": _random_maker}[cfg.source](cfg)
         started = time.perf_counter()
-        seconds = tokens = 0.0
+        seconds = cpu_seconds = tokens = 0.0
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -172,9 +172,11 @@ def make_texts(
             )
             for i in pending:
                 seed = sample_seed(cfg.seed, i, 0)
-                tick = time.perf_counter()
+                tick, cpu_tick = time.perf_counter(), time.process_time()
                 made = make(items[i], seed)
                 seconds += time.perf_counter() - tick
+                # CPU seconds of every thread: on a shared machine wall seconds measure the neighbours too
+                cpu_seconds += time.process_time() - cpu_tick
                 tokens += made.get("response_tokens", 0)
                 record = {"id": record_id(items[i], made["response"]), "prompt_id": i, "sample_index": 0}
                 record.update(prompt=items[i], seed=seed, **made)
@@ -184,7 +186,11 @@ def make_texts(
                     on_record(record)
         run.update(made=len(pending), seconds=round(time.perf_counter() - started, 3))
         if cfg.source == "lm":
-            run.update(generation_seconds=round(seconds, 3), response_tokens=int(tokens))
+            run.update(
+                generation_seconds=round(seconds, 3),
+                generation_cpu_seconds=round(cpu_seconds, 3),
+                response_tokens=int(tokens),
+            )
     atomic_write_json(out / TEXTS_DIR / TEXTS_META, meta)
     return {"store": store, "meta": meta, "items": items, "digests": digests}
 
