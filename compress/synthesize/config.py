@@ -100,6 +100,13 @@ class LMConfig(StrictModel):
         "threads can be several times slower, hence 1 by default.",
     )
     context_length: int = Field(512, gt=0, description="llama.cpp context (prompt + response tokens).")
+    prompt_batch: int = Field(
+        1,
+        gt=0,
+        description="llama.cpp n_batch: prompt tokens evaluated per call. 1 on purpose: with llama-cpp-python "
+        "0.3.36 on an AVX-512 EPYC, one thread, SmolLM2's ~55-token chat prompt took about 7 CPU seconds at "
+        "n_batch 16-512 and 0.5 at 1 (the batched Q4_1 path is that slow there).",
+    )
     max_new_tokens: int = Field(60, gt=0, description="Longest text, in tokens.")
     temperature: float = Field(0.9, gt=0, description="Sampling temperature (variety between texts).")
     top_p: float = Field(0.95, gt=0, le=1)

@@ -207,6 +207,7 @@ def _lm_maker(cfg: SynthesizeConfig) -> Callable[[str, int], dict[str, Any]]:
     llm = llama_cpp.Llama(
         model_path=str(lm_file(cfg)),
         n_ctx=lm.context_length,
+        n_batch=lm.prompt_batch,
         n_threads=lm.threads,
         seed=cfg.seed,
         verbose=False,
