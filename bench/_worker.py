@@ -166,14 +166,28 @@ def run_job(job: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         texts = json.loads(Path(job["texts_file"]).read_text(encoding="utf-8"))
         texts = [tuple(t) if isinstance(t, list) else t for t in texts]
         size, max_length = int(workload["eval_batch_size"]), int(workload["eval_max_length"])
+        extra = list(artifact.get("extra_outputs") or [])  # a generalist's outputs beside the task's
         t = time.perf_counter()
-        rows = [session.predict(texts[i : i + size], max_length) for i in range(0, len(texts), size)]
-        predictions = np.concatenate(rows, axis=0).astype(np.float32)
+        rows = [
+            session.predict_outputs(texts[i : i + size], max_length)
+            if extra
+            else {"prediction": session.predict(texts[i : i + size], max_length)}
+            for i in range(0, len(texts), size)
+        ]
+        predict_seconds = time.perf_counter() - t
+        predictions = np.concatenate([r["prediction"] for r in rows], axis=0).astype(np.float32)
         np.save(out_dir / "predictions.npy", predictions)
+        output_files = {}
+        for name in extra:
+            np.save(
+                out_dir / f"{name}.npy", np.concatenate([r[name] for r in rows], axis=0).astype(np.float32)
+            )
+            output_files[name] = str(out_dir / f"{name}.npy")
         result.update(
             predictions_file=str(out_dir / "predictions.npy"),
             predictions_shape=list(predictions.shape),
-            predict_seconds=time.perf_counter() - t,
+            output_files=output_files,
+            predict_seconds=predict_seconds,
         )
     else:
         raise ValueError(f"unknown job kind {job['kind']!r}")

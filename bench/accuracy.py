@@ -2,7 +2,9 @@
 
 Predictions (logits or sentence embeddings) come from the measuring processes; here they are
 turned into the task metric (accuracy for classification) and agreement with the reference
-(top-1 agreement and accuracy drop, or cosine of embeddings).
+(top-1 agreement and accuracy drop, or cosine of embeddings). A generalist's second output (its
+``sentence_embedding`` beside the logits) gets its own block (`embedding_block`): cosine to the
+reference's embeddings and recall@10, the retrieval agreement an embedding user relies on.
 """
 
 from __future__ import annotations
@@ -96,4 +98,43 @@ def accuracy_block(
             block["cosine_mean"] = float(cos.mean())
             block["cosine_min"] = float(cos.min())
             block["cosine_p5"] = float(np.percentile(cos, 5))
+    return block
+
+
+def neighbour_recall(embeddings, reference, k: int = 10) -> float | None:
+    """Mean overlap of each text's k nearest texts (cosine, itself excluded) under ``embeddings`` and
+    under ``reference`` (the torch twin is `compress.evaluate.neighbour_recall`)."""
+    import numpy as np
+
+    n = embeddings.shape[0]
+    k = min(k, n - 1)
+    if k <= 0:
+        return None
+
+    def knn(x):
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        sims = x @ x.T
+        np.fill_diagonal(sims, -np.inf)
+        return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+    a, b = knn(np.asarray(embeddings, np.float64)), knn(np.asarray(reference, np.float64))
+    return float(np.mean([len(set(a[i]) & set(b[i])) / k for i in range(n)]))
+
+
+def embedding_block(embeddings, reference_embeddings=None) -> dict[str, Any]:
+    """A sentence-embedding output against the reference's: cosine (mean, min, 5th percentile) and recall@10."""
+    import numpy as np
+
+    block: dict[str, Any] = {"n": int(embeddings.shape[0]), "metric": "cosine and recall@10 to reference"}
+    if reference_embeddings is None or reference_embeddings.shape != embeddings.shape:
+        block["status"] = "no reference embeddings of the same shape"
+        return block
+    cos = _cosine_rows(embeddings, reference_embeddings)
+    block.update(
+        cosine_mean=float(cos.mean()),
+        cosine_min=float(cos.min()),
+        cosine_p5=float(np.percentile(cos, 5)),
+        recall_at_10=neighbour_recall(embeddings, reference_embeddings, 10),
+        status="measured",
+    )
     return block

@@ -18,6 +18,7 @@ from typing import Any
 from edgedistill.errors import ArtifactError, EdgeDistillError
 from edgedistill.io import read_json_object, sha256_file
 from edgedistill.model_checks import check_model_size, check_safetensors
+from edgedistill.outputs import EXTRA_OUTPUTS, read_extra_outputs
 
 _FORMATS_FOR_HF_FOLDER = "torch"
 _INPUT_DTYPES = ("int64", "int32", "float32", "float16", "bool", "int8", "uint8")
@@ -50,6 +51,17 @@ class Artifact:
         value = (self.manifest.get("provenance") or {}).get("student_path")
         return Path(value) if value else None
 
+    @property
+    def extra_outputs(self) -> list[str]:
+        """A generalist's outputs beside its task's (`edgedistill.outputs`): from the manifest's output
+        signature, or the ``edgedistill.json`` of a torch model folder."""
+        if self.manifest is not None:
+            names = {o.get("name") for o in self.manifest.get("outputs") or [] if isinstance(o, dict)}
+            return [n for n in EXTRA_OUTPUTS.get(self.task, ()) if n in names]
+        if self.format == _FORMATS_FOR_HF_FOLDER:
+            return read_extra_outputs(self.path, self.task)
+        return []
+
     def job_dict(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
@@ -60,6 +72,7 @@ class Artifact:
             "runtime": self.runtime,
             "model_files": self.model_files,
             "inputs": self.inputs,
+            "extra_outputs": self.extra_outputs,  # measured beside the task's output by the accuracy job
             # how the export verified it must be loaded (the `artifact` precision policy uses it)
             "load": (self.manifest or {}).get("load"),
         }

@@ -129,6 +129,9 @@ def _summary(report: dict[str, Any]) -> str:
             text += f"  agree {acc['agreement']:.4f}"
         if acc.get("cosine_mean") is not None:
             text += f"  cos {acc['cosine_mean']:.5f}"
+        embedding = acc.get("sentence_embedding") or {}  # a generalist's second output
+        if embedding.get("cosine_mean") is not None:
+            text += f"  embedding cos {embedding['cosine_mean']:.5f} r@10 {embedding['recall_at_10']:.3f}"
         lines.append(text)
         for warning in ((a.get("applied") or {}).get("runtime_info") or {}).get("warnings", []):
             lines.append(f"    warning: {warning}")

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedistill import __version__
-from edgedistill.bench.accuracy import EvalData, accuracy_block, read_eval_data
+from edgedistill.bench.accuracy import EvalData, accuracy_block, embedding_block, read_eval_data
 from edgedistill.bench.artifact import Artifact, open_artifact
 from edgedistill.bench.blocks import _applied_block, _latency_block, _lm_block, _memory_block, _ran_fields
 from edgedistill.bench.compare import _baseline_entry, _compare_interleaved
@@ -321,7 +321,7 @@ def _accuracy(
     result = plan.run(plan.job("accuracy", artifact, texts_file=str(texts_file)))
     predictions = np.load(result["predictions_file"])
     ref_path = Path(reference) if reference is not None else artifact.student_path
-    ref_info, ref_pred = None, None
+    ref_info, ref_pred, ref_outputs = None, None, {}
     if ref_path is not None and ref_path.resolve() != artifact.path:
         key = str(ref_path.resolve())
         if key not in cache:
@@ -341,10 +341,11 @@ def _accuracy(
                         "status": "measured",
                     },
                     np.load(ref_result["predictions_file"]),
+                    {n: np.load(f) for n, f in (ref_result.get("output_files") or {}).items()},
                 )
             except EdgeDistillError as exc:
-                cache[key] = ({"path": key, "status": "error", "reason": str(exc)}, None)
-        ref_info, ref_pred = cache[key]
+                cache[key] = ({"path": key, "status": "error", "reason": str(exc)}, None, {})
+        ref_info, ref_pred, ref_outputs = cache[key]
         if ref_pred is not None and ref_pred.shape != predictions.shape:
             ref_info = {
                 **ref_info,
@@ -358,6 +359,8 @@ def _accuracy(
             "reason": "no reference: the manifest names no student folder; pass --reference",
         }
     block = accuracy_block(artifact.task, predictions, eval_data.labels, ref_pred, ref_info)
+    for name, file in (result.get("output_files") or {}).items():  # a generalist's other outputs
+        block[name] = embedding_block(np.load(file), ref_outputs.get(name))
     block["status"] = "measured"
     block["predict_seconds"] = result["predict_seconds"]
     return block

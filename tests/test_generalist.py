@@ -204,14 +204,16 @@ def test_post_training_int8_and_formats_that_hold_one_output(tmp_path, generalis
     # GGUF holds one pooled output and no head: refused, with what it can hold instead
     with pytest.raises(UnsupportedModelError, match="--task feature-extraction --format gguf"):
         export(student, tmp_path / "gguf", ExportConfig(formats=["gguf"], precisions=["q8_0"]))
-    # exported as feature-extraction, the generalist is its encoder alone
+    # exported as feature-extraction, the generalist is its encoder alone: GGUF holds that (mean pooling)
     enc = export(
         student,
         tmp_path / "enc",
-        ExportConfig(formats=["onnx"], precisions=["fp32"], task="feature-extraction", **FAST_EXPORT),
+        ExportConfig(formats=["onnx", "gguf"], precisions=["fp32"], task="feature-extraction", **FAST_EXPORT),
     )
-    names = {o["name"] for o in enc["artifacts"][0]["parity"]["outputs"]}
-    assert names == {"last_hidden_state", "sentence_embedding"}
+    for artifact in enc["artifacts"]:
+        checked = {o["name"] for o in artifact["parity"]["outputs"] if o["checked"]}
+        assert "sentence_embedding" in checked and "logits" not in checked, (artifact["format"], checked)
+    assert {a["format"] for a in enc["artifacts"]} == {"onnx", "gguf"}
 
 
 def test_recipes_that_cannot_teach_a_generalist_are_refused_with_the_key(tiny_data):
@@ -273,3 +275,35 @@ def test_teachers_that_cannot_teach_their_output_are_refused_before_the_run(
     assert "BertModel, not a sequence classifier" in problems["teachers[1]"]
     assert "48 dimensions" in problems["teachers[2].output"] and "64" in problems["teachers[2].output"]
     assert not out.exists()
+
+
+def test_bench_measures_each_output_with_its_own_metric(tmp_path, generalist, generalist_export, tiny_data):
+    """Accuracy (and agreement with the torch student) for the logits; cosine and recall@10 to the torch
+    student's sentence embedding for the second output, each through the artifact's own runtime."""
+    from bench_helpers import write_target
+
+    from edgedistill.bench import bench
+
+    out, _ = generalist_export
+    report = bench(
+        [out / "onnx-int8", out / "openvino-fp32", generalist[0] / "student"],
+        write_target(tmp_path, measurement={"min_iterations": 5, "min_seconds": 0.05}),
+        data=tiny_data["eval"],
+        out=tmp_path / "report.json",
+    )
+    entries = {a["name"]: a for a in report["artifacts"]}
+    for name in ("onnx-int8", "openvino-fp32", "student"):
+        entry = entries[name]
+        assert entry["status"] == "measured", entry.get("reason")
+        accuracy = entry["accuracy"]
+        assert 0.0 <= accuracy["accuracy"] <= 1.0 and accuracy["n"] == 64
+        embedding = accuracy["sentence_embedding"]
+        assert embedding["metric"] == "cosine and recall@10 to reference" and embedding["n"] == 64
+    for name in ("onnx-int8", "openvino-fp32"):  # against the torch student the manifest names
+        accuracy = entries[name]["accuracy"]
+        assert accuracy["agreement"] >= 0.9
+        embedding = accuracy["sentence_embedding"]
+        assert embedding["status"] == "measured" and embedding["cosine_min"] > 0.99, embedding
+        assert embedding["recall_at_10"] >= 0.7, embedding
+    # the torch folder is its own reference: its embeddings are measured, with nothing to compare to
+    assert entries["student"]["accuracy"]["sentence_embedding"]["status"].startswith("no reference")

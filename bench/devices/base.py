@@ -276,6 +276,10 @@ class RemoteDevice:
             local_pred = Path(work_dir) / "predictions.npy"
             self.pull(result["predictions_file"], local_pred, self.timeout_s + 120)
             result["predictions_file"] = str(local_pred)
+        for name, remote_file in (result.get("output_files") or {}).items():  # a generalist's other outputs
+            local_file = Path(work_dir) / f"{name}.npy"
+            self.pull(remote_file, local_file, self.timeout_s + 120)
+            result["output_files"][name] = str(local_file)
         if result.get("memory", {}).get("peak_rss_mb") is None:
             raise MeasurementError(f"on device {self.address()}: no memory figure for the measuring process")
         result["device"] = {"kind": self.kind, "address": self.address(), "emulated": self.emulated}

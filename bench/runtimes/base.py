@@ -143,6 +143,19 @@ def task_prediction(task: str, outputs: dict[str, np.ndarray], mask: np.ndarray)
     return mean_pool(np.asarray(hidden), mask)
 
 
+def output_predictions(
+    task: str, outputs: dict[str, np.ndarray], mask: np.ndarray, extra: Sequence[str] = ()
+) -> dict[str, np.ndarray]:
+    """The task's prediction (``prediction``) and each named extra output as float32 (a generalist
+    classifier's ``sentence_embedding``, pooled in its graph)."""
+    found = {"prediction": task_prediction(task, outputs, mask)}
+    for name in extra:
+        if name not in outputs:
+            raise RuntimeError(f"the artifact returned no {name!r} output (it returned {sorted(outputs)})")
+        found[name] = np.asarray(outputs[name], dtype=np.float32)
+    return found
+
+
 class Session(ABC):
     """One artifact loaded in its runtime, inside the measuring process."""
 
@@ -158,6 +171,8 @@ class Session(ABC):
         # (`read_back`); otherwise the parent takes what export parity read back for the file
         self.ran: str | None = None
         self.precision_policy = resolve_policy(options, artifact)
+        # outputs beside the task's that the accuracy job measures too (a generalist's sentence_embedding)
+        self.extra_outputs: list[str] = list(artifact.get("extra_outputs") or [])
 
     def read_back(self) -> None:
         """Ask the runtime what it runs (after the timed session creation); fills ``ran``/``effective``."""
@@ -197,11 +212,15 @@ class Session(ABC):
 
     def predict(self, texts: Sequence[Text], max_length: int) -> np.ndarray:
         """Logits (classification) or sentence embeddings (feature extraction) for a batch of texts."""
+        return self.predict_outputs(texts, max_length)["prediction"]
+
+    def predict_outputs(self, texts: Sequence[Text], max_length: int) -> dict[str, np.ndarray]:
+        """`predict`'s ``prediction`` and the artifact's ``extra_outputs`` for a batch of texts (one run)."""
         if not hasattr(self, "_tokenizer"):
             self._tokenizer = ArtifactTokenizer(self.folder)
         batch = self._tokenizer.batch(texts, max_length)
         outputs = self.outputs(self.to_runtime_feed(batch))
-        return task_prediction(self.task, outputs, batch["attention_mask"])
+        return output_predictions(self.task, outputs, batch["attention_mask"], self.extra_outputs)
 
     # ------------------------------------------------------------------ decoders
     supports_generate: ClassVar[bool] = False

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from edgedistill.bench.runtimes.base import Runtime, Session, Text, task_prediction
+from edgedistill.bench.runtimes.base import Runtime, Session, Text, output_predictions
+from edgedistill.numerics import mean_pool
 
 _AUTO_CLASSES = {
     "sequence-classification": "AutoModelForSequenceClassification",
@@ -68,11 +69,22 @@ class TorchSession(Session):
         return out
 
     def outputs(self, feed: dict[str, Any]) -> dict[str, np.ndarray]:
-        out = self.infer(feed)
+        pooled = (
+            "sentence_embedding" in self.extra_outputs
+        )  # a generalist: its last hidden state, mean-pooled
+        if pooled:
+            with self._torch.inference_mode():
+                out = self.model(**feed, output_hidden_states=True)
+        else:
+            out = self.infer(feed)
         names = ("logits",) if self.task != "feature-extraction" else ("last_hidden_state",)
-        return {n: getattr(out, n).float().cpu().numpy() for n in names}
+        found = {n: getattr(out, n).float().cpu().numpy() for n in names}
+        if pooled:
+            mask = feed["attention_mask"].cpu().numpy()
+            found["sentence_embedding"] = mean_pool(out.hidden_states[-1].float().cpu().numpy(), mask)
+        return found
 
-    def predict(self, texts: Sequence[Text], max_length: int) -> np.ndarray:
+    def predict_outputs(self, texts: Sequence[Text], max_length: int) -> dict[str, np.ndarray]:
         pairs = [t if isinstance(t, tuple) else (t, None) for t in texts]
         first, second = [p[0] for p in pairs], [p[1] for p in pairs]
         batch = self.tokenizer(
@@ -85,7 +97,7 @@ class TorchSession(Session):
         )
         feed = {n: np.asarray(batch[n], dtype=np.int64) for n in batch if n in self.input_names}
         outputs = self.outputs(self.to_runtime_feed({**feed}))
-        return task_prediction(self.task, outputs, np.asarray(batch["attention_mask"]))
+        return output_predictions(self.task, outputs, np.asarray(batch["attention_mask"]), self.extra_outputs)
 
     supports_generate = False
 
