@@ -185,37 +185,54 @@ def test_baseline_transfer_sets_have_the_same_format(source, tiny_bert_classifie
     assert report["lm"] is None and report["source"] == source
 
 
+def _start_and_stop(command: list[str], env: dict, samples: Path, after: int, how: int) -> tuple[bool, str]:
+    """Start ``command``, send ``how`` once ``samples`` has ``after`` lines; (stopped mid-run, stderr)."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if samples.exists() and samples.read_bytes().count(b"\n") >= after:
+            break
+        time.sleep(0.002)
+    stopped = proc.poll() is None
+    if stopped:
+        proc.send_signal(how)
+    proc.wait()
+    return stopped and proc.returncode != 0, proc.stderr.read().decode()
+
+
 def test_killed_mid_run_resumes_without_duplicates(tiny_lm, tiny_bert_classifier, tmp_path):
     count = 120  # a few ms a text: enough that the kill lands mid-run
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "edgedistill", "synthesize", "--teacher", str(tiny_bert_classifier)]
-    command += ["--lm", str(tiny_lm), "--out", str(out), "--count", str(count), "--max-new-tokens", "24"]
-    command += ["--keep-fraction", "1", "--set", "selection.min_words=1", "--quiet"]
+    command += ["--lm", str(tiny_lm), "--count", str(count), "--max-new-tokens", "24", "--keep-fraction", "1"]
+    command += ["--set", "selection.min_words=1", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     samples = out / "texts" / "samples.jsonl"
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        if samples.exists() and samples.read_bytes().count(b"\n") >= 5:
-            break
-        time.sleep(0.002)
-    killed_mid_run = proc.poll() is None
-    if killed_mid_run:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed, err = _start_and_stop([*command, "--out", str(out)], env, samples, 5, signal.SIGKILL)
     landed = len(read_store(out / "texts"))
-    print(f"killed mid-run: {killed_mid_run}, texts landed: {landed}")
-    assert killed_mid_run and 5 <= landed < count, (landed, proc.stderr.read().decode()[-2000:])
+    print(f"killed mid-run: {killed}, texts landed: {landed}")
+    assert killed and 5 <= landed < count, (landed, err[-2000:])
     assert not (out / TRANSFER_TSV).exists()
+    # SIGTERM: exit 130 with the way to resume, every stored text whole
+    stopped, err = _start_and_stop([*command, "--out", str(out)], env, samples, landed + 5, signal.SIGTERM)
+    print(f"stopped by SIGTERM mid-run: {stopped}")
+    if stopped:
+        assert "interrupted; run the same command again to resume" in err, err[-2000:]
+    landed = len(read_store(out / "texts"))
 
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    done = subprocess.run([*command, "--out", str(out)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     records = read_store(out / "texts")
-    ids = [r["prompt_id"] for r in records]
-    assert sorted(ids) == list(range(count))  # every text once
+    assert sorted(r["prompt_id"] for r in records) == list(range(count))  # every text once
     report = json.loads((out / REPORT_FILE).read_text())
     assert report["runs"][-1]["already_done"] == landed and report["runs"][-1]["made"] == count - landed
     assert report["counts"]["generated"] == count
+    # the same texts as a run never interrupted (each text has its own seed)
+    straight = subprocess.run([*command, "--out", str(tmp_path / "straight")], env=env, capture_output=True)
+    assert straight.returncode == 0
+    texts = {r["prompt_id"]: r["response"] for r in records}
+    assert texts == {r["prompt_id"]: r["response"] for r in read_store(tmp_path / "straight" / "texts")}
+    assert (out / TRANSFER_TSV).read_text() == (tmp_path / "straight" / TRANSFER_TSV).read_text()
 
 
 def test_bad_inputs_name_the_file_and_the_fix(tiny_lm, tiny_bert_classifier, tmp_path, capsys):
