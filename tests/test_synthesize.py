@@ -240,6 +240,10 @@ def test_bad_inputs_name_the_file_and_the_fix(tiny_lm, tiny_bert_classifier, tmp
     with pytest.raises(Exception, match=f"teacher not found: {missing}"):
         synthesize(_cfg(missing, tiny_lm), tmp_path / "a", progress=False)
     assert not (tmp_path / "a" / "texts").exists()  # refused before any text was made
+    encoder = tmp_path / "encoder"  # a BertModel: no classification head
+    tiny_llama.save_tiny_bert(encoder, tiny_bert_classifier)
+    with pytest.raises(SynthesizeError, match=f"teacher {encoder} is a BertModel, not a sequence classifier"):
+        synthesize(_cfg(encoder, tiny_lm), tmp_path / "a", progress=False)
     prompts = tmp_path / "prompts.txt"
     cfg = _cfg(tiny_bert_classifier, tiny_lm, prompts={"file": str(prompts)})
     with pytest.raises(SynthesizeError, match=f"prompts file not found: {prompts}. Pass --prompts"):

@@ -31,11 +31,34 @@ class Classifier:
         return [str(id2label.get(i, i)) for i in range(self.num_labels)]
 
 
-def load_classifier(source: ModelSource, role: str) -> Classifier:
-    """Load ``source`` as a sequence classifier, checked first (a missing folder names itself and the fix)."""
-    from edgedistill.compress.models import check_model_folder, load_model, load_tokenizer
+def check_classifier(source: ModelSource, role: str) -> None:
+    """Refuse, before any text is made, a missing folder and one without a classification head
+    (transformers would add a random head, and its "labels" would be noise)."""
+    from edgedistill.compress.models import check_model_folder
+    from edgedistill.io import read_json_object
 
-    check_model_folder(source.path, role, source.allow_pickle, source.trust_remote_code)
+    folder = check_model_folder(source.path, role, source.allow_pickle, source.trust_remote_code)
+    if folder is None or not (folder / "config.json").is_file():  # a hub id, or a GGUF file
+        return
+    architectures = (
+        read_json_object(
+            folder / "config.json", "pass a model folder written by save_pretrained", SynthesizeError
+        ).get("architectures")
+        or []
+    )
+    if architectures and not any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        raise SynthesizeError(
+            f"the {role} {source.path} is a {architectures[0]}, not a sequence classifier: its labels would "
+            "come from a randomly initialised head. Pass a fine-tuned classifier folder (e.g. the model/ "
+            "of `edgedistill finetune --task sequence-classification`)."
+        )
+
+
+def load_classifier(source: ModelSource, role: str) -> Classifier:
+    """Load ``source`` as a sequence classifier (checked first with `check_classifier`)."""
+    from edgedistill.compress.models import load_model, load_tokenizer
+
+    check_classifier(source, role)
     model = load_model(source, "sequence-classification", role=role)
     model.eval()
     tokenizer = load_tokenizer(source.path, trust_remote_code=source.trust_remote_code)

@@ -11,7 +11,7 @@ from typing import Any
 
 from edgedistill.compress.generate.store import SAMPLES_FILE, prompt_digest, read_store, store_lock
 from edgedistill.compress.synthesize.config import SynthesizeConfig, SynthesizeError
-from edgedistill.compress.synthesize.label import check_pair, load_classifier, probabilities
+from edgedistill.compress.synthesize.label import check_classifier, check_pair, load_classifier, probabilities
 from edgedistill.compress.synthesize.selection import Candidate, filter_texts, select
 from edgedistill.compress.synthesize.sources import TEXTS_DIR, OnRecord, make_texts
 from edgedistill.config import dump_config
@@ -87,13 +87,9 @@ def synthesize(
 
 
 def _check_models_exist(cfg: SynthesizeConfig) -> None:
-    from edgedistill.compress.models import check_model_folder
-
-    check_model_folder(cfg.teacher.path, "teacher", cfg.teacher.allow_pickle, cfg.teacher.trust_remote_code)
+    check_classifier(cfg.teacher, "teacher")
     if cfg.student is not None:
-        check_model_folder(
-            cfg.student.path, "student", cfg.student.allow_pickle, cfg.student.trust_remote_code
-        )
+        check_classifier(cfg.student, "student")
 
 
 def _records_of_this_config(out: Path, digests: list[str]) -> list[dict[str, Any]]:
