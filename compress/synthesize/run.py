@@ -162,7 +162,7 @@ def _report(
             "sha256": meta.get("lm_sha256"),
             "response_tokens": tokens,
             "generation_seconds": round(gen_s, 2),
-            # over every run that made texts into this store; one llama.cpp sequence at a time
+            # over the runs that finished (a killed run's seconds died with it); one sequence at a time
             "tokens_per_s": round(tokens / gen_s, 2) if gen_s else None,
             "generation_cpu_seconds": round(cpu_s, 2),
             "tokens_per_cpu_s": round(tokens / cpu_s, 2) if cpu_s else None,

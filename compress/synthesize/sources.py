@@ -97,7 +97,7 @@ def _teacher_tokenizer(cfg: SynthesizeConfig) -> Any:
     return load_tokenizer(cfg.teacher.path, trust_remote_code=cfg.teacher.trust_remote_code)
 
 
-def open_texts(cfg: SynthesizeConfig, out: Path, items: list[str], facts: dict[str, Any]) -> tuple[Any, dict]:
+def open_texts(cfg: SynthesizeConfig, out: Path, facts: dict[str, Any]) -> tuple[Any, dict]:
     """Open OUT/texts (refusing one made with other settings) and return (store, meta)."""
     folder = out / TEXTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
@@ -148,9 +148,10 @@ def _mixed(out: Path, old: dict[str, Any], new: dict[str, Any]) -> str:
 def make_texts(
     cfg: SynthesizeConfig, out: Path, *, progress: bool = True, on_record: OnRecord | None = None
 ) -> dict[str, Any]:
-    """Make every missing text into OUT/texts; return this run's counts (and the LM's speed)."""
+    """Make every missing text into OUT/texts; return the store, its metadata (a finished run appends its
+    counts and, for the LM, its seconds and tokens: a killed run's are lost with it), items and digests."""
     items, facts = source_items(cfg, out)
-    store, meta = open_texts(cfg, out, items, facts)
+    store, meta = open_texts(cfg, out, facts)
     digests = [prompt_digest(item) for item in items]
     pending = [i for i in range(len(items)) if store.done.get((i, 0)) != digests[i]]
     run: dict[str, Any] = {
