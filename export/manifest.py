@@ -76,6 +76,8 @@ def provenance(student: StudentInfo) -> dict[str, Any]:
         "qat": meta.get("qat"),
         "student_eval_metrics": meta.get("eval_metrics"),
         "edgedistill_metadata": bool(meta),
+        # a generalist: what each output is (the signature in ``outputs`` has names and shapes only)
+        **({"student_outputs": meta.get("outputs")} if student.extra_outputs else {}),
     }
 
 

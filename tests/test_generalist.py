@@ -170,6 +170,7 @@ def test_one_artifact_carries_both_outputs_and_parity_checks_each(generalist, ge
         assert checked["logits"]["checked"] and checked["sentence_embedding"]["checked"], checked
         assert checked["sentence_embedding"]["cosine_min"] > 0.99
         assert manifest["parity"]["passed"]
+        assert manifest["provenance"]["student_outputs"]["sentence_embedding"]["pooling"] == "mean"
     methods = {(a["format"], a["precision"]): a["quantization"]["method"] for a in report["artifacts"]}
     assert methods["onnx", "int8"] == "qat"  # the learned ranges, through the QDQ path
 
