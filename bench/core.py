@@ -40,6 +40,7 @@ from edgedistill.bench.plan import _Plan
 from edgedistill.bench.progress import _Progress
 from edgedistill.errors import DataError, EdgeDistillError, MissingDependencyError
 from edgedistill.io import atomic_write_json
+from edgedistill.outputs import SENTENCE_EMBEDDING
 from edgedistill.signals import interruptible
 
 REPORT_VERSION = 1
@@ -299,6 +300,24 @@ def bench(
     return report
 
 
+def _reference_for(artifact: Artifact, ref_path: Path, info: dict, predictions, outputs: dict) -> tuple:
+    """The reference's (info, task predictions, other outputs) as this artifact compares with them.
+
+    A reference of another task is refused, but for one case: a sentence-embedding model (say the
+    embedding teacher) as the reference of a generalist, whose sentence_embedding it then measures.
+    """
+    task = info.get("task")
+    if predictions is None or task == artifact.task:
+        return info, predictions, outputs
+    if task == "feature-extraction" and SENTENCE_EMBEDDING in artifact.extra_outputs:
+        compared = (
+            "sentence_embedding only: an embedding model is the reference of the generalist's embedding"
+        )
+        return {**info, "compared": compared}, None, {SENTENCE_EMBEDDING: predictions}
+    reason = f"reference {ref_path} is a {task} model, not {artifact.task}"
+    return {**info, "status": "error", "reason": reason}, None, {}
+
+
 def _accuracy(
     plan: _Plan,
     artifact: Artifact,
@@ -327,10 +346,6 @@ def _accuracy(
         if key not in cache:
             try:
                 ref_artifact = open_artifact(ref_path)
-                if ref_artifact.task != artifact.task:
-                    raise EdgeDistillError(
-                        f"reference {ref_path} is a {ref_artifact.task} model, not {artifact.task}"
-                    )
                 ref_job = plan.job("accuracy", ref_artifact, texts_file=str(texts_file))
                 ref_result = plan.run(ref_job, local=True)  # the reference runs here
                 cache[key] = (
@@ -338,6 +353,7 @@ def _accuracy(
                         "path": key,
                         "format": ref_artifact.format,
                         "runtime": ref_artifact.runtime,
+                        "task": ref_artifact.task,
                         "status": "measured",
                     },
                     np.load(ref_result["predictions_file"]),
@@ -346,6 +362,7 @@ def _accuracy(
             except EdgeDistillError as exc:
                 cache[key] = ({"path": key, "status": "error", "reason": str(exc)}, None, {})
         ref_info, ref_pred, ref_outputs = cache[key]
+        ref_info, ref_pred, ref_outputs = _reference_for(artifact, ref_path, ref_info, ref_pred, ref_outputs)
         if ref_pred is not None and ref_pred.shape != predictions.shape:
             ref_info = {
                 **ref_info,

@@ -308,3 +308,28 @@ def test_bench_measures_each_output_with_its_own_metric(tmp_path, generalist, ge
         assert embedding["recall_at_10"] >= 0.7, embedding
     # the torch folder is its own reference: its embeddings are measured, with nothing to compare to
     assert entries["student"]["accuracy"]["sentence_embedding"]["status"].startswith("no reference")
+
+
+def test_bench_measures_the_embedding_against_the_embedding_teacher(
+    tmp_path, generalist_export, embedding_teacher, tiny_data
+):
+    """--reference an embedding model: the generalist's sentence_embedding is measured against it (cosine and
+    recall@10 to the teacher), the logits have no reference and say why."""
+    from bench_helpers import write_target
+
+    from edgedistill.bench import bench
+
+    out, _ = generalist_export
+    report = bench(
+        [out / "onnx-fp32"],
+        write_target(tmp_path, measurement={"min_iterations": 5, "min_seconds": 0.05}),
+        data=tiny_data["eval"],
+        reference=embedding_teacher,
+    )
+    [entry] = report["artifacts"]
+    accuracy = entry["accuracy"]
+    assert accuracy["reference"]["compared"].startswith("sentence_embedding only")
+    assert "agreement" not in accuracy and 0.0 <= accuracy["accuracy"] <= 1.0
+    embedding = accuracy["sentence_embedding"]
+    assert embedding["status"] == "measured" and -1.0 <= embedding["cosine_mean"] <= 1.0
+    assert 0.0 <= embedding["recall_at_10"] <= 1.0
