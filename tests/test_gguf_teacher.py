@@ -232,7 +232,10 @@ def test_fit_exports_a_gguf_teacher_as_its_baseline_and_reports_where_it_came_fr
     recipe = RunRecipe.model_validate(
         {
             "version": 1,
-            "distill": {**tiny_llama.lm_recipe(tmp_path, file, lm_data).model_dump(mode="json"), "student": None},
+            "distill": {
+                **tiny_llama.lm_recipe(tmp_path, file, lm_data).model_dump(mode="json"),
+                "student": None,
+            },
             "export": {"parity_samples": 2, "max_length": 32},
             "bench": {"targets": ["cpu"], "teacher": False},
             "fit": {"space": {"layers": [1], "exports": [{"format": "gguf", "precision": "q8_0"}]}},
