@@ -106,6 +106,13 @@ for _p in PRECISIONS:
     DEFAULT_TOLERANCES.setdefault(_p, dict(_LOW_BIT_DEFAULT))
 
 
+class ExportPair(StrictModel):
+    """One artifact: a format and a precision (``{format: onnx, precision: int8}``)."""
+
+    format: str
+    precision: str
+
+
 class ExportConfig(StrictModel):
     """Everything `edgedistill export` needs besides the student folder and the output folder."""
 
@@ -147,6 +154,11 @@ class ExportConfig(StrictModel):
     )
     seed: int = 0
     tolerances: dict[str, Tolerance] = Field(default_factory=dict, validate_default=True)
+    only: list[ExportPair] | None = Field(
+        None,
+        description="Build only these (format, precision) pairs of formats x precisions (default: every "
+        "pair): `fit` exports its winner in the pairs that passed its full measurement, not their cross product.",
+    )
 
     @field_validator("formats")
     @classmethod
@@ -199,6 +211,29 @@ class ExportConfig(StrictModel):
         if self.calib_text_column and self.calib_data is None:
             raise ValueError("calib_text_column is set but calib_data is not")
         return self
+
+    @model_validator(mode="after")
+    def _only_within_the_request(self) -> ExportConfig:
+        if self.only is None:
+            return self
+        if not self.only:
+            raise ValueError("only: [] builds nothing; drop it to build every pair, or name at least one")
+        outside = [
+            f"{p.format}-{p.precision}"
+            for p in self.only
+            if (p.format not in self.formats and self.formats != ["all"])
+            or p.precision not in self.precisions
+        ]
+        if outside:
+            raise ValueError(
+                f"only: {outside} not among formats {self.formats} x precisions {self.precisions}; "
+                "add them there or drop them from only"
+            )
+        return self
+
+    def wants(self, fmt: str, precision: str) -> bool:
+        """Whether ``only`` (when given) names this pair."""
+        return self.only is None or any(p.format == fmt and p.precision == precision for p in self.only)
 
     def tolerance(self, precision: str) -> Tolerance:
         return self.tolerances[precision]

@@ -83,7 +83,8 @@ def plan(student: StudentInfo, cfg: ExportConfig) -> tuple[list[tuple[str, str]]
 
     A pair a format does not offer is skipped when other pairs remain; a request that yields no
     artifact at all, or a precision no requested format offers, is an error. ``formats: [all]``
-    also skips formats whose runtime is not installed (a named format must be installed).
+    also skips formats whose runtime is not installed (a named format must be installed); ``only``
+    keeps the pairs it names out of formats x precisions.
     """
     pairs, skipped = [], []
     plugins: dict[str, FormatPlugin] = {}
@@ -100,6 +101,8 @@ def plan(student: StudentInfo, cfg: ExportConfig) -> tuple[list[tuple[str, str]]
         served = False
         for name, plugin in plugins.items():
             reason = plugin.unsupported_reason(student, precision, cfg)
+            if reason is None and not cfg.wants(name, precision):
+                reason = "not among export.only"
             canonical = plugin.precision_aliases.get(precision, precision)
             if reason is None and (name, canonical) in planned:
                 # e.g. gguf int8 is q8_0: one artifact, not two identical ones under two names
@@ -111,7 +114,7 @@ def plan(student: StudentInfo, cfg: ExportConfig) -> tuple[list[tuple[str, str]]
                 served = True
             else:
                 skipped.append({"format": name, "precision": precision, "reason": reason})
-        if not served:
+        if not served and (cfg.only is None or any(p.precision == precision for p in cfg.only)):
             reasons = "; ".join(s["reason"] for s in skipped if s["precision"] == precision)
             raise UnsupportedModelError(f"no requested format can export {precision}: {reasons}")
     return pairs, skipped

@@ -157,6 +157,24 @@ def test_plan_skips_pairs_a_format_does_not_offer(tiny_bert_encoder):
     assert {(s["format"], s["precision"]) for s in skipped} | set(pairs) >= {("gguf", "fp32")}
 
 
+def test_only_builds_the_named_pairs_not_the_cross_product(tiny_bert_encoder):
+    """fit's winner passed onnx-int8 and openvino-fp32: its final run builds those two, not four."""
+    from edgedistill.export.core import plan
+
+    student = inspect_student(tiny_bert_encoder)
+    only = [{"format": "onnx", "precision": "int8"}, {"format": "openvino", "precision": "fp32"}]
+    pairs, skipped = plan(student, _cfg(formats=["onnx", "openvino"], precisions=["fp32", "int8"], only=only))
+    assert pairs == [("openvino", "fp32"), ("onnx", "int8")]
+    assert {(s["format"], s["precision"]) for s in skipped if s["reason"] == "not among export.only"} == {
+        ("onnx", "fp32"),
+        ("openvino", "int8"),
+    }
+    with pytest.raises(ValueError, match=r"only: \['gguf-q8_0'\] not among formats"):
+        _cfg(formats=["onnx"], precisions=["fp32"], only=[{"format": "gguf", "precision": "q8_0"}])
+    with pytest.raises(ValueError, match="builds nothing"):
+        _cfg(only=[])
+
+
 def _copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst

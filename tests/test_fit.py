@@ -145,6 +145,10 @@ def test_a_budget_only_some_shapes_meet_is_met_by_the_winner_and_the_gate_passes
     assert gate["exit_code"] == 0 and gate["verdict"].startswith("PASSED"), gate
     size = next(c for c in gate["checks"] if c["budget"] == "size_vs_teacher")
     assert size["status"] == "passed" and size["value"] <= 0.75
+    # the final run exports exactly the winner's pairs that passed at full measurement
+    passed = [a["artifact"].split("-", 1) for a in report["winner"]["artifacts"] if a["passes_cost"]]
+    exported = json.loads((out / "artifacts" / "export_report.json").read_text())
+    assert exported["config"]["only"] == [{"format": f, "precision": p} for f, p in passed]
     # an ordinary run folder plus fit/
     for path in ("distill/student/config.json", "run_state.json", "summary.json", "report.html",
                  "fit/fit_report.json", "fit/candidates.md", "fit/costs.json", "fit/study.db"):  # fmt: skip

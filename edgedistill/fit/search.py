@@ -382,16 +382,18 @@ def _final_run(
     from edgedistill.pipeline import run
 
     shape = Shape.from_dict(winner["shape"])
-    formats = sorted({Path(a["path"]).name.split("-", 1)[0] for a in winner["artifacts"] if a["passes_cost"]})
-    precisions = sorted(
-        {Path(a["path"]).name.split("-", 1)[1] for a in winner["artifacts"] if a["passes_cost"]}
-    )
+    # the pairs that passed the full measurement, not the cross product of their formats and precisions
+    pairs = [Path(a["path"]).name.split("-", 1) for a in winner["artifacts"] if a["passes_cost"]]
+    formats, precisions = sorted({f for f, _ in pairs}), sorted({p for _, p in pairs})
+    only = [{"format": f, "precision": p} for f, p in pairs]
     final = recipe.model_copy(
         update={
             "distill": _distill_recipe(
                 recipe, shape, split["train"], recipe.distill.data.eval or split["val"]
             ),
-            "export": recipe.export.model_copy(update={"formats": formats, "precisions": precisions}),
+            "export": recipe.export.model_validate(
+                {**recipe.export.model_dump(), "formats": formats, "precisions": precisions, "only": only}
+            ),
         }
     )
     distill_dir = out / "distill"
