@@ -57,7 +57,11 @@ class TeacherEntry(ModelSource):
         None, description="Name in the report (default: teacher0, teacher1, ... in the list's order)."
     )
     weight: float = Field(
-        1.0, gt=0, description="Share of the combined soft targets (normalised over teachers)."
+        1.0,
+        ge=0,
+        description="Share of the combined soft targets (normalised over teachers). 0: the teacher teaches "
+        "nothing; a first teacher of weight 0 is only what the student is cut from (its layers, its "
+        "tokenizer), e.g. a small student of a bigger teacher of another architecture.",
     )
     temperature: float | None = Field(
         None,
@@ -150,6 +154,12 @@ def teachers_problems(task: str, entries: list[TeacherEntry], loss_names: list[s
         )
     else:
         problems.extend(_output_problems(task, entries, loss_names))
+        logits = [e for e in entries if teacher_output(e, task) == "logits"]
+        if logits and not any(e.weight > 0 for e in logits):
+            problems.append(
+                "teachers: every logits teacher has weight 0, so nothing teaches the class head; give at least "
+                "one a weight above 0"
+            )
     names = teacher_names(entries)
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:

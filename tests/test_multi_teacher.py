@@ -196,6 +196,26 @@ def test_combination_mixes_probabilities_and_confidence_favours_the_sure_teacher
     assert flat[0].tolist() == pytest.approx([0.5, 0.5])
 
 
+def test_a_teacher_of_weight_zero_teaches_nothing_and_only_gives_the_student_its_shape(tiny_data):
+    """`teachers: [{small, weight: 0}, {big}]`: the student is cut from the small teacher and learns
+    from the big one alone (a MiniLM-shaped student of an MPNet teacher)."""
+    shape_only = torch.tensor([[9.0, -9.0]])
+    teacher = torch.tensor([[-1.0, 2.0]])
+    for combine in ("mean", "confidence"):
+        mixed = ensemble_target(
+            EnsembleLogits(torch.stack([shape_only, teacher]), [0.0, 1.0], [None, None], combine), 2.0
+        )
+        assert mixed[0].tolist() == pytest.approx(torch.softmax(teacher / 2.0, -1)[0].tolist(), rel=1e-6)
+    recipe = DistillRecipe.model_validate(raw_recipe([{"path": "a", "weight": 0}, {"path": "b"}], tiny_data))
+    assert recipe.teacher.path == "a" and [t.weight for t in recipe.teachers] == [0.0, 1.0]
+    with pytest.raises(ValidationError, match="every logits teacher has weight 0"):
+        DistillRecipe.model_validate(
+            raw_recipe([{"path": "a", "weight": 0}, {"path": "b", "weight": 0}], tiny_data)
+        )
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        DistillRecipe.model_validate(raw_recipe([{"path": "a", "weight": -1}], tiny_data))
+
+
 def test_recipe_refuses_what_several_teachers_cannot_do_all_at_once(tiny_data):
     raw = raw_recipe(
         [{"path": "a", "name": "x"}, {"path": "b", "name": "x", "output": "embedding"}],
