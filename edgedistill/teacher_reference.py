@@ -38,13 +38,8 @@ _ACCURACY_ONLY = {"warmup_iterations": 0, "min_iterations": 1, "min_seconds": 0.
 def export_config(recipe: Any) -> Any:
     """The recipe's export settings for one fp32 artifact in its first format."""
     task = recipe.distill.task
-    return recipe.export.model_copy(
-        update={
-            "formats": recipe.export.formats[:1],
-            "precisions": ["fp32"],
-            "task": _EXPORT_TASKS.get(task, task),
-            "int8_method": "auto",
-        }
+    return recipe.export.just(
+        recipe.export.formats[0], "fp32", task=_EXPORT_TASKS.get(task, task), int8_method="auto"
     )
 
 

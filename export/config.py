@@ -231,6 +231,10 @@ class ExportConfig(StrictModel):
             )
         return self
 
+    def just(self, fmt: str, precision: str, **update: Any) -> ExportConfig:
+        """These settings for one artifact, ``fmt``-``precision`` (``only`` dropped: it names that pair)."""
+        return self.model_copy(update={"formats": [fmt], "precisions": [precision], "only": None, **update})
+
     def wants(self, fmt: str, precision: str) -> bool:
         """Whether ``only`` (when given) names this pair."""
         return self.only is None or any(p.format == fmt and p.precision == precision for p in self.only)

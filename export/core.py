@@ -117,6 +117,11 @@ def plan(student: StudentInfo, cfg: ExportConfig) -> tuple[list[tuple[str, str]]
         if not served and (cfg.only is None or any(p.precision == precision for p in cfg.only)):
             reasons = "; ".join(s["reason"] for s in skipped if s["precision"] == precision)
             raise UnsupportedModelError(f"no requested format can export {precision}: {reasons}")
+    if not pairs and cfg.only is not None:
+        raise UnsupportedModelError(
+            f"export.only {[f'{p.format}-{p.precision}' for p in cfg.only]} leaves nothing to build of formats "
+            f"{cfg.formats} x precisions {cfg.precisions}: {'; '.join(s['reason'] for s in skipped)}"
+        )
     return pairs, skipped
 
 

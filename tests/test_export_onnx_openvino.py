@@ -173,6 +173,12 @@ def test_only_builds_the_named_pairs_not_the_cross_product(tiny_bert_encoder):
         _cfg(formats=["onnx"], precisions=["fp32"], only=[{"format": "gguf", "precision": "q8_0"}])
     with pytest.raises(ValueError, match="builds nothing"):
         _cfg(only=[])
+    # settings copied for another pair keep no stale `only`: just() drops it, and a copy that kept it
+    # is refused instead of building nothing (the run's teacher fp32 reference once did, silently)
+    winner = _cfg(formats=["onnx"], precisions=["int8"], only=[{"format": "onnx", "precision": "int8"}])
+    assert plan(student, winner.just("onnx", "fp32"))[0] == [("onnx", "fp32")]
+    with pytest.raises(UnsupportedModelError, match="leaves nothing to build"):
+        plan(student, winner.model_copy(update={"precisions": ["fp32"]}))
 
 
 def _copy(src: Path, dst: Path) -> Path:

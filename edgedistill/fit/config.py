@@ -63,7 +63,12 @@ class CostConfig(StrictModel):
         # Three fresh processes, not one: on a 2-core AMD EPYC VM the per-process median of one ONNX Runtime
         # int8 student ranged 2.95-4.84 ms over 6 processes (docs/benchmarks.md section 12), and two one-process
         # screenings of the same 18 artifacts disagreed on one feasibility verdict
-        default_factory=lambda: {"min_iterations": 40, "min_seconds": 1.0, "warmup_iterations": 5, "rounds": 3},
+        default_factory=lambda: {
+            "min_iterations": 40,
+            "min_seconds": 1.0,
+            "warmup_iterations": 5,
+            "rounds": 3,
+        },
         description="Overrides of the target's `measurement` for the short screening run (latency percentiles "
         "pool `rounds` fresh processes).",
     )

@@ -255,9 +255,7 @@ def measure(
         precision: bound.model_copy(update={"min_top1_agreement": None})
         for precision, bound in export_cfg.tolerances.items()
     }
-    cfg = export_cfg.model_copy(
-        update={"formats": [choice.format], "precisions": [choice.precision], "tolerances": tolerances}
-    )
+    cfg = export_cfg.just(choice.format, choice.precision, tolerances=tolerances)
     try:
         export(model_dir, artifacts, cfg)
     except EdgeDistillError as exc:  # an export failure is this candidate's result, not the search's

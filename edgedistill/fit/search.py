@@ -134,7 +134,7 @@ def _finalist(
     for fmt, precision in pairs:
         art = folder / "artifacts" / f"{fmt}-{precision}"
         if not (art / "manifest.json").is_file():
-            cfg = recipe.export.model_copy(update={"formats": [fmt], "precisions": [precision]})
+            cfg = recipe.export.just(fmt, precision)
             export(folder / "distill" / "student", folder / "artifacts", cfg)
         artifacts.append(str(art))
     from edgedistill.pipeline import bench_data
@@ -368,7 +368,7 @@ def _teacher_artifact(recipe, fit_dir: Path, screening: phases.Screening) -> str
     fmt = recipe.fit.space.exports[0].format
     art = fit_dir / "teacher" / f"{fmt}-fp32"
     if not (art / "manifest.json").is_file():
-        cfg = recipe.export.model_copy(update={"formats": [fmt], "precisions": ["fp32"]})
+        cfg = recipe.export.just(fmt, "fp32")
         teacher = recipe.distill.teacher
         source = screening.teacher_folder() if teacher.gguf_file is not None else teacher.path
         export(source, fit_dir / "teacher", cfg)
