@@ -377,6 +377,33 @@ def test_an_impossible_budget_ends_with_no_candidate_and_exit_1(fit_setup, tmp_p
     assert report["status"] == "no candidate" and report["screen_only"] and report["feasible"] == []
 
 
+def test_a_search_with_two_teachers_judges_against_the_first_and_caches_each_teacher_once(
+    fit_setup, tmp_path
+):
+    """`teachers:` in a fit: the shapes and the relative budgets' teacher are the first teacher's (the
+    one the student is cut from); every proxy trial and the finalist learn from both through the fit's
+    teacher cache; the winner's report names both."""
+    from edgedistill.fit import fit
+
+    s = fit_setup
+    raw = _recipe(s["teacher"], s["data"], s["target"], s["cache"], finalists=1)
+    raw["distill"].pop("teacher")
+    raw["distill"]["teachers"] = [
+        {"path": str(s["teacher"]), "name": "first"},
+        {"path": str(s["teacher"]), "name": "second", "weight": 2.0, "temperature": 2.0},
+    ]
+    raw["fit"]["space"]["layers"] = [1]
+    report = fit(load_config(RunRecipe, _write(tmp_path, raw)), tmp_path / "run", progress=False)
+    assert report["exit_code"] == 0, report
+    assert report["teacher_source"]["path"] == str(s["teacher"])
+    # one cache per teacher's weights and data, shared by every candidate: the two entries here are the
+    # same files (a second model would add one), so all of fit's trials read one cache
+    caches = [p for p in (tmp_path / "run" / "fit" / "teacher_cache").iterdir() if p.is_dir()]
+    assert len(caches) == 1, caches
+    distilled = json.loads((tmp_path / "run" / "distill" / "distill_report.json").read_text())
+    assert [t["name"] for t in distilled["teachers"]] == ["first", "second"]
+
+
 def test_a_space_that_cannot_be_built_is_refused_before_any_work_every_problem_at_once(fit_setup, tmp_path):
     s = fit_setup
     raw = _recipe(s["teacher"], s["data"], s["target"], s["cache"])
