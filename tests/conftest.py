@@ -91,6 +91,25 @@ def train_wordpiece_tokenizer(folder: Path):
     return fast
 
 
+def teachers_recipe(teachers, data, max_steps: int = 8, **extra) -> dict:
+    """A raw `teachers:` distill recipe over the tiny data, a 1-layer student; ``extra`` replaces keys."""
+    raw = {
+        "task": "sequence-classification",
+        "teachers": teachers,
+        "student": {"layers": 1},
+        "data": {"train": str(data["train"]), "eval": str(data["eval"]), "max_length": 32},
+        "training": {
+            "max_steps": max_steps,
+            "batch_size": 16,
+            "lr": 1e-3,
+            "save_steps": 100,
+            "warmup_ratio": 0.0,
+        },
+    }
+    raw.update(extra)
+    return raw
+
+
 def tiny_bert_config(vocab_size: int, num_labels: int = 2, layers: int = 2, hidden: int = 64):
     from transformers import BertConfig
 

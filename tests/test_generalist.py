@@ -6,6 +6,7 @@ cannot work are refused with the key that is wrong."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from conftest import NEGATIVE, POSITIVE, make_sentences, tiny_bert_config
+from conftest import NEGATIVE, POSITIVE, make_sentences, teachers_recipe, tiny_bert_config
 from edgedistill.compress.config import DistillRecipe
 from edgedistill.compress.distillation import distill
 from edgedistill.errors import ConfigError
@@ -41,16 +42,7 @@ def embedding_teacher(tmp_path_factory):
     return folder
 
 
-def raw_recipe(teachers, data, **extra) -> dict:
-    raw = {
-        "task": "sequence-classification",
-        "teachers": teachers,
-        "student": {"layers": 1},
-        "data": {"train": str(data["train"]), "eval": str(data["eval"]), "max_length": 32},
-        "training": {"max_steps": 16, "batch_size": 16, "lr": 1e-3, "save_steps": 100, "warmup_ratio": 0.0},
-    }
-    raw.update(extra)
-    return raw
+raw_recipe = functools.partial(teachers_recipe, max_steps=16)
 
 
 def two_teachers(classifier, embedder) -> list[dict]:

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from safetensors.torch import load_file
 
 from conftest import NEGATIVE, POSITIVE, make_sentences, tiny_bert_config
+from conftest import teachers_recipe as raw_recipe
 from edgedistill.compress.config import DistillRecipe
 from edgedistill.compress.distillation import distill
 from edgedistill.compress.losses import LossContext, LossInputs, StudentOutputs, TeacherOutputs, build_loss
@@ -56,18 +57,6 @@ def other_teacher(tmp_path_factory, tiny_data):
     report = finetune(recipe, out, progress=False)
     assert report["model"]["metrics"]["accuracy"] > 0.7, report["model"]["metrics"]
     return out / "model"
-
-
-def raw_recipe(teachers, data, **extra) -> dict:
-    raw = {
-        "task": "sequence-classification",
-        "teachers": teachers,
-        "student": {"layers": 1},
-        "data": {"train": str(data["train"]), "eval": str(data["eval"]), "max_length": 32},
-        "training": {"max_steps": 8, "batch_size": 16, "lr": 1e-3, "save_steps": 100, "warmup_ratio": 0.0},
-    }
-    raw.update(extra)
-    return raw
 
 
 def test_two_teachers_with_different_vocabularies_teach_one_student(
