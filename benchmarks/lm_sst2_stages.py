@@ -156,14 +156,18 @@ def write_pairs(folder: Path, train_tsv: Path, dev_tsv: Path, rows: int, dev_row
 
 
 def write_seqkd_text(store: Path, path: Path) -> None:
-    """Teacher samples as plain text (prompt + response): the student learns the opening words too."""
+    """Teacher samples as plain text (prompt + response): the student learns the opening words too.
+
+    Each row keeps its sample's finish_reason (distill's data.finish_reason_column): a response cut
+    at max_new_tokens gets no EOS target, so the student is not taught to stop mid-sentence.
+    """
     from edgedistill.compress.generate import read_store
 
-    records = read_store(store)
-    path.write_text(
-        "".join(json.dumps({"sentence": r["prompt"] + r["response"]}) + "\n" for r in records),
-        encoding="utf-8",
+    rows = (
+        {"sentence": r["prompt"] + r["response"], "finish_reason": r["finish_reason"]}
+        for r in read_store(store)
     )
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
 
 
 def dev_token_ids(tokenizer_dir: Path, dev_tsv: Path, max_length: int, limit: int | None) -> list[list[int]]:
