@@ -4,8 +4,8 @@ steps run logged and timed, and summary.{json,md} written atomically.
 Every summary.json written under ``bench-results/<name>/`` (gitignored, with models and logs beside
 it) is also copied to ``docs/results/<name>/summary.json``, which is committed: the figures behind a
 docs table can be checked without rerunning hours of training. Only that small JSON is copied, and
-never a quick-mode run's (``--rows N``, ``--smoke``: ``write_summary(..., quick=True)``), which stays
-under bench-results.
+never a quick-mode run's (``--rows N``, ``--smoke``, a non-default ``--steps``:
+``write_summary(..., quick=True)``), which stays under bench-results.
 
 The scripts import it as ``from common import ...``: running ``python benchmarks/<script>.py`` puts
 this folder first on ``sys.path``. It is not a benchmark itself (`run_all.py` does not run it).

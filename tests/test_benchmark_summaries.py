@@ -1,5 +1,5 @@
-"""benchmarks/common.py `write_summary`: a quick-mode run (--rows N, --smoke) never reaches the
-committed docs/results, and every benchmark with a quick mode says when it is in it."""
+"""benchmarks/common.py `write_summary`: a quick-mode run (--rows N, --smoke, a non-default --steps)
+never reaches the committed docs/results, and every benchmark with a quick mode says when it is in it."""
 
 from __future__ import annotations
 
@@ -56,11 +56,11 @@ def _flags(tree: ast.AST) -> set[str]:
 
 
 def test_every_benchmark_with_a_quick_mode_tells_write_summary():
-    """A script with --rows or --smoke passes quick= to every write_summary call."""
+    """A script with --rows, --smoke or --steps passes quick= to every write_summary call."""
     checked = []
     for script in sorted(BENCHMARKS.glob("*.py")):
         tree = ast.parse(script.read_text(encoding="utf-8"))
-        if not _flags(tree) & {"--rows", "--smoke"}:
+        if not _flags(tree) & {"--rows", "--smoke", "--steps"}:
             continue
         calls = [
             node
@@ -72,6 +72,24 @@ def test_every_benchmark_with_a_quick_mode_tells_write_summary():
                 f"{script.name}:{call.lineno} publishes quick runs"
             )
         checked += [script.name] * bool(calls)
-    assert {"lm_smollm2.py", "fit_sst2.py", "headline_sst2.py", "lm_sst2.py", "bench_harness.py"} <= set(
-        checked
+    assert {
+        "lm_smollm2.py",
+        "fit_sst2.py",
+        "headline_sst2.py",
+        "lm_sst2.py",
+        "bench_harness.py",
+        "gguf_qat_minilm.py",
+    } <= set(checked)
+
+
+def test_gguf_qat_minilm_publishes_only_its_default_steps(monkeypatch):
+    """--steps N other than the default trains less (or more) than the docs' table: a check."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling `common`
+    spec = importlib.util.spec_from_file_location(
+        "gguf_qat_minilm_under_test", BENCHMARKS / "gguf_qat_minilm.py"
     )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert not script.quick_run(script.parse_args([]))
+    assert not script.quick_run(script.parse_args(["--steps", str(script.STEPS), "--seed", "1"]))
+    assert script.quick_run(script.parse_args(["--steps", "20"]))
