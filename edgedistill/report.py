@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedistill.io import atomic_write_json, atomic_write_text
+from edgedistill.outputs import RECIPE_OUTPUTS
 from edgedistill.plots import Budget, PlotPoint, pareto_plot
 from edgedistill.teacher_reference import against_teacher, candidates, teacher_row
 
@@ -170,6 +171,33 @@ def _cells(r: dict[str, Any]) -> tuple[str, str, str, str]:
     return speedup, metric, pct, own
 
 
+def _metric_items(metrics: dict[str, Any] | None, own_output: str) -> dict[tuple[str, str], Any]:
+    """(output, metric) -> value. A generalist's second output keeps its metrics in a dict under the
+    output's name; the task's own output's are the top-level ones, any dict among them (agreement
+    with each teacher) spelled as dotted names."""
+    items: dict[tuple[str, str], Any] = {}
+    for key, value in (metrics or {}).items():
+        if isinstance(value, dict):
+            output, prefix = (key, "") if key in RECIPE_OUTPUTS.values() else (own_output, f"{key}.")
+            items |= {(output, f"{prefix}{name}"): v for name, v in value.items()}
+        else:
+            items[(own_output, key)] = value
+    return items
+
+
+def _metrics_table(distill: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The teacher's and the student's eval metrics side by side: (output, metric, teacher, student),
+    one row per output and metric, the task's own output first."""
+    own_output = "embedding" if distill.get("task") == "feature-extraction" else "logits"
+    teacher = _metric_items((distill.get("teacher") or {}).get("metrics"), own_output)
+    student = _metric_items((distill.get("student") or {}).get("metrics"), own_output)
+    keys = sorted(dict.fromkeys([*student, *teacher]), key=lambda key: key[0] != own_output)
+    return [
+        (out, name, _fmt(teacher.get((out, name)), 4), _fmt(student.get((out, name)), 4))
+        for out, name in keys
+    ]
+
+
 def _table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target's teacher row (the reference, not gated) first, then its artifacts."""
     rows = []
@@ -200,12 +228,15 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines = [f"## edgedistill run: {verdict} (exit {summary['exit_code']})", ""]
     d = summary["distill"]
     if d.get("student", {}).get("metrics"):
-        shown = ", ".join(f"{k} {_fmt(v, 4)}" for k, v in d["student"]["metrics"].items())
         lines += [
             f"Student: {d['student'].get('layers')} layers, {_fmt((d['student'].get('parameters') or 0) / 1e6, 1)}M "
-            f"params (teacher {d['teacher'].get('layers')} layers); {shown}.",
+            f"params (teacher {d['teacher'].get('layers')} layers).",
             "",
+            "| output | metric | teacher | student |",
+            "|---|---|---|---|",
         ]
+        lines += ["| " + " | ".join(row) + " |" for row in _metrics_table(d)]
+        lines.append("")
     h = summary.get("host") or {}
     if h.get("cpu"):
         lines += [
@@ -364,15 +395,16 @@ def report_html(summary: dict[str, Any], out: Path) -> str:
         )
     parts.append("</table>")
     d = summary["distill"]
-    parts.append(
-        "<h2>Distillation</h2><table><tr><th></th><th>layers</th><th>parameters</th><th>metrics</th></tr>"
-    )
+    parts.append("<h2>Distillation</h2><table><tr><th></th><th>layers</th><th>parameters</th></tr>")
     for who in ("teacher", "student"):
         m = d.get(who) or {}
-        metrics = ", ".join(f"{k} {_fmt(v, 4)}" for k, v in (m.get("metrics") or {}).items())
         params = f"{(m.get('parameters') or 0) / 1e6:.1f}M" if m.get("parameters") else "-"
+        parts.append(f"<tr><td>{who}</td><td>{_fmt(m.get('layers'))}</td><td>{params}</td></tr>")
+    parts.append("</table><table><tr><th>output</th><th>metric</th><th>teacher</th><th>student</th></tr>")
+    for output, metric, teacher, student in _metrics_table(d):
         parts.append(
-            f"<tr><td>{who}</td><td>{_fmt(m.get('layers'))}</td><td>{params}</td><td>{e(metrics)}</td></tr>"
+            f"<tr><td>{e(output)}</td><td>{e(metric)}</td><td class='num'>{e(teacher)}</td>"
+            f"<td class='num'>{e(student)}</td></tr>"
         )
     parts.append("</table>")
     parts.append(_img(out / "distill" / "curves.png", "training curves"))

@@ -136,3 +136,50 @@ def test_an_interleaved_comparison_with_the_teacher_gives_the_speedup(tmp_path):
     assert rows["onnx-int8"]["speedup_basis"] == "interleaved"
     assert rows["onnx-fp32"]["speedup_basis"] == "sequential p50"
     assert "4.50x (interleaved)" in (out / "summary.md").read_text()
+
+
+# A generalist's distill_report.json (compress/distill_phases.evaluate): the logits' metrics at the top,
+# the agreement with each logits teacher keyed by its name, the sentence embedding's metrics nested.
+GENERALIST_DISTILL = {
+    "task": "sequence-classification",
+    "teacher": {"layers": 2, "parameters": 4_000_000, "metrics": {"accuracy": 0.9, "examples": 256}},
+    "student": {
+        "layers": 1,
+        "parameters": 1_000_000,
+        "metrics": {
+            "accuracy": 0.85,
+            "agreement_with_teacher": 0.95,
+            "kl_to_teacher": 0.12,
+            "examples": 256,
+            "agreement_with_teachers": {"sentiment": 0.95},
+            "agreement_with_ensemble": 0.95,
+            "sentence_embedding": {
+                "recall_at_10": 0.5,
+                "examples": 256,
+                "cosine_to_teacher": 0.81,
+                "teacher": "embedder",
+            },
+        },
+    },
+}
+
+
+def test_a_generalist_student_shows_one_row_per_output_and_metric(tmp_path):
+    out = tmp_path / "run"
+    state = _run_folder(out, "sequence-classification")
+    (out / "distill" / "distill_report.json").write_text(json.dumps(GENERALIST_DISTILL))
+    write_reports(out, None, state, VERDICTS, 0)
+    md = (out / "summary.md").read_text()
+    assert "| output | metric | teacher | student |" in md
+    assert "| logits | accuracy | 0.9000 | 0.8500 |" in md
+    assert "| logits | agreement_with_teachers.sentiment | - | 0.9500 |" in md
+    assert "| sentence_embedding | cosine_to_teacher | - | 0.8100 |" in md
+    assert "| sentence_embedding | teacher | - | embedder |" in md
+    assert "{" not in md  # no Python dict printed
+    page = (out / "report.html").read_text()
+    assert (
+        "<td>sentence_embedding</td><td>cosine_to_teacher</td><td class='num'>-</td><td class='num'>0.8100</td>"
+        in page
+    )
+    assert "<td>logits</td><td>accuracy</td><td class='num'>0.9000</td><td class='num'>0.8500</td>" in page
+    assert "{&#x27;" not in page and "{'" not in page
