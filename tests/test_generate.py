@@ -329,3 +329,15 @@ def test_cli_killed_mid_run_resumes_to_the_uninterrupted_result(teacher, tmp_pat
     assert report["runs"][-1]["already_done"] == landed
     if killed_mid_run:
         assert 3 <= landed < 12
+
+
+def test_a_damaged_meta_or_samples_without_one_are_refused(teacher, prompts_txt, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / META_FILE).write_text("[1, 2", encoding="utf-8")
+    with pytest.raises(GenerateError, match=r"generate\.json: not valid JSON.*--restart"):
+        generate(_cfg(teacher, prompts_txt), out, progress=False)
+    (out / META_FILE).unlink()
+    (out / SAMPLES_FILE).write_text("", encoding="utf-8")
+    with pytest.raises(GenerateError, match=r"samples\.jsonl but no generate\.json.*--restart"):
+        generate(_cfg(teacher, prompts_txt), out, progress=False)

@@ -297,3 +297,21 @@ def test_disagreement_with_a_student_and_distill_trains_on_the_transfer_set(
     assert POSITIVE and NEGATIVE  # the teacher's task (conftest): its sentences are not in the transfer set
     train = (tmp_path / "synth" / TRANSFER_TSV).read_text()
     assert not any(s in train for s in POSITIVE + NEGATIVE)
+
+
+def test_a_damaged_texts_meta_or_texts_without_one_are_refused(tmp_path):
+    """OUT/texts/texts.json is read like a generate store's generate.json (the same refusals)."""
+    from edgedistill.compress.generate import SAMPLES_FILE
+    from edgedistill.compress.synthesize.sources import TEXTS_DIR, TEXTS_META, open_texts
+
+    cfg = _cfg(tmp_path / "teacher")
+    open_texts(cfg, tmp_path, {})
+    folder = tmp_path / TEXTS_DIR
+    (folder / TEXTS_META).write_text('{"identity": ', encoding="utf-8")
+    with pytest.raises(SynthesizeError, match=r"texts\.json: not valid JSON.*--restart"):
+        open_texts(cfg, tmp_path, {})
+    (folder / TEXTS_META).unlink()
+    record = {"id": "x", "prompt_id": 0, "sample_index": 0, "prompt": "p", "response": "r"}
+    (folder / SAMPLES_FILE).write_text(json.dumps(record) + "\n", encoding="utf-8")
+    with pytest.raises(SynthesizeError, match=r"samples\.jsonl but no texts\.json.*--restart"):
+        open_texts(cfg, tmp_path, {})

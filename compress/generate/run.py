@@ -31,6 +31,7 @@ from edgedistill.compress.generate.store import (
     _refuse_mix,
     _Store,
     prompt_digest,
+    read_meta,
     record_id,
     write_parquet,
 )
@@ -306,21 +307,10 @@ def _read_previous(out: Path, restart: bool) -> dict[str, Any]:
     if restart:
         _clear_store(out)
         return {}
-    meta_path = out / META_FILE
-    if meta_path.is_file():
-        try:
-            previous = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise GenerateError(f"{meta_path} is damaged ({exc}); start again with --restart") from None
-        if previous.get("format") != STORE_FORMAT:
-            raise GenerateError(f"{out} holds something else than a generate store; choose another --out")
-        return previous
-    if (out / SAMPLES_FILE).exists():
-        raise GenerateError(
-            f"{out} has {SAMPLES_FILE} but no {META_FILE}, so its settings are unknown. Use --restart to "
-            "delete it and start again, or choose another --out."
-        )
-    return {}
+    previous = read_meta(out, META_FILE, GenerateError)
+    if previous is not None and previous.get("format") != STORE_FORMAT:
+        raise GenerateError(f"{out} holds something else than a generate store; choose another --out")
+    return previous or {}
 
 
 def _settings_of(meta: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from edgedistill.compress.generate.config import GenerateError
-from edgedistill.io import atomic_path
+from edgedistill.errors import EdgeDistillError
+from edgedistill.io import atomic_path, read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +230,21 @@ def _refuse_mix(out: Path, problems: list[str]) -> GenerateError:
         "resume, --restart to delete the store and start again, --force to add to it anyway (records keep "
         "their own seed), or choose another --out."
     )
+
+
+def read_meta(out: Path, meta_file: str, error: type[EdgeDistillError]) -> dict[str, Any] | None:
+    """The metadata a store keeps beside its samples (``generate.json``, synthesize's ``texts.json``):
+    None for a new store. A damaged one, or samples without one (their settings unknown), is refused
+    with ``error`` and the way out."""
+    meta_path = out / meta_file
+    if meta_path.is_file():
+        return read_json_object(meta_path, "Start again with --restart, or choose another --out.", error)
+    if (out / SAMPLES_FILE).exists():
+        raise error(
+            f"{out} has {SAMPLES_FILE} but no {meta_file}, so its settings are unknown. Use --restart to "
+            "delete it and start again, or choose another --out."
+        )
+    return None
 
 
 def read_store(out: str | Path) -> list[dict[str, Any]]:

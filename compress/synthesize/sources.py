@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedistill.compress.generate.config import sample_seed
-from edgedistill.compress.generate.store import SampleStore, prompt_digest, record_id
+from edgedistill.compress.generate.store import SampleStore, prompt_digest, read_meta, record_id
 from edgedistill.compress.synthesize.config import SynthesizeConfig, SynthesizeError, text_identity
 from edgedistill.compress.synthesize.prompts import build_prompts
 from edgedistill.io import atomic_write_json, sha256_file
@@ -107,21 +107,12 @@ def open_texts(cfg: SynthesizeConfig, out: Path, facts: dict[str, Any]) -> tuple
         "config": text_identity(cfg),
         **{k: facts[k] for k in ("lm_sha256", "vocab_sha256") if k in facts},
     }
-    previous: dict[str, Any] = {}
-    if meta_path.is_file():
-        try:
-            previous = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise SynthesizeError(f"{meta_path} is damaged ({exc}); start again with --restart") from None
-        if previous.get("identity") != identity:
-            raise SynthesizeError(_mixed(out, previous.get("identity") or {}, identity))
+    previous = read_meta(folder, TEXTS_META, SynthesizeError)
+    if previous is not None and previous.get("identity") != identity:
+        raise SynthesizeError(_mixed(out, previous.get("identity") or {}, identity))
     store = SampleStore.open(folder)
-    if store.stored and not previous:
-        raise SynthesizeError(
-            f"{folder} holds texts but no {TEXTS_META}, so their settings are unknown. Use --restart to "
-            "delete them and start again, or choose another --out."
-        )
-    meta = {"format": TEXTS_FORMAT, "identity": identity, **facts, "runs": list(previous.get("runs", []))}
+    runs = (previous or {}).get("runs", [])
+    meta = {"format": TEXTS_FORMAT, "identity": identity, **facts, "runs": list(runs)}
     atomic_write_json(meta_path, meta)
     return store, meta
 
