@@ -45,10 +45,13 @@ def export_config(recipe: Any) -> Any:
 
 def export_teacher(recipe: Any, out: Path) -> dict[str, Any]:
     """Export the teacher; ``{"artifact": path, "manifest_sha256": ...}``, or ``{"error": why}``."""
+    from edgedistill.compress.model_folder import teacher_folder
     from edgedistill.export import export
 
     try:
-        source = _exportable_teacher(recipe, out / REFERENCE_DIR / "teacher-model")
+        source = teacher_folder(
+            recipe.distill.teacher, recipe.distill.task, out / REFERENCE_DIR / "teacher-model"
+        )
         report = export(source, out / REFERENCE_DIR / "teacher", export_config(recipe))
     except EdgeDistillError as exc:
         log.warning("the teacher could not be exported as a reference point, so no row shows it: %s", exc)
@@ -59,25 +62,6 @@ def export_teacher(recipe: Any, out: Path) -> dict[str, Any]:
         return {"error": reasons}
     artifact = Path(report["artifacts"][0]["path"])
     return {"artifact": str(artifact), "manifest_sha256": sha256_file(artifact / "manifest.json")}
-
-
-def _exportable_teacher(recipe: Any, folder: Path) -> str:
-    """What the exporter can read: the teacher's own folder, or a GGUF-file teacher dequantized and
-    saved once as a model folder (an exporter reads folders; transformers dequantizes the file to
-    float32 as distill does, so the reference is the model the student learnt from)."""
-    from edgedistill.compress import models
-    from edgedistill.io import atomic_dir
-
-    teacher = recipe.distill.teacher
-    if teacher.gguf_file is None:
-        return teacher.path
-    if not (folder / "config.json").is_file():
-        model = models.load_model(teacher, recipe.distill.task, "teacher")
-        tokenizer = models.load_tokenizer(teacher.path)
-        with atomic_dir(folder) as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-    return str(folder)
 
 
 def bench_teacher(

@@ -8,6 +8,7 @@ than the model's rows), as real GPT-2 style vocabularies (SmolLM2's among them) 
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -270,6 +271,8 @@ def test_run_exports_a_gguf_teacher_as_its_reference_point(gguf_files, lm_data, 
     assert artifact.name == "gguf-fp32" and (artifact / "manifest.json").is_file()
     saved = tmp_path / "run" / "reference" / "teacher-model"
     assert (saved / "config.json").is_file()
+    # saved like fit's teacher folder (compress.model_folder): the meta names the task
+    assert json.loads((saved / "edgedistill.json").read_text())["task"] == "causal-lm"
     # a second run reads the saved folder instead of dequantizing the file again
     stamp = (saved / "config.json").stat().st_mtime_ns
     assert "error" not in teacher_reference.export_teacher(recipe, tmp_path / "run")

@@ -213,23 +213,19 @@ def build_shape(teacher, tokenizer, shape: Shape | None, task: str, folder: Path
     """Save the screening student of ``shape`` (``None``: the teacher itself) as a model folder."""
     from edgedistill.compress import models, pruning
     from edgedistill.compress.config import StudentConfig
-    from edgedistill.io import atomic_dir
+    from edgedistill.compress.model_folder import save_model_folder
 
-    if (folder / "config.json").is_file():
-        return folder
-    if shape is None:
-        model = teacher
-    else:
+    def model_and_tokenizer():
+        if shape is None:
+            return teacher, tokenizer
         cfg = StudentConfig(**shape.student_config())
         model, _ = models.build_student(teacher, cfg, task)
         if cfg.prunes(teacher.config.hidden_size):
             # magnitude: data-free and deterministic; the values do not change the cost, the shape does
             pruning.prune_student(model, cfg.num_attention_heads, cfg.intermediate_size, "magnitude")
-    with atomic_dir(folder) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / "edgedistill.json", {"format_version": 1, "task": task, "qat": None})
-    return folder
+        return model, tokenizer
+
+    return save_model_folder(folder, task, model_and_tokenizer)
 
 
 def measure(

@@ -88,21 +88,18 @@ class Screening:
 
     def _models(self):
         if self._teacher is None:
-            from edgedistill.compress import models
+            from edgedistill.compress.model_folder import load_teacher
 
-            d = self.recipe.distill
-            self._teacher = (
-                models.load_model(d.teacher, d.task, "teacher"),
-                models.load_tokenizer(d.teacher.path),
-            )
+            self._teacher = load_teacher(self.recipe.distill.teacher, self.recipe.distill.task)
         return self._teacher
 
-    def teacher_folder(self) -> Path:
-        """The teacher saved as a model folder (what screening measures as the teacher): an exporter
-        reads a folder, so a GGUF-file teacher is exported from here."""
-        teacher, tokenizer = self._models()
-        folder = self.fit_dir / "shapes" / cost_lib.TEACHER
-        return cost_lib.build_shape(teacher, tokenizer, None, self.recipe.distill.task, folder)
+    def teacher_folder(self) -> str:
+        """What an exporter reads as the teacher: its own folder, or a GGUF-file teacher saved where
+        screening measures the teacher."""
+        from edgedistill.compress.model_folder import teacher_folder
+
+        d = self.recipe.distill
+        return teacher_folder(d.teacher, d.task, self.fit_dir / "shapes" / cost_lib.TEACHER, self._models)
 
     def _measure(self, shape: Shape | None, choice: ExportChoice) -> dict[str, Any]:
         name = shape.key if shape else cost_lib.TEACHER

@@ -368,10 +368,7 @@ def _teacher_artifact(recipe, fit_dir: Path, screening: phases.Screening) -> str
     fmt = recipe.fit.space.exports[0].format
     art = fit_dir / "teacher" / f"{fmt}-fp32"
     if not (art / "manifest.json").is_file():
-        cfg = recipe.export.just(fmt, "fp32")
-        teacher = recipe.distill.teacher
-        source = screening.teacher_folder() if teacher.gguf_file is not None else teacher.path
-        export(source, fit_dir / "teacher", cfg)
+        export(screening.teacher_folder(), fit_dir / "teacher", recipe.export.just(fmt, "fp32"))
     return str(art)
 
 
