@@ -99,9 +99,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from edgedistill.compress.distillation import distill
 
     report = distill(recipe, args.out, overwrite=args.overwrite, progress=not args.quiet)
-    _print_summary(
-        "student", report.get("student", {}).get("metrics", {}), Path(args.out) / "distill_report.json"
-    )
+    _print_summary(report, ("teacher", "student"), Path(args.out) / "distill_report.json")
     return 0
 
 
@@ -113,9 +111,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from edgedistill.compress.finetuning import finetune
 
     report = finetune(recipe, args.out, overwrite=args.overwrite, progress=not args.quiet)
-    _print_summary(
-        "model", report.get("model", {}).get("metrics", {}), Path(args.out) / "finetune_report.json"
-    )
+    _print_summary(report, ("model",), Path(args.out) / "finetune_report.json")
     return 0
 
 
@@ -173,13 +169,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return summary["exit_code"]
 
 
-def _print_summary(what: str, metrics: dict, report_path: Path) -> None:
-    if not metrics:  # non-zero ranks of a multi-process run write no report
+def _print_summary(report: dict, who: tuple[str, ...], report_path: Path) -> None:
+    """The eval metrics of ``who`` (the last is the trained model) as the run report shows them."""
+    # non-zero ranks of a multi-process run write no report
+    if not (report.get(who[-1]) or {}).get("metrics"):
         return
     from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
-    shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-    Console(stderr=True).print(f"[bold green]done[/] {what}: {shown}\nreport: {report_path}")
+    from edgedistill.report import metrics_table
+
+    table = Table(box=None)
+    for header in ("output", "metric", *who):
+        table.add_column(header, justify="left" if header in ("output", "metric") else "right")
+    for row in metrics_table(report, who):
+        table.add_row(*(Text(cell) for cell in row))  # names as written, never read as rich markup
+    console = Console(stderr=True)
+    console.print(f"[bold green]done[/] {who[-1]}:")
+    console.print(table)
+    console.print(f"report: {report_path}", markup=False)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -185,17 +185,19 @@ def _metric_items(metrics: dict[str, Any] | None, own_output: str) -> dict[tuple
     return items
 
 
-def _metrics_table(distill: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """The teacher's and the student's eval metrics side by side: (output, metric, teacher, student),
-    one row per output and metric, the task's own output first."""
-    own_output = "embedding" if distill.get("task") == "feature-extraction" else "logits"
-    teacher = _metric_items((distill.get("teacher") or {}).get("metrics"), own_output)
-    student = _metric_items((distill.get("student") or {}).get("metrics"), own_output)
-    keys = sorted(dict.fromkeys([*student, *teacher]), key=lambda key: key[0] != own_output)
-    return [
-        (out, name, _fmt(teacher.get((out, name)), 4), _fmt(student.get((out, name)), 4))
-        for out, name in keys
-    ]
+def metrics_table(
+    report: dict[str, Any], who: tuple[str, ...] = ("teacher", "student")
+) -> list[tuple[str, ...]]:
+    """The eval metrics of the models ``who`` names in ``report`` (a distill or finetune report, or the
+    run summary's ``distill``) side by side: (output, metric, one value per model), one row per output
+    and metric, the task's own output first. The run report's table and the verbs' console summary."""
+    own_output = "embedding" if report.get("task") == "feature-extraction" else "logits"
+    models = [_metric_items((report.get(name) or {}).get("metrics"), own_output) for name in who]
+    # the last model's (the student's) metrics in their order, then any only the others have
+    keys = sorted(
+        dict.fromkeys(k for items in reversed(models) for k in items), key=lambda k: k[0] != own_output
+    )
+    return [(out, name, *(_fmt(items.get((out, name)), 4) for items in models)) for out, name in keys]
 
 
 def _table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -235,7 +237,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             "| output | metric | teacher | student |",
             "|---|---|---|---|",
         ]
-        lines += ["| " + " | ".join(row) + " |" for row in _metrics_table(d)]
+        lines += ["| " + " | ".join(row) + " |" for row in metrics_table(d)]
         lines.append("")
     h = summary.get("host") or {}
     if h.get("cpu"):
@@ -401,7 +403,7 @@ def report_html(summary: dict[str, Any], out: Path) -> str:
         params = f"{(m.get('parameters') or 0) / 1e6:.1f}M" if m.get("parameters") else "-"
         parts.append(f"<tr><td>{who}</td><td>{_fmt(m.get('layers'))}</td><td>{params}</td></tr>")
     parts.append("</table><table><tr><th>output</th><th>metric</th><th>teacher</th><th>student</th></tr>")
-    for output, metric, teacher, student in _metrics_table(d):
+    for output, metric, teacher, student in metrics_table(d):
         parts.append(
             f"<tr><td>{e(output)}</td><td>{e(metric)}</td><td class='num'>{e(teacher)}</td>"
             f"<td class='num'>{e(student)}</td></tr>"

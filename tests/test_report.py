@@ -183,3 +183,27 @@ def test_a_generalist_student_shows_one_row_per_output_and_metric(tmp_path):
     )
     assert "<td>logits</td><td>accuracy</td><td class='num'>0.9000</td><td class='num'>0.8500</td>" in page
     assert "{&#x27;" not in page and "{'" not in page
+
+
+def test_the_distill_console_summary_shows_a_generalist_as_rows(tmp_path, monkeypatch, capsys):
+    """`edgedistill distill`'s closing lines: the same output/metric rows as summary.md, no Python dict."""
+    import sys
+    import types
+
+    from edgedistill import cli
+
+    monkeypatch.setattr("edgedistill.config.load_config", lambda *args, **kwargs: None)
+    # distill itself is replaced by its report: no teacher, no torch
+    fake = types.ModuleType("edgedistill.compress.distillation")
+    fake.distill = lambda *args, **kwargs: GENERALIST_DISTILL
+    monkeypatch.setitem(sys.modules, "edgedistill.compress.distillation", fake)
+    monkeypatch.setenv("COLUMNS", "120")
+    args = cli.build_parser().parse_args(["distill", "--out", str(tmp_path), "--quiet"])
+    assert cli.cmd_distill(args) == 0
+    err = capsys.readouterr().err
+    assert "{" not in err, err
+    lines = [" ".join(line.replace("│", " ").split()) for line in err.splitlines()]
+    assert "logits accuracy 0.9000 0.8500" in lines, err
+    assert "logits agreement_with_teachers.sentiment - 0.9500" in lines, err
+    assert "sentence_embedding cosine_to_teacher - 0.8100" in lines, err
+    assert any(str(tmp_path / "distill_report.json") in line for line in lines), err
