@@ -22,7 +22,7 @@ from typing import Any
 from edgedistill.io import atomic_write_json, atomic_write_text
 from edgedistill.outputs import RECIPE_OUTPUTS
 from edgedistill.plots import Budget, PlotPoint, pareto_plot
-from edgedistill.teacher_reference import against_teacher, candidates, teacher_row
+from edgedistill.teacher_reference import against_teacher, candidates, measured, teacher_row
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -94,7 +94,6 @@ def collect(
         if teacher is not None:
             teacher_rows.append(teacher)
         for entry in candidates(report):
-            latency = entry.get("latency") or {}
             metric_name, metric = _metric(entry)
             rows.append(
                 {
@@ -105,12 +104,7 @@ def collect(
                     "label": entry.get("label") or entry.get("name"),
                     "format": entry.get("format"),
                     "precision": entry.get("precision"),
-                    "status": entry.get("status"),
-                    "reason": entry.get("reason"),
-                    "size_mb": entry.get("size_mb"),
-                    "p50_ms": latency.get("p50_ms"),
-                    "p95_ms": latency.get("p95_ms"),
-                    "peak_rss_mb": (entry.get("memory") or {}).get("peak_rss_mb"),
+                    **measured(entry),
                     "metric": metric_name,
                     "own_check": _own_check(entry),
                     "value": metric,

@@ -127,6 +127,20 @@ def candidates(report: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [e for e in (report or {}).get("artifacts", []) if e.get("role") == "candidate"]
 
 
+def measured(entry: dict[str, Any]) -> dict[str, Any]:
+    """A bench entry's status and figures as the report's table shows them: the same columns for the
+    teacher's row and the artifacts' rows beneath it."""
+    latency = entry.get("latency") or {}
+    return {
+        "status": entry.get("status"),
+        "reason": entry.get("reason"),
+        "size_mb": entry.get("size_mb"),
+        "p50_ms": latency.get("p50_ms"),
+        "p95_ms": latency.get("p95_ms"),
+        "peak_rss_mb": (entry.get("memory") or {}).get("peak_rss_mb"),
+    }
+
+
 def task_metric(task: str | None, entry: dict[str, Any] | None) -> tuple[str | None, float | None]:
     """The task metric of a bench entry whose reference was the teacher (or of the teacher itself)."""
     acc = (entry or {}).get("accuracy") or {}
@@ -150,7 +164,6 @@ def teacher_row(
     if not entries:
         return None, {}
     entry = entries[0]
-    latency = entry.get("latency") or {}
     metric, value = task_metric(task, entry)
     if task == "feature-extraction" and entry.get("status") == "measured":
         metric, value = "cosine to teacher", 1.0  # by definition
@@ -158,12 +171,7 @@ def teacher_row(
         "target": target,
         "artifact": f"teacher {entry.get('name')}",
         "label": f"teacher {entry.get('label') or entry.get('name')}",
-        "status": entry.get("status"),
-        "reason": entry.get("reason"),
-        "size_mb": entry.get("size_mb"),
-        "p50_ms": latency.get("p50_ms"),
-        "p95_ms": latency.get("p95_ms"),
-        "peak_rss_mb": (entry.get("memory") or {}).get("peak_rss_mb"),
+        **measured(entry),
         "task_metric": metric,
         "task_value": value,
     }

@@ -207,3 +207,14 @@ def test_the_distill_console_summary_shows_a_generalist_as_rows(tmp_path, monkey
     assert "logits agreement_with_teachers.sentiment - 0.9500" in lines, err
     assert "sentence_embedding cosine_to_teacher - 0.8100" in lines, err
     assert any(str(tmp_path / "distill_report.json") in line for line in lines), err
+
+
+def test_the_teacher_row_shows_the_same_figures_of_its_bench_entry_as_the_artifacts(tmp_path):
+    out = tmp_path / "run"
+    state = _run_folder(out, "sequence-classification")
+    summary = write_reports(out, None, state, VERDICTS, 0)
+    figures = ("status", "reason", "size_mb", "p50_ms", "p95_ms", "peak_rss_mb")
+    teacher = summary["teacher_rows"][0]
+    assert [teacher[k] for k in figures] == ["measured", None, 91.0, 20.0, 24.0, 200.0]
+    int8 = next(r for r in summary["rows"] if r["artifact"] == "onnx-int8")
+    assert [int8[k] for k in figures] == ["measured", None, 15.0, 4.0, 5.0, 200.0]
