@@ -141,13 +141,13 @@ def screen_over_ssh(out: Path, teacher: Path, data: Path, rows: int | None, log:
 
 def search_cost(report: dict) -> dict:
     """CPU seconds of the search (cost + proxy) against the winner's full distillation."""
-    times = report.get("times") or {}
-    search = (times.get("cost_cpu_s") or 0) + (times.get("proxy_cpu_s") or 0)
+    # fit's own account: the screening plus the larger of its proxy ledger and its rungs' records
+    search = report.get("search_cpu_s")
     winner = (report.get("winner") or {}).get("distill_cpu_s")
     return {
         "search_cpu_s": search,
         "winner_distill_cpu_s": winner,
-        "ratio": search / winner if winner else None,
+        "ratio": search / winner if search is not None and winner else None,
     }
 
 

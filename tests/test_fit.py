@@ -164,6 +164,35 @@ def test_a_budget_only_some_shapes_meet_is_met_by_the_winner_and_the_gate_passes
     assert "size_vs_teacher" in (out / "fit" / "candidates.md").read_text()
 
 
+def test_the_proxy_trains_the_largest_feasible_shape_first(finished_fit):
+    """Asynchronous successive halving promotes whatever beats the trials before it: the likeliest
+    best (the largest measured artifact) goes first, so the rest can stop at the first rung."""
+    report = finished_fit["report"]
+
+    def size(candidate):
+        return max(e["figures"]["size_mb"] for e in candidate["exports"] if e["feasible"])
+
+    feasible = [c for c in report["candidates"] if c["feasible"]]
+    first = min((c for c in feasible if c["trial"] is not None), key=lambda c: c["trial"])
+    assert first["shape"]["key"] == max(feasible, key=size)["shape"]["key"]
+
+
+def test_promising_first_orders_by_the_largest_feasible_artifact_then_by_key():
+    from edgedistill.fit.proxy import promising_first
+
+    def row(layers, sizes):
+        exports = [{"feasible": ok, "figures": {"size_mb": mb}} for mb, ok in sizes]
+        return {"shape": {"layers": layers}, "exports": exports}
+
+    rows = [
+        row([0, 5], [(14.0, True), (99.0, False)]),  # an infeasible export's size does not count
+        row([0, 2, 5], [(20.0, True), (21.0, True)]),
+        row([0, 1, 3, 5], [(None, True)]),  # no size measured: last
+        row([0, 3], [(21.0, True)]),  # ties with L0-2-5 at 21 MB: by key
+    ]
+    assert [s.key for s in promising_first(rows)] == ["L0-2-5", "L0-3", "L0-5", "L0-1-3-5"]
+
+
 def test_screen_only_measures_each_shape_and_export_once_and_reports_the_feasible_set(finished_fit):
     screen = finished_fit["screen_only"]
     report = screen["report"]
@@ -202,7 +231,13 @@ def test_the_full_search_resumes_from_the_screening_and_counts_its_cpu_seconds(f
         first["cost_cpu_s"] + report["sessions"][1]["cost_cpu_s"], 2
     )
     assert report["times"]["cost_cpu_s"] >= screened["times"]["cost_cpu_s"]
-    search = report["times"]["cost_cpu_s"] + report["times"]["proxy_cpu_s"]
+    # every finished rung records its CPU seconds in its folder; the search counts the larger account
+    rung_files = sorted((finished_fit["out"] / "fit" / "trials").glob("*/rung-*/cpu.json"))
+    assert rung_files and len(rung_files) == sum(c["proxy_rungs"] for c in report["candidates"])
+    rungs_cpu = round(sum(json.loads(f.read_text())["cpu_s"] for f in rung_files), 2)
+    assert report["times"]["proxy_trials_cpu_s"] == rungs_cpu > 0
+    search = report["times"]["cost_cpu_s"] + max(report["times"]["proxy_cpu_s"], rungs_cpu)
+    assert report["search_cpu_s"] == round(search, 2)
     assert report["search_cpu_vs_winner_distill"] == round(search / report["winner"]["distill_cpu_s"], 3)
     # the run's own record serves a later session even where the device cache has nothing (a busy host)
     from edgedistill.fit.phases import Screening

@@ -59,6 +59,8 @@ def candidate_rows(
                 "shape": row["shape"],
                 "exports": row["exports"],
                 "feasible": row["feasible"],
+                "trial": trial["trial"] if trial else None,  # the study's order: the largest shape first
+                "proxy_rungs": len(trial["rung_values"]) if trial else 0,
                 "proxy_value": trial["proxy_value"] if trial else None,
                 "proxy_steps": trial["proxy_steps"] if trial else 0,
                 "trial_state": trial["state"] if trial else None,
