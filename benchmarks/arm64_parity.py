@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import parser, write_summary
+from common import parser, run_main, write_summary
 
 RUNTIME_KEYS = ("onnxruntime", "openvino", "llama_cpp_python")
 
@@ -200,4 +200,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -65,7 +65,7 @@ from bench_harness_measure import (
     write_feed,
 )
 from bench_harness_report import host_info, markdown
-from common import parser, write_summary
+from common import parser, run_main, write_summary
 
 SLOWDOWN = 1.1
 
@@ -389,4 +389,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from common import CLI, RESULTS, parser, run, sst2_flags, sst2_missing, write_summary
+from common import CLI, RESULTS, parser, run, run_main, sst2_flags, sst2_missing, write_summary
 
 # The pruned student: the same 3 teacher layers as export_sst2.py's student, with half the heads
 # (6 of 12) and half the feed-forward neurons (768 of 1536) kept by activation importance, then the
@@ -228,4 +228,4 @@ def markdown(summary: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -1,5 +1,6 @@
 """What the benchmark scripts share: where things are, the SST-2 flags and checks, `edgedistill` CLI
-steps run logged and timed, and summary.{json,md} written atomically.
+steps run logged and timed, summary.{json,md} written atomically, and `run_main`, which every
+script's ``__main__`` calls so third-party output goes to ``bench-results/logs/<script>.third-party.log``.
 
 Every summary.json written under ``bench-results/<name>/`` (gitignored, with models and logs beside
 it) is also copied to ``docs/results/<name>/summary.json``, which is committed: the figures behind a
@@ -15,13 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgedistill.console import third_party_to_log
 from edgedistill.io import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +35,38 @@ PUBLISHED = ROOT / "docs" / "results"
 MAX_PUBLISHED_BYTES = 1_000_000  # a summary, never a model or a per-sample dump
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sst2"
 CLI = [sys.executable, "-m", "edgedistill"]
+FAILED_TAIL_LINES = 25  # of a failing CLI step's output, shown on the console
+
+
+# --------------------------------------------------------------------------------------------
+# The script's entry point: third-party output to a log
+# --------------------------------------------------------------------------------------------
+
+
+def third_party_log(script: str) -> Path:
+    """Where ``script``'s third-party output goes: ``bench-results/logs/<script>.third-party.log``."""
+    return RESULTS / "logs" / f"{script}.third-party.log"
+
+
+def run_main(main: Callable[[], int | None]) -> int | None:
+    """Run a script's ``main`` under the CLI's rule, third-party output to a log; ``main``'s result.
+
+    Scripts call the library in-process (`edgedistill.export.export`, `bench(...)`): inside
+    `edgedistill.console.third_party_to_log`, Python warnings, other libraries' logging and
+    progress bars, and what native code writes to file descriptor 2 go to `third_party_log`
+    (appended when the script ends), while the script's prints, on stdout or ``sys.stderr``, and a
+    failure's traceback stay on the console. A child process inherits file descriptor 2, the log:
+    a script starts each child with its stderr said (captured, `run_logged` into commands.log, or
+    ``stderr=sys.stderr``, the console).
+    """
+    log = third_party_log(Path(main.__code__.co_filename).stem)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    shown = log.relative_to(ROOT) if log.is_relative_to(ROOT) else log
+    print(
+        f"[log] third-party warnings and messages: {shown} (appended when the script ends)", file=sys.stderr
+    )
+    with third_party_to_log(log):
+        return main()
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,12 +132,22 @@ def minilm() -> Path:
 def run_logged(cmd: list[str], log: Path, env: dict[str, str] | None = None, gap: str = "") -> float:
     """Run ``cmd`` with its output appended to ``log`` after a ``+ command`` line; its wall seconds.
 
-    A failing command raises `subprocess.CalledProcessError`."""
+    A failing command raises `subprocess.CalledProcessError`, after printing the last lines of its
+    output (its error) to the console."""
     started = time.time()
     with open(log, "a", encoding="utf-8") as fh:
         fh.write(f"{gap}+ {shlex.join(cmd)}\n")
         fh.flush()
-        subprocess.run(cmd, check=True, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        offset = os.fstat(fh.fileno()).st_size  # where its output starts
+        try:
+            subprocess.run(cmd, check=True, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        except subprocess.CalledProcessError as exc:
+            with open(log, "rb") as written:
+                written.seek(max(offset, os.fstat(written.fileno()).st_size - 64_000))  # a long run's log
+                lines = written.read().decode("utf-8", errors="replace").splitlines()[-FAILED_TAIL_LINES:]
+            print(f"[failed] exit {exc.returncode}, the end of its output in {log}:", file=sys.stderr)
+            print("\n".join(f"  | {line}" for line in lines), file=sys.stderr, flush=True)
+            raise
     return time.time() - started
 
 

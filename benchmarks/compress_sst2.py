@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 
-from common import CLI, add_note_flag, minilm, parser, run, sst2_flags, sst2_missing, write_summary
+from common import CLI, add_note_flag, minilm, parser, run, run_main, sst2_flags, sst2_missing, write_summary
 
 
 def main() -> int:
@@ -159,4 +159,4 @@ def markdown(summary: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import CLI, RESULTS, minilm, parser, run, sst2_flags, sst2_missing, write_summary
+from common import CLI, RESULTS, minilm, parser, run, run_main, sst2_flags, sst2_missing, write_summary
 
 THREADS = 2
 
@@ -300,4 +300,4 @@ def markdown(summary: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import headline_sst2 as headline
 import yaml
-from common import CLI, RESULTS, parser, run_logged, sst2_missing, write_summary
+from common import CLI, RESULTS, parser, run_logged, run_main, sst2_missing, write_summary
 
 from edgedistill.io import atomic_write_json
 
@@ -230,4 +230,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import run_main
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests" / "hostile"), str(ROOT / "tests")]
 
@@ -79,4 +81,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from bench_harness_measure import build_tiny_bert, find_artifacts, make_target
+from common import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,4 +76,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS
+from common import RESULTS, run_main
 from scipy.stats import mannwhitneyu, ttest_ind
 
 from edgedistill.bench.stats import hodges_lehmann_ratio
@@ -61,4 +61,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import minilm, parser, write_summary
+from common import minilm, parser, run_main, write_summary
 
 TOKENS = 128
 GGUF_TYPES = ("fp32", "fp16", "q8_0", "q4_0")
@@ -59,7 +59,7 @@ def export(student: Path, out: Path) -> None:
         # llama.cpp's float GGUFs differ from torch by ~1.5e-3 on these (unnormalized) pretrained
         # embeddings (cosine 1.00000): the latency study does not need the 1e-3 fp32 bound.
         cmd += ["--set", "tolerances.fp32.max_abs_diff=0.01"]
-        subprocess.run(cmd, check=True)
+        subprocess.run(cmd, check=True, stderr=sys.stderr)  # its summary and errors: the console
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,4 +258,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

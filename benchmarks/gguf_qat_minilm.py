@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from common import CLI, add_note_flag, minilm, parser, run, run_logged, sst2_missing, write_summary
+from common import CLI, add_note_flag, minilm, parser, run, run_logged, run_main, sst2_missing, write_summary
 
 from edgedistill.io import atomic_write_json
 
@@ -383,4 +383,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -45,13 +45,24 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import CLI, RESULTS, ROOT, minilm, parser, run, sst2_flags, sst2_missing, write_summary
+from common import (
+    CLI,
+    RESULTS,
+    ROOT,
+    minilm,
+    parser,
+    run,
+    run_logged,
+    run_main,
+    sst2_flags,
+    sst2_missing,
+    write_summary,
+)
 from headline_sst2_report import build_summary, markdown, stage_report
 
 from edgedistill.io import atomic_write_json
@@ -192,17 +203,18 @@ def export_all(out: Path, data: Path, optimum_python: Path | None) -> dict[str, 
             once(student, art / name, ["onnx"], ["int8"], int8_method="dynamic")
             folders[f"{name}: {shape} ONNX fp32 (logit KD)"] = art / name / "onnx-fp32"
             folders[f"{name}: {shape} ONNX int8 (ORT dynamic PTQ)"] = art / name / "onnx-int8"
-            optimum = ortquantizer(student, art / f"{name}-optimum", optimum_python)
+            optimum = ortquantizer(student, art / f"{name}-optimum", optimum_python, out / "commands.log")
             if optimum is not None:
                 folders[f"{name}: {shape} ONNX int8 (optimum ORTQuantizer {optimum[1]})"] = optimum[0]
     return {label: str(folder) for label, folder in folders.items()}
 
 
-def ortquantizer(student: Path, work: Path, python: Path | None) -> tuple[Path, str] | None:
+def ortquantizer(student: Path, work: Path, python: Path | None, log: Path) -> tuple[Path, str] | None:
     """optimum's ORTQuantizer (dynamic, this CPU's config) on ``student``: (folder, config) or None.
 
     Runs here when optimum-onnx imports, else in ``python`` (the transformers-4.57 environment
-    ``make test-compat`` builds), else is left out with the reason printed."""
+    ``make test-compat`` builds), else is left out with the reason printed. Either way in a child
+    process whose output goes to ``log`` (commands.log)."""
     done = work / "int8" / "ortquantizer.json"
     if not done.is_file():
         code = (
@@ -219,7 +231,7 @@ def ortquantizer(student: Path, work: Path, python: Path | None) -> tuple[Path, 
                 file=sys.stderr,
             )
             return None
-        subprocess.run([exe, "-c", code, str(student), str(work), str(Path(__file__).parent)], check=True)
+        run_logged([exe, "-c", code, str(student), str(work), str(Path(__file__).parent)], log)
     info = json.loads(done.read_text())
     return work / "int8", info["config"]
 
@@ -316,4 +328,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

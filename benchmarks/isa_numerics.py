@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from common import minilm, parser, write_summary
+from common import minilm, parser, run_main, write_summary
 
 THREADS = 2
 
@@ -337,4 +337,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

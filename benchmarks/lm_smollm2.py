@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import CLI, RESULTS, add_note_flag, parser, sst2_missing, write_summary
+from common import CLI, RESULTS, add_note_flag, parser, run_main, sst2_missing, write_summary
 from lm_smollm2_measure import heldout_pairs, measure_row, teacher_nll_of, tensor_types
 from lm_smollm2_setup import (
     FULL,
@@ -319,4 +319,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import CLI, RESULTS, add_note_flag, parser, sst2_missing, write_summary
+from common import CLI, RESULTS, add_note_flag, parser, run_main, sst2_missing, write_summary
 from lm_sst2_setup import PAIRS_VARIANTS, SCALES, VARIANTS, distill_recipe
 from lm_sst2_stages import (
     Stages,
@@ -295,4 +295,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

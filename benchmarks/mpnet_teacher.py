@@ -279,4 +279,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # imported here: tests load this module on its own, without benchmarks/ (and `common`) on sys.path
+    from common import run_main
+
+    sys.exit(run_main(main))

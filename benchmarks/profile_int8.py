@@ -33,7 +33,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
-from common import DEFAULT_DATA, RESULTS, ROOT, parser, write_summary
+from common import DEFAULT_DATA, RESULTS, ROOT, parser, run_main, write_summary
 
 EXPORTS = RESULTS / "export_sst2"
 THREADS = 2
@@ -315,4 +315,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import parser
+from common import parser, run_main
 
 HERE = Path(__file__).resolve().parent
 # name -> needs SST-2
@@ -67,7 +67,7 @@ def main() -> int:
         cmd = [sys.executable, str(HERE / f"{name}.py")] + (["--data", str(args.data)] if needs_sst2 else [])
         print(f"[run] {' '.join(cmd)}", flush=True)
         started = time.perf_counter()
-        code = subprocess.call(cmd)
+        code = subprocess.call(cmd, stderr=sys.stderr)  # the console (fd 2 is run_all's third-party log)
         print(f"[{'ok' if code == 0 else f'exit {code}'}] {name} in {time.perf_counter() - started:.0f} s")
         if code:
             failed.append(name)
@@ -77,4 +77,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -90,7 +90,7 @@ from pathlib import Path
 
 import headline_sst2 as headline
 import yaml
-from common import CLI, RESULTS, minilm, parser, run, sst2_flags, sst2_missing, write_summary
+from common import CLI, RESULTS, minilm, parser, run, run_main, sst2_flags, sst2_missing, write_summary
 from lm_smollm2_setup import TEACHER_GGUF as SMOLLM2_GGUF
 from lm_smollm2_setup import teacher_folder as smollm2_folder
 from mpnet_teacher import assemble
@@ -394,4 +394,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

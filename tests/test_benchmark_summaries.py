@@ -1,5 +1,7 @@
 """benchmarks/common.py `write_summary`: a quick-mode run (--rows N, --smoke, a non-default --steps)
-never reaches the committed docs/results, and every benchmark with a quick mode says when it is in it."""
+never reaches the committed docs/results, and every benchmark with a quick mode says when it is in it.
+`run_main`: every script's in-process library output goes to its third-party log, its own lines and
+its children's errors to the console."""
 
 from __future__ import annotations
 
@@ -167,3 +169,100 @@ def test_teachers_sst2_bars_are_never_met_when_a_figure_is_missing(tmp_path):
     assert d["students"]["free-corpus"]["retention"]["verdict"] == "not judged"
     assert d["students"]["minilm"]["retention"]["verdict"] == "met"
     assert "| SST-2 train (real data) |" in "\n".join(report.data_free_markdown(d))
+
+
+# --------------------------------------------------------------------------------------------
+# Third-party output: every script's in-process library work runs inside common.run_main
+# --------------------------------------------------------------------------------------------
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    return isinstance(node, ast.If) and ast.unparse(node.test) == "__name__ == '__main__'"
+
+
+def test_every_benchmark_script_runs_its_main_through_run_main():
+    """``sys.exit(run_main(main))``: warnings and library messages go to bench-results/logs, as the CLI's."""
+    scripts = []
+    for script in sorted(BENCHMARKS.glob("*.py")):
+        tree = ast.parse(script.read_text(encoding="utf-8"))
+        if not any(isinstance(node, ast.FunctionDef) and node.name == "main" for node in tree.body):
+            continue
+        guards = [node for node in tree.body if _is_main_guard(node)]
+        assert len(guards) == 1, f"{script.name}: no `if __name__ == '__main__':`"
+        calls = [ast.unparse(n) for n in ast.walk(guards[0]) if isinstance(n, ast.Call)]
+        assert "sys.exit(run_main(main))" in calls, f"{script.name}: {calls}"
+        assert "main()" not in calls, f"{script.name} calls main() outside run_main"
+        scripts.append(script.name)
+    assert len(scripts) >= 19 and {"headline_sst2.py", "run_all.py", "mpnet_teacher.py"} <= set(scripts)
+
+
+_STARTS_A_CHILD = {"run", "call", "check_call", "check_output", "Popen"}
+
+
+def test_every_child_a_benchmark_starts_says_where_its_stderr_goes():
+    """Inside run_main file descriptor 2 is the third-party log, and a child inherits it: its error would
+    not reach the console. So every child's stderr is said: captured, into a log, or ``sys.stderr``."""
+    children = []
+    for script in sorted(BENCHMARKS.glob("*.py")):
+        for node in ast.walk(ast.parse(script.read_text(encoding="utf-8"))):
+            func = node.func if isinstance(node, ast.Call) else None
+            if not (isinstance(func, ast.Attribute) and ast.unparse(func.value) == "subprocess"):
+                continue
+            if func.attr in _STARTS_A_CHILD:
+                said = {kw.arg for kw in node.keywords} & {"stderr", "capture_output"}
+                assert said, f"{script.name}:{node.lineno} starts a child whose stderr is the third-party log"
+                children.append(f"{script.name}:{node.lineno}")
+    assert len(children) >= 8, children
+
+
+RUN_MAIN_SCRIPT = """
+import logging, os, subprocess, sys, warnings
+from pathlib import Path
+
+sys.path.insert(0, {benchmarks!r})
+import common
+
+common.RESULTS = Path(sys.argv[1])
+
+
+def main():
+    print("progress on stdout", flush=True)
+    print("[done] our own line on stderr", file=sys.stderr)
+    warnings.warn("a library deprecates something", FutureWarning)
+    logging.getLogger("somelib").warning("somelib complains")
+    os.write(2, b"native code prints to fd 2\\n")
+    say = [sys.executable, "-c", "import sys; print(sys.argv[1], file=sys.stderr)"]
+    subprocess.run([*say, "a child told to use the console"], check=True, stderr=sys.stderr)
+    subprocess.run([*say, "a child left to inherit fd 2"], check=True)
+    failing = [sys.executable, "-c", "import sys; print('child progress'); sys.exit('child error: bad input')"]
+    common.run_logged(failing, common.RESULTS / "commands.log")
+
+
+if __name__ == "__main__":
+    sys.exit(common.run_main(main))
+"""
+
+
+def test_run_main_keeps_the_scripts_lines_on_the_console_and_library_output_in_its_log(tmp_path):
+    import subprocess
+
+    script = tmp_path / "demo_bench.py"
+    script.write_text(RUN_MAIN_SCRIPT.format(benchmarks=str(BENCHMARKS)), encoding="utf-8")
+    results = tmp_path / "results"
+    results.mkdir()
+    proc = subprocess.run(
+        [sys.executable, str(script), str(results)], capture_output=True, text=True, timeout=120
+    )
+    log_file = results / "logs" / "demo_bench.third-party.log"
+    console, log = proc.stdout + proc.stderr, log_file.read_text(encoding="utf-8")
+    assert proc.returncode == 1 and "CalledProcessError" in proc.stderr  # the failure's traceback
+    assert proc.stderr.count(f"[log] third-party warnings and messages: {log_file}") == 1
+    assert "progress on stdout" in proc.stdout and "[done] our own line on stderr" in proc.stderr
+    assert "a child told to use the console" in proc.stderr
+    # the failing CLI step's error: its output is in commands.log, its last lines on the console
+    assert "| child error: bad input" in proc.stderr and "| child progress" in proc.stderr
+    assert "child error: bad input" in (results / "commands.log").read_text(encoding="utf-8")
+    for noise in ("FutureWarning", "somelib complains", "native code prints", "a child left to inherit"):
+        assert noise not in console, console
+        assert noise in log, log
+    assert "our own line" not in log and "child error" not in log
