@@ -37,7 +37,10 @@ def train_bert_wordpiece(sentences: Iterable[str], vocab_size: int, model_max_le
         }
     )
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=BERT_SPECIAL_TOKENS + continuations, min_frequency=1
+        vocab_size=vocab_size,
+        special_tokens=BERT_SPECIAL_TOKENS + continuations,
+        min_frequency=1,
+        show_progress=False,  # its bar writes blank lines to stdout, past any log redirection
     )
     trained = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     trained.normalizer = normalizer
