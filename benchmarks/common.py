@@ -54,7 +54,7 @@ def run_main(main: Callable[[], int | None]) -> int | None:
     Scripts call the library in-process (`edgedistill.export.export`, `bench(...)`): inside
     `edgedistill.console.third_party_to_log`, Python warnings, other libraries' logging and
     progress bars, and what native code writes to file descriptor 2 go to `third_party_log`
-    (appended when the script ends), while the script's prints, on stdout or ``sys.stderr``, and a
+    (as it happens: a benchmark killed hours in keeps its log), while the script's prints, on stdout or ``sys.stderr``, and a
     failure's traceback stay on the console. A child process inherits file descriptor 2, the log:
     a script starts each child with its stderr said (captured, `run_logged` into commands.log, or
     ``stderr=sys.stderr``, the console).
@@ -62,10 +62,8 @@ def run_main(main: Callable[[], int | None]) -> int | None:
     log = third_party_log(Path(main.__code__.co_filename).stem)
     log.parent.mkdir(parents=True, exist_ok=True)
     shown = log.relative_to(ROOT) if log.is_relative_to(ROOT) else log
-    print(
-        f"[log] third-party warnings and messages: {shown} (appended when the script ends)", file=sys.stderr
-    )
-    with third_party_to_log(log):
+    print(f"[log] third-party warnings and messages: {shown}", file=sys.stderr)
+    with third_party_to_log(log, live=True):
         return main()
 
 

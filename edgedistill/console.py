@@ -204,10 +204,14 @@ def _console_stream():
 
 
 @contextlib.contextmanager
-def third_party_to_log(log_path: Path | None, *, verbose: bool = False) -> Iterator[Path | None]:
+def third_party_to_log(
+    log_path: Path | None, *, verbose: bool = False, live: bool = False
+) -> Iterator[Path | None]:
     """Send third-party output to ``log_path`` for the duration; yields the log path (None: nothing moved).
 
-    ``verbose`` or no ``log_path``: plain logging to the console (DEBUG with ``verbose``)."""
+    ``verbose`` or no ``log_path``: plain logging to the console (DEBUG with ``verbose``).
+    ``live``: append to ``log_path`` as things happen (its folder must exist and stay), so a process
+    killed hours in keeps its log; otherwise a temporary file lands in the folder at the end."""
     root = logging.getLogger()
     if verbose or log_path is None:
         logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format=LOG_FORMAT)
@@ -215,8 +219,12 @@ def third_party_to_log(log_path: Path | None, *, verbose: bool = False) -> Itera
         return
     # The verb's output folder may not exist yet (or be refused, or be replaced by --overwrite): the
     # log is written to a temporary file and lands in the folder at the end, only if the folder exists.
-    handle, temporary = tempfile.mkstemp(prefix="edgedistill-", suffix=".log")
-    log_file = open(handle, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (closed in finally)
+    if live:
+        temporary = log_path
+        log_file = open(log_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (closed in finally)
+    else:
+        handle, temporary = tempfile.mkstemp(prefix="edgedistill-", suffix=".log")
+        log_file = open(handle, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (closed in finally)
     log_file.write(
         f"==== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {' '.join(sys.argv)}: "
         "third-party output (warnings, library logs, native messages); --verbose shows it on the console\n"
@@ -265,7 +273,8 @@ def third_party_to_log(log_path: Path | None, *, verbose: bool = False) -> Itera
         if own_stream:
             console.close()
         log_file.close()
-        _land(Path(temporary), log_path)
+        if not live:
+            _land(Path(temporary), log_path)
 
 
 def _land(temporary: Path, log_path: Path) -> None:

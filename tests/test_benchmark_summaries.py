@@ -234,6 +234,8 @@ def main():
     say = [sys.executable, "-c", "import sys; print(sys.argv[1], file=sys.stderr)"]
     subprocess.run([*say, "a child told to use the console"], check=True, stderr=sys.stderr)
     subprocess.run([*say, "a child left to inherit fd 2"], check=True)
+    log = common.third_party_log("demo_bench").read_text(encoding="utf-8")
+    print("live log:", "somelib complains" in log and "native code prints" in log, flush=True)
     failing = [sys.executable, "-c", "import sys; print('child progress'); sys.exit('child error: bad input')"]
     common.run_logged(failing, common.RESULTS / "commands.log")
 
@@ -258,6 +260,7 @@ def test_run_main_keeps_the_scripts_lines_on_the_console_and_library_output_in_i
     assert proc.returncode == 1 and "CalledProcessError" in proc.stderr  # the failure's traceback
     assert proc.stderr.count(f"[log] third-party warnings and messages: {log_file}") == 1
     assert "progress on stdout" in proc.stdout and "[done] our own line on stderr" in proc.stderr
+    assert "live log: True" in proc.stdout  # written as it happens: a benchmark killed hours in keeps it
     assert "a child told to use the console" in proc.stderr
     # the failing CLI step's error: its output is in commands.log, its last lines on the console
     assert "| child error: bad input" in proc.stderr and "| child progress" in proc.stderr
