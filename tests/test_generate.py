@@ -94,6 +94,9 @@ def test_store_has_the_expected_columns_and_counts(teacher, prompts_txt, tmp_pat
     assert counts["records_stored"] == len(records) and counts["duplicates_skipped"] == len(duplicates)
     assert sum(counts["finish_reasons"].values()) == len(records)
     assert counts["response_tokens"] == sum(r["response_tokens"] for r in records)
+    run = meta["runs"][-1]  # a folder teacher runs in torch; the run says so, and how fast
+    assert run["engine"] == "torch" and meta["identity"]["engine"] == "torch" and run["threads"] >= 1
+    assert run["response_tokens"] == counts["response_tokens"] and run["tokens_per_second"] > 0
 
     import pyarrow.parquet as pq
 
@@ -294,10 +297,9 @@ def test_cli_generate_and_config_validation(teacher, prompts_txt, tmp_path):
 def test_cli_killed_mid_run_resumes_to_the_uninterrupted_result(teacher, tmp_path):
     import os
     import signal
-    import subprocess
     import sys
-    import time
 
+    from store_helpers import start_and_stop
     from tiny_llama import SAMPLE_SENTENCES
 
     prompts = tmp_path / "many.txt"
@@ -308,17 +310,7 @@ def test_cli_killed_mid_run_resumes_to_the_uninterrupted_result(teacher, tmp_pat
     command = [sys.executable, "-m", "edgedistill", "generate", "--teacher", str(teacher)]
     command += ["--prompts", str(prompts), "--out", str(out), "--max-new-tokens", "32", "--batch-size", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen([*command, "--quiet"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    samples = out / SAMPLES_FILE
-    deadline = time.monotonic() + 60
-    while proc.poll() is None and time.monotonic() < deadline:
-        if samples.exists() and samples.read_bytes().count(b"\n") >= 3:
-            break
-        time.sleep(0.005)
-    killed_mid_run = proc.poll() is None
-    if killed_mid_run:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed_mid_run, _ = start_and_stop([*command, "--quiet"], env, out / SAMPLES_FILE, 3, signal.SIGKILL)
     landed = len(read_store(out))
     print(f"killed mid-run: {killed_mid_run}, records landed: {landed}")
 

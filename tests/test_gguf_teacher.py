@@ -110,13 +110,206 @@ def test_generate_from_a_gguf_teacher_through_the_cli(gguf_files, tmp_path):
     prompts.write_text("The quick brown\nHello, world!\nShe paid\n", encoding="utf-8")
     out = tmp_path / "gen"
     file = gguf_files["q8_0"]
-    args = ["generate", "--teacher", str(file), "--prompts", str(prompts), "--out", str(out)]
+    args = [
+        "generate",
+        "--teacher",
+        str(file),
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(out),
+        "--engine",
+        "torch",
+    ]
     assert main([*args, "--greedy", "--max-new-tokens", "4", "--set", "batch_size=2", "--quiet"]) == 0
     assert len(read_store(out)) >= 1
     teacher = json.loads((out / META_FILE).read_text(encoding="utf-8"))["teacher"]
     assert teacher["class"] == "LlamaForCausalLM" and teacher["dtype"] == "float32"
     assert teacher["gguf"]["sha256"] == sha256_file(file)
     assert teacher["gguf"]["file_type"] == "MOSTLY_Q8_0"
+
+
+# --- engine: llama.cpp (the GGUF file itself, not dequantized) -------------------------------
+
+PROMPTS = ["The quick brown", "Hello, world!", "She paid", "Prices rose by"]
+
+
+def _gen_cfg(file: Path, prompts: Path, engine: str = "auto", **sampling):
+    from edgedistill.compress.generate import GenerateConfig
+
+    sampling = {"max_new_tokens": 8, **sampling}
+    return GenerateConfig(teacher={"path": str(file)}, prompts=str(prompts), engine=engine, sampling=sampling)
+
+
+@pytest.fixture()
+def prompts_file(tmp_path) -> Path:
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")
+    return path
+
+
+def test_auto_runs_a_gguf_teacher_in_llama_cpp_and_records_it(gguf_files, prompts_file, tmp_path):
+    from edgedistill.compress.generate import generate, read_store, resolve_engine, sample_seed
+
+    cfg = _gen_cfg(gguf_files["q8_0"], prompts_file, num_samples=2, temperature=1.5)
+    assert resolve_engine(cfg) == "llama.cpp" and cfg.engine == "auto"
+    report = generate(cfg, tmp_path / "a", progress=False)
+    records = read_store(tmp_path / "a")
+    assert {(r["prompt_id"], r["sample_index"]) for r in records} == {
+        (p, s) for p in range(4) for s in range(2)
+    }
+    for r in records:
+        assert r["seed"] == sample_seed(0, r["prompt_id"], r["sample_index"])
+        assert r["finish_reason"] == "stop" or r["response_tokens"] == 8
+    run = report["runs"][-1]
+    assert run["engine"] == "llama.cpp" and run["llama_cpp_python"] and run["threads"] >= 1
+    assert (
+        run["response_tokens"] == sum(r["response_tokens"] for r in records) and run["tokens_per_second"] > 0
+    )
+    assert report["identity"]["engine"] == "llama.cpp" and "dtype" not in report["identity"]
+    assert (
+        report["teacher"]["dtype"] == "MOSTLY_Q8_0"
+        and report["teacher"]["gguf"]["file_type"] == "MOSTLY_Q8_0"
+    )
+
+    # per-sample seeds: another run, in batches of another size, draws the same responses
+    again = _gen_cfg(gguf_files["q8_0"], prompts_file, num_samples=2, temperature=1.5).model_copy(
+        update={"batch_size": 3}
+    )
+    generate(again, tmp_path / "b", progress=False)
+    assert read_store(tmp_path / "b") == records
+
+
+def test_llama_cpp_finish_reasons_stop_at_an_end_token_and_at_the_length(gguf_files, prompts_file):
+    from edgedistill.compress.generate.llamacpp import LlamaCppEngine
+
+    engine = LlamaCppEngine(_gen_cfg(gguf_files["f32"], prompts_file, do_sample=False, max_new_tokens=5))
+    assert engine.stop_ids == [engine.tokenizer.eos_token_id]  # the file's eos_token_id, the tokenizer's
+    engine.prepare(PROMPTS)
+    free = engine.generate_batch(PROMPTS[:2], [1, 2])
+    assert [r["finish_reason"] for r in free] == ["length", "length"]
+    assert [r["response_tokens"] for r in free] == [5, 5]
+    # make a later greedy token of the first prompt an end token: the response stops there
+    tokens = engine.tokenizer(PROMPTS[0], add_special_tokens=True)["input_ids"]
+    greedy = engine._generate(tokens, 0)
+    assert greedy == free[0]
+    ids = greedy["token_ids"]
+    at = next(i for i in range(1, len(ids)) if ids[i] not in ids[:i])
+    engine.stop_ids = [ids[at]]
+    stopped = engine._generate(tokens, 0)
+    assert stopped["finish_reason"] == "stop" and stopped["response_tokens"] == at + 1
+    assert stopped["response"] == engine.tokenizer.decode(ids[:at], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("repetition_penalty", [1.0, 1.5])
+def test_greedy_llama_cpp_writes_what_greedy_torch_writes(
+    gguf_files, prompts_file, tmp_path, repetition_penalty
+):
+    """The f32 file: llama.cpp's and torch's logits agree to ~1e-5, so greedy argmaxes agree on this model
+    (a quantized file or a near-tie could flip one). The penalty covers the prompt's tokens in both."""
+    from edgedistill.compress.generate import generate, read_store
+
+    stores = {}
+    for engine in ("torch", "llama.cpp"):
+        cfg = _gen_cfg(
+            gguf_files["f32"], prompts_file, engine, do_sample=False, max_new_tokens=12,
+            repetition_penalty=repetition_penalty,
+        ).model_copy(update={"batch_size": 1})  # fmt: skip
+        generate(cfg, tmp_path / engine, progress=False)
+        stores[engine] = [{k: r[k] for k in ("response", "finish_reason", "response_tokens", "prompt_tokens")}
+                          for r in read_store(tmp_path / engine)]  # fmt: skip
+    assert stores["llama.cpp"] == stores["torch"]
+
+
+def test_llama_cpp_with_a_folder_teacher_is_refused_with_the_key_and_the_fix(
+    teacher_folder, prompts_file, capsys
+):
+    from edgedistill.cli import main
+    from edgedistill.compress.generate import GenerateConfig
+    from edgedistill.config import load_config
+    from edgedistill.errors import ConfigError
+
+    overrides = {"teacher.path": str(teacher_folder), "prompts": str(prompts_file), "engine": "llama.cpp"}
+    with pytest.raises(
+        ConfigError, match=r"engine: llama\.cpp runs a GGUF file.*DIR/NAME\.gguf.*--engine torch"
+    ):
+        load_config(GenerateConfig, None, overrides)
+    args = ["generate", "--teacher", str(teacher_folder), "--prompts", str(prompts_file), "--out", "/tmp/x"]
+    assert main([*args, "--engine", "llama.cpp", "--quiet"]) == 2
+    assert "engine: llama.cpp runs a GGUF file" in capsys.readouterr().err
+
+
+def test_a_store_keeps_its_engine(gguf_files, prompts_file, tmp_path):
+    import json
+
+    from edgedistill.compress.generate import META_FILE, GenerateError, generate
+
+    out = tmp_path / "torch"
+    generate(_gen_cfg(gguf_files["q8_0"], prompts_file, "torch", max_new_tokens=3), out, progress=False)
+    with pytest.raises(
+        GenerateError, match=r"engine: stored 'torch', now 'llama\.cpp'.*--engine torch"
+    ) as err:
+        generate(_gen_cfg(gguf_files["q8_0"], prompts_file, max_new_tokens=3), out, progress=False)
+    assert "dtype" not in str(err.value)  # the engine line says it; no torch-only noise
+    # a store from before engines existed was torch's: it resumes with the torch engine
+    meta = json.loads((out / META_FILE).read_text())
+    meta["identity"].pop("engine")
+    (out / META_FILE).write_text(json.dumps(meta))
+    report = generate(
+        _gen_cfg(gguf_files["q8_0"], prompts_file, "torch", max_new_tokens=3), out, progress=False
+    )
+    assert report["runs"][-1]["generated"] == 0
+
+
+def test_llama_cpp_killed_mid_run_resumes_to_the_uninterrupted_result(gguf_files, tmp_path):
+    import os
+    import signal
+    import sys
+
+    from store_helpers import start_and_stop
+
+    from edgedistill.compress.generate import SAMPLES_FILE, generate, read_store
+
+    prompts = tmp_path / "many.txt"
+    lines = [f"{s.split(',')[0][:20]} {i}" for i in range(20) for s in tiny_llama.SAMPLE_SENTENCES[:10]]
+    prompts.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "killed"
+    file = gguf_files["q8_0"]
+    command = [
+        sys.executable,
+        "-m",
+        "edgedistill",
+        "generate",
+        "--teacher",
+        str(file),
+        "--prompts",
+        str(prompts),
+    ]
+    command += [
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        "48",
+        "--engine",
+        "llama.cpp",
+        "--threads",
+        "1",
+        "--quiet",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    killed_mid_run, _ = start_and_stop(command, env, out / SAMPLES_FILE, 3, signal.SIGKILL)
+    landed = len(read_store(out))
+    print(f"killed mid-run: {killed_mid_run}, records landed: {landed}")
+
+    cfg = _gen_cfg(file, prompts, "llama.cpp", max_new_tokens=48)
+    report = generate(cfg, out, progress=False)
+    generate(cfg, tmp_path / "uninterrupted", progress=False)
+    resumed = read_store(out)
+    assert resumed == read_store(tmp_path / "uninterrupted")
+    assert len({(r["prompt_id"], r["sample_index"]) for r in resumed}) == len(resumed)
+    assert report["runs"][-1]["already_done"] >= landed
+    if killed_mid_run:
+        assert 3 <= landed < len(lines)
 
 
 # --- a bad file is refused before transformers or gguf-py read it ------------------------------

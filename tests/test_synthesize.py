@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import tiny_llama
+from store_helpers import start_and_stop
 
 from conftest import NEGATIVE, POSITIVE, tiny_bert_config
 from edgedistill.cli import main
@@ -185,21 +185,6 @@ def test_baseline_transfer_sets_have_the_same_format(source, tiny_bert_classifie
     assert report["lm"] is None and report["source"] == source
 
 
-def _start_and_stop(command: list[str], env: dict, samples: Path, after: int, how: int) -> tuple[bool, str]:
-    """Start ``command``, send ``how`` once ``samples`` has ``after`` lines; (stopped mid-run, stderr)."""
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        if samples.exists() and samples.read_bytes().count(b"\n") >= after:
-            break
-        time.sleep(0.002)
-    stopped = proc.poll() is None
-    if stopped:
-        proc.send_signal(how)
-    proc.wait()
-    return stopped and proc.returncode != 0, proc.stderr.read().decode()
-
-
 def test_killed_mid_run_resumes_without_duplicates(tiny_lm, tiny_bert_classifier, tmp_path):
     count = 120  # a few ms a text: enough that the kill lands mid-run
     out = tmp_path / "killed"
@@ -208,13 +193,13 @@ def test_killed_mid_run_resumes_without_duplicates(tiny_lm, tiny_bert_classifier
     command += ["--set", "selection.min_words=1", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     samples = out / "texts" / "samples.jsonl"
-    killed, err = _start_and_stop([*command, "--out", str(out)], env, samples, 5, signal.SIGKILL)
+    killed, err = start_and_stop([*command, "--out", str(out)], env, samples, 5, signal.SIGKILL)
     landed = len(read_store(out / "texts"))
     print(f"killed mid-run: {killed}, texts landed: {landed}")
     assert killed and 5 <= landed < count, (landed, err[-2000:])
     assert not (out / TRANSFER_TSV).exists()
     # SIGTERM: exit 130 with the way to resume, every stored text whole
-    stopped, err = _start_and_stop([*command, "--out", str(out)], env, samples, landed + 5, signal.SIGTERM)
+    stopped, err = start_and_stop([*command, "--out", str(out)], env, samples, landed + 5, signal.SIGTERM)
     print(f"stopped by SIGTERM mid-run: {stopped}")
     if stopped:
         assert "interrupted; run the same command again to resume" in err, err[-2000:]

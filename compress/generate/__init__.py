@@ -22,9 +22,17 @@ are written), so a resumed run stores exactly what an uninterrupted one would wi
 batch size. A changed config, teacher or prompts file is refused unless ``force`` (append to the
 store anyway) or ``restart`` (delete it and start again).
 
-Where things are: `config` (GenerateConfig, SamplingConfig, seeds), `prompts` (read_prompts),
-`store` (the JSONL store, lock, resume checks, read_store, write_parquet), `run` (generate),
-`cli` (``edgedistill generate``).
+Engines (``engine:``): ``torch`` runs the teacher in transformers (a GGUF file dequantized to
+float32), ``llama.cpp`` runs a GGUF file as it is on the CPU, fed the token ids of the same HF
+tokenizer, one sequence at a time with the same per-sample seeds (its own RNG: the same
+distribution, not the torch engine's samples; see `llamacpp`). ``auto`` picks llama.cpp for a GGUF
+teacher on the CPU. The engine is part of a store's identity; each run records its engine, version,
+threads and tokens/s in ``generate.json``'s ``runs``.
+
+Where things are: `config` (GenerateConfig, SamplingConfig, LlamaCppConfig, seeds, resolve_engine),
+`prompts` (read_prompts), `store` (the JSONL store, lock, resume checks, read_store, write_parquet),
+`torch_engine` and `llamacpp` (the engines; `open_llama`, the one opener of a GGUF LM in llama.cpp),
+`run` (generate), `cli` (``edgedistill generate``).
 """
 
 from __future__ import annotations
@@ -34,8 +42,10 @@ from edgedistill.compress.generate.config import (
     GENERATE_CONFIG_VERSION,
     GenerateConfig,
     GenerateError,
+    LlamaCppConfig,
     SamplingConfig,
     identity_of,
+    resolve_engine,
     sample_seed,
 )
 from edgedistill.compress.generate.prompts import PROMPT_SUFFIXES, prompts_fingerprint, read_prompts
@@ -66,6 +76,7 @@ __all__ = [
     "STORE_FORMAT_VERSION",
     "GenerateConfig",
     "GenerateError",
+    "LlamaCppConfig",
     "SamplingConfig",
     "add_generate_parser",
     "cmd_generate",
@@ -76,6 +87,7 @@ __all__ = [
     "read_prompts",
     "read_store",
     "record_id",
+    "resolve_engine",
     "sample_seed",
     "write_parquet",
 ]

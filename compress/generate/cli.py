@@ -33,7 +33,7 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--teacher",
         dest="teacher.path",
-        help="teacher: HF causal-LM folder, one .gguf file (dequantized to float32), or hub id",
+        help="teacher: HF causal-LM folder, one .gguf file (run by llama.cpp on the CPU, see --engine), or hub id",
         metavar="PATH",
     )
     p.add_argument(
@@ -82,6 +82,19 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--batch-size", dest="batch_size", type=int, metavar="N")
     g.add_argument("--dtype", dest="dtype", choices=["auto", "float32", "float16", "bfloat16"])
     g.add_argument("--device", dest="device", choices=["auto", "cpu", "cuda"])
+    g.add_argument(
+        "--engine",
+        dest="engine",
+        choices=["auto", "torch", "llama.cpp"],
+        help="what runs the teacher (auto: llama.cpp for a .gguf teacher on the CPU, else torch)",
+    )
+    g.add_argument(
+        "--threads",
+        dest="llama_cpp.threads",
+        type=int,
+        metavar="N",
+        help="llama.cpp threads (default: the idle cores; its workers spin, so keep it under the idle cores)",
+    )
     g.add_argument(
         "--format", dest="output_format", choices=["jsonl", "parquet"], help="parquet: also samples.parquet"
     )

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -14,8 +11,8 @@ from typing import Any
 from edgedistill.compress.generate.config import (
     GenerateConfig,
     GenerateError,
-    SamplingConfig,
     identity_of,
+    resolve_engine,
     sample_seed,
 )
 from edgedistill.compress.generate.prompts import prompts_fingerprint, read_prompts
@@ -42,57 +39,17 @@ from edgedistill.signals import interruptible
 logger = logging.getLogger(__name__)
 
 
-def _load_teacher(cfg: GenerateConfig) -> tuple[Any, Any, Any]:
-    import torch
-    import transformers
-    from packaging.version import Version
+def _open_engine(cfg: GenerateConfig) -> Any:
+    """The engine that runs the teacher (`resolve_engine`): torch or llama.cpp."""
+    if resolve_engine(cfg) == "llama.cpp":
+        from edgedistill.compress.generate.llamacpp import LlamaCppEngine
 
-    from edgedistill.compress.models import load_model, load_tokenizer
+        if cfg.dtype != "auto":
+            logger.warning("dtype %s is not used: llama.cpp runs the GGUF file's own types", cfg.dtype)
+        return LlamaCppEngine(cfg)
+    from edgedistill.compress.generate.torch_engine import TorchEngine
 
-    device = torch.device(
-        "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
-    )
-    if cfg.dtype == "auto":
-        dtype: Any = "auto" if device.type == "cuda" else torch.float32
-    else:
-        dtype = getattr(torch, cfg.dtype)
-    # transformers 4.56 renamed from_pretrained's torch_dtype to dtype (the old name warns).
-    dtype_key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
-    model = load_model(cfg.teacher, "causal-lm", role="teacher", **{dtype_key: dtype}).to(device)
-    model.eval()
-    tokenizer = load_tokenizer(cfg.teacher.path, trust_remote_code=cfg.teacher.trust_remote_code)
-    # Generation appends new tokens on the right, so prompts are padded on the left.
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise GenerateError(
-                f"the teacher's tokenizer ({cfg.teacher.path}) has neither a pad nor an end-of-sequence token; "
-                "batches of prompts cannot be padded. Set a pad_token in its tokenizer_config.json."
-            )
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer, device
-
-
-def _teacher_info(cfg: GenerateConfig, model: Any, tokenizer: Any) -> dict[str, Any]:
-    from edgedistill.compress.data import tokenizer_fingerprint
-    from edgedistill.compress.logit_cache import teacher_fingerprint
-    from edgedistill.compress.models import teacher_provenance
-
-    template = getattr(tokenizer, "chat_template", None)
-    material = {
-        "weights": teacher_fingerprint(model),
-        "tokenizer": tokenizer_fingerprint(tokenizer),
-        "chat_template": template if cfg.chat_template else None,
-    }
-    return {
-        "path": cfg.teacher.path,
-        "class": type(model).__name__,
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "vocab_size": len(tokenizer),
-        "fingerprint": hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:20],
-        # a GGUF teacher: the file (sha256) and the quantization its weights were dequantized from
-        "gguf": teacher_provenance(cfg.teacher),
-    }
+    return TorchEngine(cfg)
 
 
 def _format_prompts(cfg: GenerateConfig, tokenizer: Any, prompts: list[str]) -> list[str]:
@@ -113,109 +70,6 @@ def _format_prompts(cfg: GenerateConfig, tokenizer: Any, prompts: list[str]) -> 
         )
         for p in prompts
     ]
-
-
-def _stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    eos = getattr(model.generation_config, "eos_token_id", None)
-    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    return sorted(ids)
-
-
-def _row_sampler(sampling: SamplingConfig, generators: list[Any], vocab_size: int) -> Any:
-    """A logits processor that draws each row's next token from that row's own generator.
-
-    transformers samples a whole batch from the global RNG, so what a row gets would depend on
-    the rows beside it. Here the draw happens in the processor (temperature, top-k, top-p, then
-    one multinomial per row with its generator) and everything but the drawn token is set to
-    -inf, so generate's greedy step picks exactly it. Greedy decoding only masks the rows a
-    model may pad its vocabulary with.
-    """
-    import torch
-    from transformers import LogitsProcessor
-
-    class RowSampler(LogitsProcessor):
-        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-            scores = scores.float().clone()
-            scores[:, vocab_size:] = -float("inf")
-            if not sampling.do_sample:
-                return scores
-            scores = scores / sampling.temperature
-            if sampling.top_k and sampling.top_k < scores.shape[-1]:
-                kth = torch.topk(scores, sampling.top_k, dim=-1).values[:, -1:]
-                scores = scores.masked_fill(scores < kth, -float("inf"))
-            if sampling.top_p < 1.0:
-                sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
-                probs = sorted_scores.softmax(-1)
-                # Drop a token when the mass before it already reaches top_p (the first always stays).
-                drop = (probs.cumsum(-1) - probs) >= sampling.top_p
-                scores = scores.masked_fill(drop.scatter(-1, order, drop), -float("inf"))
-            probs = scores.softmax(-1)
-            chosen = torch.stack(
-                [torch.multinomial(probs[row], 1, generator=gen) for row, gen in enumerate(generators)]
-            )
-            picked = torch.full_like(scores, -float("inf"))
-            return picked.scatter_(-1, chosen, 0.0)
-
-    return RowSampler()
-
-
-def _generate_batch(
-    cfg: GenerateConfig,
-    model: Any,
-    tokenizer: Any,
-    device: Any,
-    texts: list[str],
-    seeds: list[int],
-    stop_ids: list[int],
-) -> list[dict[str, Any]]:
-    import torch
-    from transformers import GenerationConfig, LogitsProcessorList
-
-    encoded = tokenizer(
-        texts,
-        return_tensors="pt",
-        padding=True,
-        add_special_tokens=not cfg.chat_template,  # a chat template already writes the special tokens
-        return_token_type_ids=False,
-    ).to(device)
-    generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
-    gen_config = GenerationConfig(
-        max_new_tokens=cfg.sampling.max_new_tokens,
-        do_sample=False,  # the row sampler draws; see _row_sampler
-        num_beams=1,
-        repetition_penalty=cfg.sampling.repetition_penalty,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=stop_ids or None,
-    )
-    extra = {}
-    # The checkpoint's generation_config.json must not change the sampling (transformers >= 4.50).
-    if "use_model_defaults" in inspect.signature(model.generate).parameters:
-        extra["use_model_defaults"] = False
-    with torch.no_grad():
-        sequences = model.generate(
-            **encoded,
-            generation_config=gen_config,
-            logits_processor=LogitsProcessorList([_row_sampler(cfg.sampling, generators, len(tokenizer))]),
-            **extra,
-        )
-    width = encoded["input_ids"].shape[1]
-    results = []
-    stops = set(stop_ids)
-    for row in range(len(texts)):
-        new = sequences[row, width:].tolist()
-        end = next((i for i, t in enumerate(new) if t in stops), None)
-        kept = new if end is None else new[:end]
-        results.append(
-            {
-                "response": tokenizer.decode(kept, skip_special_tokens=True),
-                "finish_reason": "length" if end is None else "stop",
-                "prompt_tokens": int(encoded["attention_mask"][row].sum()),
-                "response_tokens": len(new) if end is None else end + 1,
-            }
-        )
-    return results
 
 
 @interruptible
@@ -248,13 +102,15 @@ def generate(
         if problems and not force:
             raise _refuse_mix(out, problems)
 
-        model, tokenizer, device = _load_teacher(cfg)
-        current["teacher"] = _teacher_info(cfg, model, tokenizer)
+        engine = _open_engine(cfg)
+        tokenizer = engine.tokenizer
+        current["teacher"] = engine.teacher_info()
         if previous and not problems:
             problems = _check_resume(previous, current)
             if problems and not force:
                 raise _refuse_mix(out, problems)
         texts = _format_prompts(cfg, tokenizer, prompts)
+        engine.prepare(texts)
         store = _Store.open(out)
 
         n = cfg.sampling.num_samples
@@ -282,21 +138,17 @@ def generate(
             "samples_planned": len(work),
             "already_done": len(work) - len(pending),
             "torn_bytes_cut": store.torn_bytes,
+            **engine.run_info(),
         }
         meta["runs"].append(run)
         meta["counts"] = {"prompts": len(prompts), "samples_planned": len(work), **store.counts()}
         atomic_write_json(out / META_FILE, meta)
 
-        stop_ids = _stop_token_ids(model, tokenizer)
-        generated = _run_batches(
-            cfg, model, tokenizer, device, prompts, texts, work, pending, store, stop_ids, progress, on_record
-        )
+        speed = _run_batches(cfg, engine, prompts, texts, work, pending, store, progress, on_record)
 
         if cfg.output_format == "parquet":
             meta["files"]["parquet"] = write_parquet(out).name
-        run.update(
-            generated=generated, finished_utc=_utc(time.time()), seconds=round(time.time() - started, 2)
-        )
+        run.update(**speed, finished_utc=_utc(time.time()), seconds=round(time.time() - started, 2))
         meta["status"] = "complete"
         meta["counts"] = {"prompts": len(prompts), "samples_planned": len(work), **store.counts()}
         atomic_write_json(out / META_FILE, meta)
@@ -323,25 +175,27 @@ def _utc(seconds: float) -> str:
 
 def _run_batches(
     cfg: GenerateConfig,
-    model: Any,
-    tokenizer: Any,
-    device: Any,
+    engine: Any,
     prompts: list[str],
     texts: list[str],
     work: list[tuple[int, int]],
     pending: list[tuple[int, int]],
     store: _Store,
-    stop_ids: list[int],
     progress: bool,
     on_record: Callable[[dict[str, Any], bool], None] | None,
-) -> int:
+) -> dict[str, Any]:
+    """Generate every batch holding a pending sample; return the run's counts and speed: the
+    response tokens of every sequence generated (a resumed batch's finished rows too: they were
+    computed), over the seconds spent generating (wall, and CPU of all threads: on a shared
+    machine wall seconds measure the neighbours too)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     todo = set(pending)
     size = cfg.batch_size
     # Fixed slices of the work list: a resumed batch is the same batch, so its samples are the same.
     batches = [work[i : i + size] for i in range(0, len(work), size)]
-    generated = 0
+    generated = tokens = 0
+    seconds = cpu_seconds = 0.0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not progress, transient=True) as bar, store.appending() as add:
         task = bar.add_task("generating teacher samples", total=len(work), completed=len(work) - len(todo))
@@ -349,9 +203,11 @@ def _run_batches(
             if not todo.intersection(batch):
                 continue
             seeds = [sample_seed(cfg.sampling.seed, p, s) for p, s in batch]
-            results = _generate_batch(
-                cfg, model, tokenizer, device, [texts[p] for p, _ in batch], seeds, stop_ids
-            )
+            tick, cpu_tick = time.perf_counter(), time.process_time()
+            results = engine.generate_batch([texts[p] for p, _ in batch], seeds)
+            seconds += time.perf_counter() - tick
+            cpu_seconds += time.process_time() - cpu_tick
+            tokens += sum(r["response_tokens"] for r in results)
             for (prompt_id, sample_index), seed, result in zip(batch, seeds, results, strict=True):
                 if (prompt_id, sample_index) not in todo:
                     continue
@@ -375,4 +231,10 @@ def _run_batches(
                 bar.advance(task)
                 if on_record is not None:
                     on_record(record, stored)
-    return generated
+    return {
+        "generated": generated,
+        "response_tokens": tokens,
+        "generation_seconds": round(seconds, 3),
+        "generation_cpu_seconds": round(cpu_seconds, 3),
+        "tokens_per_second": round(tokens / seconds, 2) if seconds else None,
+    }

@@ -188,21 +188,17 @@ def make_texts(
 
 
 def _lm_maker(cfg: SynthesizeConfig) -> Callable[[str, int], dict[str, Any]]:
-    try:
-        import llama_cpp
-    except ImportError:
-        from edgedistill.errors import MissingDependencyError
+    from edgedistill.compress.generate.llamacpp import open_llama
 
-        raise MissingDependencyError("llama_cpp", "gguf", "source: lm (the LM runs in llama.cpp)") from None
     lm = cfg.lm
     assert lm is not None
-    llm = llama_cpp.Llama(
-        model_path=str(lm_file(cfg)),
+    llm = open_llama(
+        lm_file(cfg),
+        purpose="source: lm (the LM runs in llama.cpp)",
         n_ctx=lm.context_length,
         n_batch=lm.prompt_batch,
-        n_threads=lm.threads,
+        threads=lm.threads,
         seed=cfg.seed,
-        verbose=False,
     )
     system = [{"role": "system", "content": lm.system_prompt}] if lm.system_prompt else []
 
