@@ -193,6 +193,35 @@ def test_promising_first_orders_by_the_largest_feasible_artifact_then_by_key():
     assert [s.key for s in promising_first(rows)] == ["L0-2-5", "L0-3", "L0-5", "L0-1-3-5"]
 
 
+def test_finalists_are_the_trials_that_ran_every_rung_then_the_furthest_pruned_runners_up():
+    """The largest shape, trained first, often prunes every other at the first rung: the second
+    finalist's place goes to the best of the furthest-reaching pruned trials, and says so."""
+    from edgedistill.fit.proxy import finalist_order
+    from edgedistill.fit.report import candidate_rows
+
+    def trial(key, state, steps, value, pruned_at=None):
+        return {"trial": 0, "state": state, "shape": {"layers": [0], "key": key}, "proxy_value": value,
+                "proxy_steps": steps, "rung_values": {}, "pruned_at": pruned_at}  # fmt: skip
+
+    trials = [
+        trial("small", "pruned", 100, 0.86, "rung 0 (100 steps): 0.8600"),
+        trial("big", "complete", 900, 0.93),
+        trial("mid", "pruned", 300, 0.90, "rung 1 (300 steps): 0.9000"),
+        trial("mid2", "pruned", 100, 0.91, "rung 0 (100 steps): 0.9100"),
+        trial("running", "running", 0, None),
+    ]
+    assert [t["shape"]["key"] for t in finalist_order(trials)] == ["big", "mid", "mid2", "small"]
+    row = {"shape": {"key": "mid"}, "exports": [], "feasible": True}
+    final = {"shape": {"key": "mid"}, "passes": True, "artifacts": []}
+    (mid,) = candidate_rows([row], trials, [final])
+    assert (
+        mid["why"]
+        == "finalist (a runner-up pruned at rung 1 (300 steps): 0.9000); passed every cost budget at full measurement"
+    )
+    (mid,) = candidate_rows([row], trials, [])
+    assert mid["why"] == "pruned by successive halving at rung 1 (300 steps): 0.9000"
+
+
 def test_screen_only_measures_each_shape_and_export_once_and_reports_the_feasible_set(finished_fit):
     screen = finished_fit["screen_only"]
     report = screen["report"]

@@ -249,6 +249,18 @@ class _quiet_optuna:
         optuna.logging.set_verbosity(self.level)
 
 
+def finalist_order(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trials in the order they become finalists: the furthest rung first, then the best figure there.
+
+    Trials that ran every rung come first, best first. When fewer of them than ``finalists`` exist
+    (the largest shape, trained first, often outranks the rest at the first rung and is the only one
+    to finish), the places left go to the pruned trials that got furthest, best first: a finalist
+    that then fails a budget at its full measurement still has a runner-up behind it.
+    """
+    trained = [t for t in trials if t["state"] in ("complete", "pruned") and t["proxy_value"] is not None]
+    return sorted(trained, key=lambda t: (t["state"] != "complete", -t["proxy_steps"], -t["proxy_value"]))
+
+
 def trial_rows(study) -> list[dict[str, Any]]:
     """One row per shape trial (spares and stood-down duplicates left out), for reports and ranking."""
     rows = []

@@ -44,16 +44,25 @@ def candidate_rows(
             )
         elif trial is None:
             why = "not trained (the study did not reach it)"
-        elif trial["state"] == "pruned":
-            why = f"pruned by successive halving at {trial['pruned_at'] or 'a rung'}"
         elif final is None:
-            why = "completed the proxy, not among the finalists"
-        elif not final["passes"]:
-            why = "finalist; failed at full measurement: " + "; ".join(
-                x for a in final["artifacts"] for x in a["failed"]
+            why = (
+                f"pruned by successive halving at {trial['pruned_at'] or 'a rung'}"
+                if trial["state"] == "pruned"
+                else "completed the proxy, not among the finalists"
             )
         else:
-            why = "finalist; passed every cost budget at full measurement"
+            # a pruned trial fills a finalist's place when too few ran every rung (proxy.finalist_order)
+            was = (
+                f" (a runner-up pruned at {trial['pruned_at'] or 'a rung'})"
+                if trial["state"] == "pruned"
+                else ""
+            )
+            why = (
+                f"finalist{was}; passed every cost budget at full measurement"
+                if final["passes"]
+                else f"finalist{was}; failed at full measurement: "
+                + "; ".join(x for a in final["artifacts"] for x in a["failed"])
+            )
         out.append(
             {
                 "shape": row["shape"],

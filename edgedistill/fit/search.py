@@ -316,9 +316,7 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
         )
 
     # 4. finalists ---------------------------------------------------------------------------------
-    ranked = sorted((t for t in trials if t["state"] == "complete"), key=lambda t: -t["proxy_value"])
-    if not ranked:  # every trial pruned before its last rung: take the best at the furthest rung
-        ranked = sorted(trials, key=lambda t: (-t["proxy_steps"], -(t["proxy_value"] or float("-inf"))))
+    ranked = proxy.finalist_order(trials)
     costs = {Shape.from_dict(r["shape"]).key: r for r in rows}
     teacher_art = _teacher_artifact(recipe, fit_dir, screening)
     finalists = []
