@@ -222,6 +222,27 @@ def test_finalists_are_the_trials_that_ran_every_rung_then_the_furthest_pruned_r
     assert mid["why"] == "pruned by successive halving at rung 1 (300 steps): 0.9000"
 
 
+def test_screening_rejects_a_size_over_budget_beyond_the_small_size_margin_and_keeps_a_close_latency():
+    """A file's size is exact: 7 % over a size budget is over (the fit-3x search trained a 4-layer
+    student 7 % over size_vs_teacher that its finalist's export could never pass); 7 % short of a
+    speed-up is noise the full measurement decides."""
+    from edgedistill.fit.config import CostConfig
+    from edgedistill.fit.cost import judge
+
+    teacher = {"status": "measured", "p50_ms": 20.0, "size_mb": 91.0}
+    measured = {"status": "measured", "p50_ms": 20.0 / 2.8, "size_mb": 91.0 * 0.214}
+    budgets = {"speedup_vs_teacher": 3, "size_vs_teacher": 0.2}
+    size_margin = CostConfig().size_margin
+    verdict = judge(measured, teacher, budgets, 1.25, size_margin)
+    assert [o.split(":")[0] for o in verdict.over] == ["size_vs_teacher"] and not verdict.feasible
+    assert [c.split(":")[0] for c in verdict.close] == ["speedup_vs_teacher"]
+    within = judge({**measured, "size_mb": 91.0 * 0.203}, teacher, budgets, 1.25, size_margin)
+    assert within.feasible and [c.split(":")[0] for c in within.close] == [
+        "speedup_vs_teacher",
+        "size_vs_teacher",
+    ]
+
+
 def test_screen_only_measures_each_shape_and_export_once_and_reports_the_feasible_set(finished_fit):
     screen = finished_fit["screen_only"]
     report = screen["report"]

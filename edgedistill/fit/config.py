@@ -78,6 +78,13 @@ class CostConfig(StrictModel):
         description="A screened figure beyond budget x this margin is clearly over: rejected without a full "
         "measurement. Anything closer is measured again in full before it may become a finalist's cost.",
     )
+    size_margin: float = Field(
+        1.05,
+        ge=1.0,
+        description="The reject margin of the size budgets (artifact_size_mb, size_vs_teacher). A file's size "
+        "is exact, not noisy; the margin only covers the final export's quantizer (the learned QAT ranges) "
+        "against the screening's post-training one (a QDQ graph is about 1 % larger than a dynamic one).",
+    )
     cache_max_other_cpu: float = Field(
         0.25,
         ge=0,

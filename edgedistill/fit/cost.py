@@ -133,10 +133,18 @@ class Verdict:
         return not self.over
 
 
+SIZE_BUDGETS = ("artifact_size_mb", "size_vs_teacher")
+
+
 def judge(
-    measured: dict[str, Any], teacher: dict[str, Any] | None, budgets: dict[str, Any], margin: float
+    measured: dict[str, Any],
+    teacher: dict[str, Any] | None,
+    budgets: dict[str, Any],
+    margin: float,
+    size_margin: float = 1.0,
 ) -> Verdict:
-    """Clearly over (beyond ``margin``) is rejected; within the margin is ``close`` (the full run decides)."""
+    """Clearly over (beyond ``margin``; ``size_margin`` for file sizes, which are exact) is rejected;
+    within the margin is ``close`` (the full run decides)."""
     verdict = Verdict()
     if measured.get("status") != "measured":
         verdict.over.append(f"not measured: {measured.get('reason')}")
@@ -163,12 +171,13 @@ def judge(
             continue
         verdict.figures.append({"budget": key, "value": value, "limit": limit, "kind": kind, "unit": unit})
         over = value > limit if kind == "max" else value < limit
-        clearly = value > limit * margin if kind == "max" else value * margin < limit
+        m = size_margin if key in SIZE_BUDGETS else margin
+        clearly = value > limit * m if kind == "max" else value * m < limit
         text = f"{key}: {value:.4g}{unit if unit == 'x' else ' ' + unit} {'>' if kind == 'max' else '<'} {limit:.4g}"
         if clearly:
-            verdict.over.append(text)
+            verdict.over.append(text + (f" (beyond the x{m:g} margin)" if m > 1 else ""))
         elif over:
-            verdict.close.append(text + f" (within the x{margin:g} screening margin)")
+            verdict.close.append(text + f" (within the x{m:g} screening margin)")
     return verdict
 
 

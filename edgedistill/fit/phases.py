@@ -160,7 +160,9 @@ class Screening:
                 done += 1
                 self.progress(f"[{done}/{total}] {shape.key} {choice.format}-{choice.precision}")
                 measured = self._measure(shape, choice)
-                verdict = cost_lib.judge(measured["figures"], teacher["figures"], self.budgets, margin)
+                verdict = cost_lib.judge(
+                    measured["figures"], teacher["figures"], self.budgets, margin, self.cfg.cost.size_margin
+                )
                 exports.append(
                     {
                         "format": choice.format,

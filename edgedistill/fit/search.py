@@ -316,7 +316,8 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
         )
 
     # 4. finalists ---------------------------------------------------------------------------------
-    ranked = proxy.finalist_order(trials)
+    # a study outlives its screening: a shape the budgets now reject is trained but never a finalist
+    ranked = proxy.finalist_order([t for t in trials if t["shape"]["key"] in by_key])
     costs = {Shape.from_dict(r["shape"]).key: r for r in rows}
     teacher_art = _teacher_artifact(recipe, fit_dir, screening)
     finalists = []
