@@ -405,7 +405,7 @@ def test_a_screening_run_on_a_busy_host_is_used_but_not_cached():
     assert not cacheable({"status": "skipped", "other_cpu_share": 0.0}, 1.0)
 
 
-def _near_tied_classifier(teacher: Path, folder: Path) -> Path:
+def _near_tied_classifier(teacher: Path, folder: Path, seed: int) -> Path:
     """The teacher with class scores a hair apart: what an untrained pruned screening student has."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -413,7 +413,8 @@ def _near_tied_classifier(teacher: Path, folder: Path) -> Path:
     model = AutoModelForSequenceClassification.from_pretrained(teacher)
     with torch.no_grad():
         weight = model.classifier.weight
-        weight[1:] = weight[0] + 1e-6 * torch.randn_like(weight[1:])
+        noise = torch.randn(weight[1:].shape, generator=torch.Generator().manual_seed(seed))
+        weight[1:] = weight[0] + 1e-6 * noise
         model.classifier.bias.zero_()
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(teacher).save_pretrained(folder)
@@ -431,10 +432,18 @@ def test_screening_exports_leave_top1_unchecked_where_a_plain_export_refuses_the
     from edgedistill.fit.cost import CostCache, measure
     from edgedistill.targets import load_target
 
-    student = _near_tied_classifier(fit_setup["teacher"], tmp_path / "student")
     cfg = ExportConfig(formats=["onnx"], precisions=["int8"], parity_samples=16, max_length=32)
-    with pytest.raises(ParityError, match="top1"):
-        export(student, tmp_path / "plain", cfg)
+    # whether int8 flips a near tie depends on the hair's direction (int8 rounds both rows alike and
+    # argmax breaks the tie one way): the first of a few seeded students a plain export refuses
+    for seed in range(8):
+        student = _near_tied_classifier(fit_setup["teacher"], tmp_path / f"student-{seed}", seed)
+        try:
+            export(student, tmp_path / f"plain-{seed}", cfg)
+        except ParityError as exc:
+            if "top1" in str(exc):
+                break
+    else:
+        pytest.fail("a plain int8 export refused none of 8 near-tied students by top-1 agreement")
 
     target = load_target(str(fit_setup["target"]))
     key = "near-tied-onnx-int8"
