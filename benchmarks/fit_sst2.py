@@ -148,6 +148,7 @@ def search_cost(report: dict) -> dict:
         "search_cpu_s": search,
         "winner_distill_cpu_s": winner,
         "ratio": search / winner if search is not None and winner else None,
+        "not_judged": (report.get("winner") or {}).get("distill_cpu_note"),  # why the ratio is None
     }
 
 

@@ -96,7 +96,8 @@ def markdown(summary: dict) -> str:
             "",
             f"**{name}**: {s['status']}; winner {s['winner'] or '-'}. {s['winner_reason'] or s['message'] or ''}",
             f"search CPU {_f(cost.get('search_cpu_s'), '.0f')} s vs the winner's full distillation "
-            f"{_f(cost.get('winner_distill_cpu_s'), '.0f')} s: ratio {_f(cost.get('ratio'), '.2f')}",
+            f"{_f(cost.get('winner_distill_cpu_s'), '.0f')} s: ratio {_f(cost.get('ratio'), '.2f')}"
+            + (f" (not judged: {cost['not_judged']})" if cost.get("not_judged") else ""),
         ]
     if summary.get("local_vs_ssh"):
         lines += ["", "**local vs loopback ssh** (screening)", "", compare_markdown(summary["local_vs_ssh"])]

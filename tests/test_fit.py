@@ -243,6 +243,24 @@ def test_screening_rejects_a_size_over_budget_beyond_the_small_size_margin_and_k
     ]
 
 
+def test_a_finalist_distillation_resumed_after_a_kill_leaves_the_search_cost_unjudged(tmp_path):
+    """Its CPU file covers the finishing session only: against it the search would look dearer
+    than it is, so the ratio is None and the record says why and what to do."""
+    from edgedistill.fit.search import _distill_cpu
+    from edgedistill.io import atomic_write_json
+
+    cpu_file = tmp_path / "final" / "L0-2-5" / "distill_cpu.json"
+    cpu_file.parent.mkdir(parents=True)
+    assert _distill_cpu(cpu_file) == {"distill_cpu_s": None, "distill_cpu_note": "not recorded"}
+    atomic_write_json(cpu_file, {"cpu_s": 812.5, "resumed": False})
+    assert _distill_cpu(cpu_file) == {"distill_cpu_s": 812.5, "distill_cpu_note": None}
+    atomic_write_json(cpu_file, {"cpu_s": 312.0, "resumed": True})
+    record = _distill_cpu(cpu_file)
+    assert record["distill_cpu_s"] is None
+    assert "312.0 CPU s of its last session only" in record["distill_cpu_note"]
+    assert str(cpu_file.parent / "distill") in record["distill_cpu_note"]
+
+
 def test_screen_only_measures_each_shape_and_export_once_and_reports_the_feasible_set(finished_fit):
     screen = finished_fit["screen_only"]
     report = screen["report"]

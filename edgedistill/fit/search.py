@@ -199,12 +199,21 @@ def _finalist(
         "val_metric": distilled["student"]["metrics"].get(metric),
         "metric": metric,
         "distill": str(folder / "distill"),
-        "distill_cpu_s": json.loads(cpu_file.read_text(encoding="utf-8"))["cpu_s"]
-        if cpu_file.is_file()
-        else None,
+        **_distill_cpu(cpu_file),
         "artifacts": results,
         "passes": any(r["passes_cost"] for r in results),
     }
+
+
+def _distill_cpu(cpu_file: Path) -> dict[str, Any]:
+    """A finalist's distillation CPU seconds, or None and why: one resumed after a kill counted only
+    the finishing session, and the search's cost against it would read higher than it is."""
+    record = json.loads(cpu_file.read_text(encoding="utf-8")) if cpu_file.is_file() else {}
+    if record.get("resumed"):
+        return {"distill_cpu_s": None, "distill_cpu_note": (
+            f"resumed after a kill: {record['cpu_s']} CPU s of its last session only; delete "
+            f"{cpu_file.parent / 'distill'} and run fit again to measure one uninterrupted distillation")}  # fmt: skip
+    return {"distill_cpu_s": record.get("cpu_s"), "distill_cpu_note": None if record else "not recorded"}
 
 
 def _accuracy_budget(budget: str) -> bool:
@@ -368,7 +377,7 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
         # the issue's bar: the search (cost + proxy) costs at most 2x one full distillation of the winner
         "search_cpu_vs_winner_distill": round(search_cpu / winner["distill_cpu_s"], 3)
         if winner.get("distill_cpu_s")
-        else None,
+        else None,  # not judged: winner["distill_cpu_note"] says why
         "exit_code": summary["exit_code"],
     }
     return write_fit_report(out, report, rows, trials, finalists, target, d.task)
