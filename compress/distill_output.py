@@ -111,6 +111,7 @@ def write_report(
     student_metrics: dict,
     student_before: dict,
     ensemble=None,
+    cpu: dict | None = None,
 ) -> dict:
     """``out/distill_report.json`` (returned) and ``out/curves.png`` from the logged history.
 
@@ -155,6 +156,9 @@ def write_report(
             "train_wall_time_s": round(seconds, 3),
             "samples_per_s": round(samples / seconds, 3) if seconds and not resumed else None,
             "resumed": resumed,
+            # `edgedistill.cpu_ledger`: what one uninterrupted run costs, counted across kills
+            "cpu_s": (cpu or {}).get("cpu_s"),
+            "cpu_sessions": (cpu or {}).get("sessions"),
             "teacher_cache_bytes": training.teacher_cache.nbytes if training.teacher_cache else None,
         },
         "config": resolved,

@@ -20,6 +20,7 @@ agreement with the teacher in the report).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,7 +40,8 @@ from edgedistill.compress.distill_phases import (
     train_qat,
 )
 from edgedistill.compress.ensemble import check_teacher_configs, load_ensemble
-from edgedistill.compress.training import prepare_run_dir, resolved_config, world_size
+from edgedistill.compress.training import CpuLedgerCallback, prepare_run_dir, resolved_config, world_size
+from edgedistill.cpu_ledger import CpuLedger
 from edgedistill.signals import interruptible
 
 
@@ -64,6 +66,8 @@ def distill(
             recipe.teacher.path, "teacher", recipe.teacher.allow_pickle, recipe.teacher.trust_remote_code
         )
     resumed = prepare_run_dir(out, resolved, overwrite, "distill")
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    ledger = CpuLedger(out, fresh=not resumed, world_size=world_size(), write=rank0)  # CPU across kills
     from transformers import set_seed
 
     set_seed(recipe.training.seed)
@@ -77,10 +81,18 @@ def distill(
     ensemble = load_ensemble(recipe, out, sources, teacher_eval) if recipe.teachers is not None else None
     _, student_before = evaluate(recipe, sources, module, teacher_eval, ensemble)
     training = plan_training(
-        recipe, out, sources, module, callbacks=callbacks, progress=progress, ensemble=ensemble
+        recipe,
+        out,
+        sources,
+        module,
+        callbacks=[*callbacks, CpuLedgerCallback(ledger)],
+        progress=progress,
+        ensemble=ensemble,
     )
     # 3. float phase, 4. quantization-aware phase
+    ledger.training_starts()
     train_float(recipe, out, sources, training)
+    ledger.saved()  # checkpoints/float/final.safetensors: a resume starts after the float phase
     qat_info = train_qat(recipe, out, sources, training)
 
     # 5. evaluate, save, report (rank 0 only)
@@ -105,6 +117,7 @@ def distill(
         student_metrics=student_metrics,
         student_before=student_before,
         ensemble=ensemble,
+        cpu=ledger.finished(),
     )
     if world_size() > 1 and torch.distributed.is_initialized():
         torch.distributed.barrier()

@@ -188,6 +188,16 @@ def check_finite_weights(model: torch.nn.Module, step: int | str) -> None:
                 )
 
 
+class CpuLedgerCallback(TrainerCallback):
+    """Every Trainer checkpoint a resume can start from moves the run's `CpuLedger` on."""
+
+    def __init__(self, ledger):
+        self.ledger = ledger
+
+    def on_save(self, args, state, control, **kwargs):
+        self.ledger.saved()
+
+
 class FiniteWeightsCallback(TrainerCallback):
     """Checks the weights at every logging step and before every checkpoint."""
 

@@ -155,6 +155,9 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path, tiny_bert_classi
     assert not (resumed / "student").exists(), "an interrupted run must not leave a student behind"
     report = distill(r, resumed, progress=False)
     assert report["training"]["resumed"] is True
+    # the CPU ledger counts both sessions (one setup, each session's training to its last save)
+    assert report["training"]["cpu_sessions"] == 2 and report["training"]["cpu_s"] > 0
+    assert json.loads((straight / "distill_report.json").read_text())["training"]["cpu_sessions"] == 1
     a, b = _student_weights(straight), _student_weights(resumed)
     assert a.keys() == b.keys()
     for key in a:

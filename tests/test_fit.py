@@ -243,17 +243,22 @@ def test_screening_rejects_a_size_over_budget_beyond_the_small_size_margin_and_k
     ]
 
 
-def test_a_finalist_distillation_resumed_after_a_kill_leaves_the_search_cost_unjudged(tmp_path):
-    """Its CPU file covers the finishing session only: against it the search would look dearer
-    than it is, so the ratio is None and the record says why and what to do."""
+def test_finalist_cpu_file_reads_the_ledger_and_refuses_a_pre_ledger_resumed_one(tmp_path):
+    """A file written before the CPU ledger by a resumed distillation covers its finishing session
+    only: against it the search would look dearer than it is, so the ratio is None and the record
+    says why and what to do. A ledger's total (any number of sessions) is judged."""
     from edgedistill.fit.search import _distill_cpu
     from edgedistill.io import atomic_write_json
 
     cpu_file = tmp_path / "final" / "L0-2-5" / "distill_cpu.json"
     cpu_file.parent.mkdir(parents=True)
-    assert _distill_cpu(cpu_file) == {"distill_cpu_s": None, "distill_cpu_note": "not recorded"}
-    atomic_write_json(cpu_file, {"cpu_s": 812.5, "resumed": False})
-    assert _distill_cpu(cpu_file) == {"distill_cpu_s": 812.5, "distill_cpu_note": None}
+    assert _distill_cpu(cpu_file)["distill_cpu_note"] == "not recorded"
+    atomic_write_json(cpu_file, {"cpu_s": 812.5, "sessions": 3})
+    assert _distill_cpu(cpu_file) == {
+        "distill_cpu_s": 812.5,
+        "distill_cpu_sessions": 3,
+        "distill_cpu_note": None,
+    }
     atomic_write_json(cpu_file, {"cpu_s": 312.0, "resumed": True})
     record = _distill_cpu(cpu_file)
     assert record["distill_cpu_s"] is None

@@ -35,7 +35,7 @@ from edgedistill.fit import phases, proxy
 from edgedistill.fit.data import carve
 from edgedistill.fit.report import write_fit_report
 from edgedistill.fit.space import Shape, plan_shapes, read_teacher_config
-from edgedistill.fit.times import PhaseTimes, cpu_seconds
+from edgedistill.fit.times import PhaseTimes
 from edgedistill.io import atomic_dir, atomic_write_json
 from edgedistill.signals import interruptible
 
@@ -101,16 +101,15 @@ def _timed_distill(recipe, dest: Path, cpu_file: Path, lock) -> None:
     """`distill` into DEST under the device's shared lock; its CPU seconds go to CPU_FILE.
 
     Written when the distillation finishes, so a rung or finalist counts in whichever session (or
-    worker) finished it. One resumed after a kill counts only the finishing session's part:
-    ``resumed`` says so.
+    worker) finished it. A distillation resumed after a kill counts what one uninterrupted run
+    costs, from its own `edgedistill.cpu_ledger` (``sessions`` says how many it took).
     """
     from edgedistill.compress.distillation import distill
 
-    resumed = (dest / "checkpoints").is_dir()
-    started = cpu_seconds()
     with lock(exclusive=False):
-        distill(recipe, dest, progress=False)
-    atomic_write_json(cpu_file, {"cpu_s": round(cpu_seconds() - started, 2), "resumed": resumed})
+        report = distill(recipe, dest, progress=False)
+    training = report.get("training") or {}
+    atomic_write_json(cpu_file, {"cpu_s": training.get("cpu_s"), "sessions": training.get("cpu_sessions")})
 
 
 def proxy_trials_cpu(fit_dir: Path) -> float:
@@ -206,14 +205,17 @@ def _finalist(
 
 
 def _distill_cpu(cpu_file: Path) -> dict[str, Any]:
-    """A finalist's distillation CPU seconds, or None and why: one resumed after a kill counted only
-    the finishing session, and the search's cost against it would read higher than it is."""
+    """A finalist's distillation CPU seconds (and the sessions it took), or None and why."""
     record = json.loads(cpu_file.read_text(encoding="utf-8")) if cpu_file.is_file() else {}
-    if record.get("resumed"):
+    if record.get("resumed"):  # written before the CPU ledger: the finishing session's part only
         return {"distill_cpu_s": None, "distill_cpu_note": (
             f"resumed after a kill: {record['cpu_s']} CPU s of its last session only; delete "
             f"{cpu_file.parent / 'distill'} and run fit again to measure one uninterrupted distillation")}  # fmt: skip
-    return {"distill_cpu_s": record.get("cpu_s"), "distill_cpu_note": None if record else "not recorded"}
+    return {
+        "distill_cpu_s": record.get("cpu_s"),
+        "distill_cpu_sessions": record.get("sessions"),
+        "distill_cpu_note": None if record.get("cpu_s") is not None else "not recorded",
+    }
 
 
 def _accuracy_budget(budget: str) -> bool:

@@ -14,18 +14,12 @@ from __future__ import annotations
 
 import fcntl
 import json
-import resource
 import time
 from pathlib import Path
 from typing import Any
 
+from edgedistill.cpu_ledger import cpu_seconds
 from edgedistill.io import atomic_write_json
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and its finished children (bench workers, exporters)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 class PhaseTimes:
