@@ -159,6 +159,7 @@ def write_report(
             # `edgedistill.cpu_ledger`: what one uninterrupted run costs, counted across kills
             "cpu_s": (cpu or {}).get("cpu_s"),
             "cpu_sessions": (cpu or {}).get("sessions"),
+            "cpu_complete": (cpu or {}).get("complete"),  # False: resumed from a run before the ledger
             "teacher_cache_bytes": training.teacher_cache.nbytes if training.teacher_cache else None,
         },
         "config": resolved,

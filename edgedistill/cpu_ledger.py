@@ -55,7 +55,10 @@ class CpuLedger:
             "train_cpu_s_to_last_save": 0.0,
             "finished": False,
         }
+        if not fresh and not self.sessions:  # a run resumed from before its folder had a ledger
+            self.session["earlier_sessions_unknown"] = True
         self.sessions.append(self.session)
+        self._flush()  # on the books from the start: a session killed in its setup is one too
 
     def training_starts(self) -> None:
         now = cpu_seconds()
@@ -83,17 +86,24 @@ class CpuLedger:
 
 
 def total(sessions: list[dict[str, Any]]) -> dict[str, Any]:
-    """``cpu_s`` by the module's rules, ``sessions`` (how many reached training) and ``resumed``.
+    """``cpu_s`` by the module's rules, ``sessions`` (how many reached training), ``resumed``, and
+    ``complete`` (False when the run began before its folder had a ledger: earlier sessions unknown).
 
     Sessions after the first finished one (the same command run again on a complete run) are not
     part of the run's cost.
     """
     finished = next((i for i, s in enumerate(sessions) if s.get("finished")), len(sessions) - 1)
     trained = [s for s in sessions[: finished + 1] if s.get("setup_cpu_s") is not None]
+    complete = not any(s.get("earlier_sessions_unknown") for s in sessions[: finished + 1])
     if not trained:
-        return {"cpu_s": None, "sessions": 0, "resumed": False}
+        return {"cpu_s": None, "sessions": 0, "resumed": False, "complete": complete}
     cpu = float(trained[0]["setup_cpu_s"]) + sum(float(s["train_cpu_s_to_last_save"]) for s in trained)
-    return {"cpu_s": round(cpu, 2), "sessions": len(trained), "resumed": len(trained) > 1}
+    return {
+        "cpu_s": round(cpu, 2),
+        "sessions": len(trained),
+        "resumed": len(trained) > 1,
+        "complete": complete,
+    }
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

@@ -19,8 +19,14 @@ def test_total_counts_one_setup_and_each_sessions_training_to_its_last_save():
         "cpu_s": 160.0,
         "sessions": 2,
         "resumed": True,
+        "complete": True,
     }
-    assert total([_session(5.0, 20.0, finished=True)]) == {"cpu_s": 25.0, "sessions": 1, "resumed": False}
+    assert total([_session(5.0, 20.0, finished=True)]) == {
+        "cpu_s": 25.0,
+        "sessions": 1,
+        "resumed": False,
+        "complete": True,
+    }
     # the same command run again on a finished run adds nothing to its cost
     again = total([_session(5.0, 20.0, finished=True), _session(6.0, 1.0, finished=True)])
     assert again["cpu_s"] == 25.0 and again["sessions"] == 1
@@ -58,3 +64,21 @@ def test_a_torn_or_foreign_ledger_file_starts_empty_books(tmp_path):
     assert len(CpuLedger(tmp_path, fresh=False).sessions) == 1
     (tmp_path / LEDGER).write_text(json.dumps({"sessions": "nope"}))
     assert len(CpuLedger(tmp_path, fresh=False).sessions) == 1
+
+
+def test_a_run_resumed_from_before_its_folder_had_a_ledger_is_not_complete(tmp_path):
+    ledger = CpuLedger(tmp_path, fresh=False)  # resumed, and no ledger on disk
+    ledger.training_starts()
+    assert ledger.finished()["complete"] is False
+
+
+def test_a_session_killed_in_its_setup_is_on_the_books(tmp_path):
+    CpuLedger(tmp_path, fresh=True)  # killed before its training started
+    resumed = CpuLedger(tmp_path, fresh=False)
+    resumed.training_starts()
+    assert resumed.finished() | {"cpu_s": 0} == {
+        "cpu_s": 0,
+        "sessions": 1,
+        "resumed": False,
+        "complete": True,
+    }

@@ -262,8 +262,10 @@ def test_finalist_cpu_file_reads_the_ledger_and_refuses_a_pre_ledger_resumed_one
     atomic_write_json(cpu_file, {"cpu_s": 312.0, "resumed": True})
     record = _distill_cpu(cpu_file)
     assert record["distill_cpu_s"] is None
-    assert "312.0 CPU s of its last session only" in record["distill_cpu_note"]
+    assert "312.0 CPU s of its later sessions only" in record["distill_cpu_note"]
     assert str(cpu_file.parent / "distill") in record["distill_cpu_note"]
+    atomic_write_json(cpu_file, {"cpu_s": 400.0, "sessions": 1, "complete": False})
+    assert _distill_cpu(cpu_file)["distill_cpu_s"] is None
 
 
 def test_screen_only_measures_each_shape_and_export_once_and_reports_the_feasible_set(finished_fit):

@@ -109,7 +109,14 @@ def _timed_distill(recipe, dest: Path, cpu_file: Path, lock) -> None:
     with lock(exclusive=False):
         report = distill(recipe, dest, progress=False)
     training = report.get("training") or {}
-    atomic_write_json(cpu_file, {"cpu_s": training.get("cpu_s"), "sessions": training.get("cpu_sessions")})
+    atomic_write_json(
+        cpu_file,
+        {
+            "cpu_s": training.get("cpu_s"),
+            "sessions": training.get("cpu_sessions"),
+            "complete": training.get("cpu_complete"),
+        },
+    )
 
 
 def proxy_trials_cpu(fit_dir: Path) -> float:
@@ -207,9 +214,10 @@ def _finalist(
 def _distill_cpu(cpu_file: Path) -> dict[str, Any]:
     """A finalist's distillation CPU seconds (and the sessions it took), or None and why."""
     record = json.loads(cpu_file.read_text(encoding="utf-8")) if cpu_file.is_file() else {}
-    if record.get("resumed"):  # written before the CPU ledger: the finishing session's part only
+    # written before the CPU ledger, or resumed from a run begun before it: later sessions only
+    if record.get("resumed") or record.get("complete") is False:
         return {"distill_cpu_s": None, "distill_cpu_note": (
-            f"resumed after a kill: {record['cpu_s']} CPU s of its last session only; delete "
+            f"resumed after a kill: {record['cpu_s']} CPU s of its later sessions only; delete "
             f"{cpu_file.parent / 'distill'} and run fit again to measure one uninterrupted distillation")}  # fmt: skip
     return {
         "distill_cpu_s": record.get("cpu_s"),
