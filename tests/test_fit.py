@@ -730,3 +730,21 @@ def test_a_causal_lm_student_is_found_under_decode_budgets_through_llama_cpp(lm_
     assert all(v and v > 0 for v in decode), decode
     assert report["winner"]["metric"] == "top1_agreement_with_teacher"
     assert 0.0 <= report["winner"]["val_metric"] <= 1.0
+
+
+def test_searches_over_one_teacher_and_data_can_share_the_teacher_output_cache(tmp_path):
+    """The recipe's `training.teacher_cache_dir` is where every candidate reads the teacher's
+    outputs (several searches compute them once); without it, OUT/fit/teacher_cache."""
+    from types import SimpleNamespace
+
+    from edgedistill.fit.search import _teacher_cache
+
+    def recipe(where):
+        training = SimpleNamespace(teacher_cache_dir=where)
+        losses = [SimpleNamespace(name="soft_kl")]
+        return SimpleNamespace(
+            distill=SimpleNamespace(task="sequence-classification", losses=losses, training=training)
+        )
+
+    assert _teacher_cache(recipe(None), tmp_path)["teacher_cache_dir"] == str(tmp_path / "teacher_cache")
+    assert _teacher_cache(recipe("/shared/cache"), tmp_path)["teacher_cache_dir"] == "/shared/cache"

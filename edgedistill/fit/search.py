@@ -134,7 +134,10 @@ def _teacher_cache(recipe, fit_dir: Path) -> dict[str, Any]:
     # causal-lm cache needs a top_k on token_kd (the recipe's own choice)
     if d.task == "causal-lm" or any(s.name in ("hidden_mse", "attention_kl") for s in d.losses):
         return {}
-    return {"cache_teacher_outputs": True, "teacher_cache_dir": str(fit_dir / "teacher_cache")}
+    # the recipe's own folder lets several searches over one teacher and data share it (its entries
+    # are keyed by the teacher's weights and the tokenized rows, so a mismatch is computed anew)
+    where = d.training.teacher_cache_dir or str(fit_dir / "teacher_cache")
+    return {"cache_teacher_outputs": True, "teacher_cache_dir": where}
 
 
 def _finalist(
