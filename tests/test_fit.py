@@ -278,26 +278,40 @@ def test_screen_only_measures_each_shape_and_export_once_and_reports_the_feasibl
     assert set(rows) == {"L1", "L1_f32", "L0-1", "L0-1_f32"}
     assert not rows["L0-1"]["feasible"] and "size_vs_teacher" in rows["L0-1"]["why"]
     assert rows["L1"]["why"].startswith("feasible at screening: onnx-fp32")
-    for row in rows.values():  # every candidate's measured cost and verdict
+    # measured cheapest first: the three smaller shapes fix the cost model's size line, and the full-size
+    # L0-1 (about the teacher's size against 0.75) is skipped, unmeasured, with its prediction
+    (skipped,) = rows["L0-1"]["exports"]
+    assert skipped["figures"]["status"] == "skipped" and skipped["predicted"]["budget"] == "size_vs_teacher"
+    assert skipped["predicted"]["points"] == 3 and "cost model" in rows["L0-1"]["why"]
+    for key, row in rows.items():  # every other candidate's measured cost and verdict
         (e,) = row["exports"]
-        assert e["figures"]["status"] == "measured" and e["figures"]["size_mb"] > 0 and e["key"], e
+        if key != "L0-1":
+            assert e["figures"]["status"] == "measured" and e["figures"]["size_mb"] > 0 and e["key"], e
         assert e["feasible"] == row["feasible"]
     # each (shape, export) measured once in this session, or served by the device cache: never twice
     fresh = [
-        (k, e["format"], e["precision"]) for k, c in rows.items() for e in c["exports"] if not e["cached"]
+        (k, e["format"], e["precision"])
+        for k, c in rows.items()
+        for e in c["exports"]
+        if not e["cached"] and e["figures"]["status"] != "skipped"
     ]
     fresh += [] if report["teacher"].get("cached") else [("teacher", "onnx", "fp32")]
     assert sorted(screen["measured"]) == sorted(fresh) == sorted(set(fresh))
     assert report["times"]["cost_cpu_s"] > 0 and "proxy_cpu_s" not in report["times"]
     assert (
-        "L0-1 | onnx-fp32" in screen["candidates_md"] and "over: size_vs_teacher" in screen["candidates_md"]
+        "L0-1 | onnx-fp32" in screen["candidates_md"]
+        and "over: size_vs_teacher: predicted" in screen["candidates_md"]
+        and "skipped by the cost model" in screen["candidates_md"]
     )
 
 
 def test_the_full_search_resumes_from_the_screening_and_counts_its_cpu_seconds(finished_fit, tmp_path):
     screened, report = finished_fit["screen_only"]["report"], finished_fit["report"]
-    # measure_again (the fixture) fails on any measurement: everything came from the screening
-    assert all(e["cached"] for c in report["candidates"] for e in c["exports"])
+    # measure_again (the fixture) fails on any measurement: everything came from the screening (the
+    # shape the cost model skipped there is skipped again from the same points)
+    assert all(
+        e["cached"] or e["figures"]["status"] == "skipped" for c in report["candidates"] for e in c["exports"]
+    )
     assert [s["mode"] for s in report["sessions"]] == ["screen-only", "full"]
     first = report["sessions"][0]
     assert first["cost_cpu_s"] == screened["times"]["cost_cpu_s"]
@@ -329,7 +343,9 @@ def test_the_full_search_resumes_from_the_screening_and_counts_its_cpu_seconds(f
     config = read_teacher_config(recipe.distill.teacher.path)
     screening = Screening(recipe, target, tmp_path / "fit", config, lambda s: None)
     rows = screening.shapes(plan_shapes(recipe.fit, config, recipe.distill.task, target), screening.teacher())
-    assert all(e["cached"] == "run" for r in rows for e in r["exports"])
+    assert all(
+        e["cached"] == "run" or e["figures"]["status"] == "skipped" for r in rows for e in r["exports"]
+    )
     assert not (tmp_path / "fit" / "shapes").exists()
 
 
@@ -342,7 +358,7 @@ def test_a_second_search_on_the_same_device_measures_nothing_again(fit_setup, fi
     config = read_teacher_config(recipe.distill.teacher.path)
     screening = Screening(recipe, target, tmp_path, config, lambda s: None)
     rows = screening.shapes(plan_shapes(recipe.fit, config, recipe.distill.task, target), screening.teacher())
-    assert all(e["cached"] for r in rows for e in r["exports"])
+    assert all(e["cached"] or e["figures"]["status"] == "skipped" for r in rows for e in r["exports"])
     assert not (tmp_path / "shapes").exists()  # nothing was even built
 
 

@@ -92,6 +92,21 @@ class CostConfig(StrictModel):
         description="A screening run during which other processes used more than this share of the CPUs is "
         "used by this search but not cached (1.0: cache every measurement).",
     )
+    skip_hopeless: bool = Field(
+        True,
+        description="Measure shapes cheapest first and fit a cost model to the measured points (per format and "
+        "precision: latency against multiply-accumulates, size against parameters); an export it predicts "
+        "clearly over a budget even at the most optimistic measured ratio is skipped: never measured, trained "
+        "or a finalist (edgedistill.fit.cost_model).",
+    )
+    model_min_points: int = Field(
+        3, ge=2, description="Measured shapes (distinct features) the cost model needs before it skips any."
+    )
+    model_max_residual: float = Field(
+        0.25,
+        gt=0,
+        description="The cost model skips nothing while a measured point lies further than this share from its fit.",
+    )
     cache_dir: str | None = Field(
         None,
         description="Where measured costs are kept across searches (default ~/.cache/edgedistill/fit-costs); "

@@ -19,6 +19,7 @@ from typing import Any
 
 from edgedistill.fit import cost as cost_lib
 from edgedistill.fit.config import ExportChoice
+from edgedistill.fit.cost_model import CostModel, features
 from edgedistill.fit.space import Shape, teacher_digest
 from edgedistill.io import atomic_write_json
 
@@ -85,6 +86,7 @@ class Screening:
             "max_length": recipe.export.max_length,
         }
         self._teacher = None
+        self.teacher_config = teacher_config
 
     def _models(self):
         if self._teacher is None:
@@ -101,10 +103,13 @@ class Screening:
         d = self.recipe.distill
         return teacher_folder(d.teacher, d.task, self.fit_dir / "shapes" / cost_lib.TEACHER, self._models)
 
+    def _key(self, shape: Shape | None, choice: ExportChoice) -> str:
+        key_parts = {**self.base_key, "shape": shape.to_dict() if shape else cost_lib.TEACHER}
+        return self.cache.key({**key_parts, "format": choice.format, "precision": choice.precision})
+
     def _measure(self, shape: Shape | None, choice: ExportChoice) -> dict[str, Any]:
         name = shape.key if shape else cost_lib.TEACHER
-        key_parts = {**self.base_key, "shape": shape.to_dict() if shape else cost_lib.TEACHER}
-        key = self.cache.key({**key_parts, "format": choice.format, "precision": choice.precision})
+        key = self._key(shape, choice)
         cached = self._cached(key)
         if cached is not None:
             return cached
@@ -150,18 +155,46 @@ class Screening:
             self.short = saved
 
     def shapes(self, shapes: list[Shape], teacher: dict[str, Any]) -> list[dict[str, Any]]:
-        """Every shape x export: figures, verdict; a shape is feasible when one of its exports is."""
-        rows = []
-        margin = self.cfg.cost.reject_margin
+        """Every shape x export: figures, verdict; a shape is feasible when one of its exports is.
+
+        Measured from the cheapest shape to the dearest; with ``cost.skip_hopeless`` the cost model
+        fitted to the points so far skips an export it predicts clearly over (`cost_model`).
+        """
+        cost = self.cfg.cost
+        model = (
+            CostModel(cost.model_min_points, cost.model_max_residual, cost.reject_margin, cost.size_margin)
+            if cost.skip_hopeless
+            else None
+        )
+        decoder = self.recipe.distill.task == "causal-lm"
+        feats = {
+            s.key: features(s, self.teacher_config, self.recipe.export.max_length, decoder) for s in shapes
+        }
+        order = sorted(shapes, key=lambda s: feats[s.key]["macs"])
+        rows: dict[str, dict[str, Any]] = {}
         total, done = len(shapes) * len(self.cfg.space.exports), 0
-        for shape in shapes:
+        for shape in order:
             exports = []
             for choice in self.cfg.space.exports:
                 done += 1
+                pair = (choice.format, choice.precision)
+                skip = None
+                if model is not None and self._cached(self._key(shape, choice)) is None:
+                    skip = model.hopeless(pair, feats[shape.key], teacher["figures"], self.budgets)
+                if skip is not None:
+                    self.progress(f"[{done}/{total}] {shape.key} {choice.format}-{choice.precision}: skipped")
+                    exports.append(_skipped(choice, self._key(shape, choice), skip))
+                    continue
                 self.progress(f"[{done}/{total}] {shape.key} {choice.format}-{choice.precision}")
                 measured = self._measure(shape, choice)
+                if model is not None:
+                    model.add(pair, feats[shape.key], measured["figures"])
                 verdict = cost_lib.judge(
-                    measured["figures"], teacher["figures"], self.budgets, margin, self.cfg.cost.size_margin
+                    measured["figures"],
+                    teacher["figures"],
+                    self.budgets,
+                    cost.reject_margin,
+                    cost.size_margin,
                 )
                 exports.append(
                     {
@@ -177,15 +210,32 @@ class Screening:
                         "judged": verdict.figures,
                     }
                 )
-            rows.append(
-                {
-                    "shape": shape.to_dict(),
-                    "exports": exports,
-                    "feasible": any(e["feasible"] for e in exports),
-                }
-            )
-        atomic_write_json(self.fit_dir / "costs.json", {"teacher": teacher, "candidates": rows})
-        return rows
+            rows[shape.key] = {
+                "shape": shape.to_dict(),
+                "features": feats[shape.key],
+                "exports": exports,
+                "feasible": any(e["feasible"] for e in exports),
+            }
+        ordered = [rows[s.key] for s in shapes]  # the space's order, as planned
+        atomic_write_json(self.fit_dir / "costs.json", {"teacher": teacher, "candidates": ordered})
+        return ordered
+
+
+def _skipped(choice: ExportChoice, key: str, why: dict[str, Any]) -> dict[str, Any]:
+    """An export the cost model judged hopeless: not measured, never feasible, with the prediction."""
+    return {
+        "format": choice.format,
+        "precision": choice.precision,
+        "figures": {"status": "skipped", "reason": why["reason"]},
+        "cached": False,
+        "key": key,
+        "feasible": False,
+        "over": [why["reason"]],  # "<budget>: predicted ...": infeasible_message reads the budget
+        "close": [],
+        "unjudged": [],
+        "judged": [],
+        "predicted": why,
+    }
 
 
 def feasible_set(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
