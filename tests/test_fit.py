@@ -247,7 +247,7 @@ def test_finalist_cpu_file_reads_the_ledger_and_refuses_a_pre_ledger_resumed_one
     """A file written before the CPU ledger by a resumed distillation covers its finishing session
     only: against it the search would look dearer than it is, so the ratio is None and the record
     says why and what to do. A ledger's total (any number of sessions) is judged."""
-    from edgedistill.fit.search import _distill_cpu
+    from edgedistill.fit.candidates import _distill_cpu
     from edgedistill.io import atomic_write_json
 
     cpu_file = tmp_path / "final" / "L0-2-5" / "distill_cpu.json"
@@ -753,7 +753,7 @@ def test_searches_over_one_teacher_and_data_can_share_the_teacher_output_cache(t
     outputs (several searches compute them once); without it, OUT/fit/teacher_cache."""
     from types import SimpleNamespace
 
-    from edgedistill.fit.search import _teacher_cache
+    from edgedistill.fit.candidates import teacher_cache
 
     def recipe(where):
         training = SimpleNamespace(teacher_cache_dir=where)
@@ -762,5 +762,5 @@ def test_searches_over_one_teacher_and_data_can_share_the_teacher_output_cache(t
             distill=SimpleNamespace(task="sequence-classification", losses=losses, training=training)
         )
 
-    assert _teacher_cache(recipe(None), tmp_path)["teacher_cache_dir"] == str(tmp_path / "teacher_cache")
-    assert _teacher_cache(recipe("/shared/cache"), tmp_path)["teacher_cache_dir"] == "/shared/cache"
+    assert teacher_cache(recipe(None), tmp_path)["teacher_cache_dir"] == str(tmp_path / "teacher_cache")
+    assert teacher_cache(recipe("/shared/cache"), tmp_path)["teacher_cache_dir"] == "/shared/cache"

@@ -23,7 +23,6 @@ OUT starts from that screening.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -32,6 +31,7 @@ from typing import Any
 
 from edgedistill.errors import EdgeDistillError
 from edgedistill.fit import phases, proxy
+from edgedistill.fit.candidates import Proxy, distill_recipe, finalist, proxy_trials_cpu
 from edgedistill.fit.data import carve
 from edgedistill.fit.report import write_fit_report
 from edgedistill.fit.space import Shape, plan_shapes, read_teacher_config
@@ -48,195 +48,6 @@ class NoCandidateError(EdgeDistillError):
     """No shape of the space meets the target's budgets (exit 1, like a failed gate)."""
 
     exit_code = EXIT_NO_CANDIDATE
-
-
-def _distill_recipe(recipe, shape: Shape, train: str, eval_: str, **training: Any):
-    from edgedistill.compress.config import DistillRecipe
-    from edgedistill.config import dump_config
-
-    raw = dump_config(recipe.distill)
-    raw["student"] = {**shape.student_config(), "prune": raw.get("student", {}).get("prune", {})}
-    raw["data"] = {**raw["data"], "train": train, "eval": eval_, "max_train_samples": None}
-    raw["training"] = {**raw["training"], **training}
-    return DistillRecipe.model_validate(raw)
-
-
-class _Proxy:
-    """Trains one shape rung by rung; each rung continues the previous rung's student."""
-
-    def __init__(self, recipe, split: dict[str, Any], fit_dir: Path, lock):
-        self.recipe, self.split, self.fit_dir, self.lock = recipe, split, fit_dir, lock
-        self.metric = proxy.METRIC[recipe.distill.task]
-
-    def __call__(self, shape: Shape, index: int, steps: int) -> float:
-        rungs = self.recipe.fit.proxy.rungs()
-        folder = self.fit_dir / "trials" / shape.key / f"rung-{index}"
-        previous = rungs[index - 1] if index else 0
-        recipe = _distill_recipe(
-            self.recipe,
-            shape,
-            self.split["train"],
-            self.split["val"],
-            max_steps=steps - previous,
-            save_steps=max(1, steps - previous),
-            **_teacher_cache(self.recipe, self.fit_dir),
-        )
-        if index:  # continue from the last rung's student (its float weights learned through fake-quant)
-            student = recipe.student.model_copy(
-                update={"path": str(self.fit_dir / "trials" / shape.key / f"rung-{index - 1}" / "student"),
-                        "layers": None, "intermediate_size": None, "num_attention_heads": None, "hidden_size": None}
-            )  # fmt: skip
-            recipe = recipe.model_copy(update={"student": student})
-        report_path = folder / "distill_report.json"
-        if not report_path.is_file():
-            _timed_distill(recipe, folder, folder / RUNG_CPU, self.lock)
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-        return float(report["student"]["metrics"][self.metric])
-
-
-RUNG_CPU = "cpu.json"  # in each rung's folder: the CPU seconds its distillation took
-
-
-def _timed_distill(recipe, dest: Path, cpu_file: Path, lock) -> None:
-    """`distill` into DEST under the device's shared lock; its CPU seconds go to CPU_FILE.
-
-    Written when the distillation finishes, so a rung or finalist counts in whichever session (or
-    worker) finished it. A distillation resumed after a kill counts what one uninterrupted run
-    costs, from its own `edgedistill.cpu_ledger` (``sessions`` says how many it took).
-    """
-    from edgedistill.compress.distillation import distill
-
-    with lock(exclusive=False):
-        report = distill(recipe, dest, progress=False)
-    training = report.get("training") or {}
-    atomic_write_json(
-        cpu_file,
-        {
-            "cpu_s": training.get("cpu_s"),
-            "sessions": training.get("cpu_sessions"),
-            "complete": training.get("cpu_complete"),
-        },
-    )
-
-
-def proxy_trials_cpu(fit_dir: Path) -> float:
-    """CPU seconds of every finished proxy rung of OUT, whichever session or worker trained it."""
-    total = 0.0
-    for path in sorted((fit_dir / "trials").glob(f"*/rung-*/{RUNG_CPU}")):
-        total += float(json.loads(path.read_text(encoding="utf-8"))["cpu_s"])
-    return round(total, 2)
-
-
-def _teacher_cache(recipe, fit_dir: Path) -> dict[str, Any]:
-    """Teacher outputs computed once for every candidate, where the losses allow a cache."""
-    d = recipe.distill
-    # the per-example cache serves logits and embeddings; layer losses need the live teacher, and a
-    # causal-lm cache needs a top_k on token_kd (the recipe's own choice)
-    if d.task == "causal-lm" or any(s.name in ("hidden_mse", "attention_kl") for s in d.losses):
-        return {}
-    # the recipe's own folder lets several searches over one teacher and data share it (its entries
-    # are keyed by the teacher's weights and the tokenized rows, so a mismatch is computed anew)
-    where = d.training.teacher_cache_dir or str(fit_dir / "teacher_cache")
-    return {"cache_teacher_outputs": True, "teacher_cache_dir": where}
-
-
-def _finalist(
-    recipe, row: dict[str, Any], costs: dict[str, Any], teacher_art: str | None, split, fit_dir, lock, target
-):
-    """Distill a finalist in full, export its feasible pairs, bench them interleaved with the teacher, gate."""
-    from edgedistill.bench import bench
-    from edgedistill.bench.gating import gate
-    from edgedistill.export import export
-
-    shape = Shape.from_dict(row["shape"])
-    folder = fit_dir / "final" / shape.key
-    pairs = [(e["format"], e["precision"]) for e in costs[shape.key]["exports"] if e["feasible"]]
-    d = recipe.distill
-    full = _distill_recipe(recipe, shape, split["train"], split["val"], **_teacher_cache(recipe, fit_dir))
-    cpu_file = folder / "distill_cpu.json"  # what the bar compares the search with: one full distillation
-    if not (folder / "distill" / "distill_report.json").is_file():
-        _timed_distill(full, folder / "distill", cpu_file, lock)
-    artifacts = []
-    for fmt, precision in pairs:
-        art = folder / "artifacts" / f"{fmt}-{precision}"
-        if not (art / "manifest.json").is_file():
-            cfg = recipe.export.just(fmt, precision)
-            export(folder / "distill" / "student", folder / "artifacts", cfg)
-        artifacts.append(str(art))
-    from edgedistill.pipeline import bench_data
-
-    _, columns = bench_data(recipe)
-    results = []
-    for art in artifacts:
-        name = Path(art).name
-        report_path = folder / "bench" / f"{name}.json"
-        if not report_path.is_file():
-            with lock(exclusive=True):
-                bench(
-                    [art],
-                    target,
-                    data=split["val"],
-                    baseline_artifact=teacher_art,
-                    out=report_path,
-                    **columns,
-                )
-        result = gate(report_path, target)
-        cost_checks = [c for c in result.checks if not _accuracy_budget(c.budget)]
-        results.append(
-            {
-                "artifact": name,
-                "path": art,
-                "exit_code": result.exit_code,
-                "verdict": result.verdict,
-                # a budget that does not apply to the task is skipped; anything else undecided does not pass
-                "passes_cost": any(c.status == "passed" for c in cost_checks)
-                and not any(c.status in ("failed", "error", "inconclusive") for c in cost_checks),
-                "failed": [
-                    f"{c.budget}: {c.message}"
-                    for c in cost_checks
-                    if c.status in ("failed", "error", "inconclusive")
-                ],
-                "p50_ms": _entry(report_path).get("p50_ms"),
-                "p95_ms": _entry(report_path).get("p95_ms"),
-            }
-        )
-    distilled = json.loads((folder / "distill" / "distill_report.json").read_text(encoding="utf-8"))
-    metric = proxy.METRIC[d.task]
-    return {
-        "shape": row["shape"],
-        "proxy_value": row["proxy_value"],
-        "val_metric": distilled["student"]["metrics"].get(metric),
-        "metric": metric,
-        "distill": str(folder / "distill"),
-        **_distill_cpu(cpu_file),
-        "artifacts": results,
-        "passes": any(r["passes_cost"] for r in results),
-    }
-
-
-def _distill_cpu(cpu_file: Path) -> dict[str, Any]:
-    """A finalist's distillation CPU seconds (and the sessions it took), or None and why."""
-    record = json.loads(cpu_file.read_text(encoding="utf-8")) if cpu_file.is_file() else {}
-    # written before the CPU ledger, or resumed from a run begun before it: later sessions only
-    if record.get("resumed") or record.get("complete") is False:
-        return {"distill_cpu_s": None, "distill_cpu_note": (
-            f"resumed after a kill: {record['cpu_s']} CPU s of its later sessions only; delete "
-            f"{cpu_file.parent / 'distill'} and run fit again to measure one uninterrupted distillation")}  # fmt: skip
-    return {
-        "distill_cpu_s": record.get("cpu_s"),
-        "distill_cpu_sessions": record.get("sessions"),
-        "distill_cpu_note": None if record.get("cpu_s") is not None else "not recorded",
-    }
-
-
-def _accuracy_budget(budget: str) -> bool:
-    return budget in ("min_accuracy", "max_accuracy_drop", "min_agreement", "min_cosine")
-
-
-def _entry(report_path: Path) -> dict[str, Any]:
-    report = json.loads(report_path.read_text(encoding="utf-8"))
-    entry = next((e for e in report["artifacts"] if e.get("role", "candidate") == "candidate"), {})
-    return entry.get("latency") or {}
 
 
 @interruptible
@@ -317,7 +128,7 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
 
     tell("proxy", f"{proxy.waiting(study)} shape(s) to train, rungs at {cfg.proxy.rungs()} steps")
     for attempt in range(3):
-        proxy.run_study(study, by_key, _Proxy(recipe, split, fit_dir, lock), cfg, on_trial=on_trial)
+        proxy.run_study(study, by_key, Proxy(recipe, split, fit_dir, lock), cfg, on_trial=on_trial)
         trials = proxy.trial_rows(study)
         unfinished = [t for t in trials if t["state"] in ("running", "waiting")]
         if worker or not unfinished or attempt == 2:
@@ -345,7 +156,7 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
     finalists = []
     for row in ranked[: cfg.finalists]:
         tell("finalists", f"distilling {row['shape']['key']} in full")
-        finalists.append(_finalist(recipe, row, costs, teacher_art, split, fit_dir, lock, target))
+        finalists.append(finalist(recipe, row, costs, teacher_art, split, fit_dir, lock, target))
     lap("finalists")
 
     # 5. winner ------------------------------------------------------------------------------------
@@ -427,7 +238,7 @@ def _final_run(
     only = [{"format": f, "precision": p} for f, p in pairs]
     final = recipe.model_copy(
         update={
-            "distill": _distill_recipe(
+            "distill": distill_recipe(
                 recipe, shape, split["train"], recipe.distill.data.eval or split["val"]
             ),
             "export": recipe.export.model_validate(
