@@ -66,9 +66,62 @@ def build_summary(
         "teacher_p50_ms": (teacher.get("latency") or {}).get("p50_ms"),
         "table": table,
         "searches": searches,
+        "bars": bars(table, searches),
         "local_vs_ssh": devices,
         "wall_s": round(wall_s, 1),
     }
+
+
+HAND_MADE = "headline 3L-f384"
+MAX_SEARCH_COST = 2.0  # the issue's bar: the search costs at most 2x one full distillation of the winner
+
+
+def bars(table: list[dict], searches: dict[str, dict]) -> list[dict]:
+    """Issue 27's bars, judged on this run's rows: each winner's artifact against the hand-made student
+    in the same runtime (dev accuracy at least as high, speed-up over the teacher at least as high,
+    both from the one interleaved bench), and each search's CPU against the winner's distillation.
+
+    A speed-up below the hand-made's whose 95 % bounds overlap it is "not met (within noise)": a
+    shortfall the run cannot tell from noise is still not "no less speed-up"."""
+    hand = {r["artifact"].split()[2]: r for r in table if r["artifact"].startswith(HAND_MADE)}  # "onnx-int8"
+    out = []
+    for r in table:
+        name = r["artifact"]
+        if name.startswith(HAND_MADE) or " winner " not in name:
+            continue
+        search, fmt = name.split()[0], name.split()[-1]
+        ref = hand.get(fmt)
+        if ref is None or None in (r["dev_accuracy"], ref["dev_accuracy"], r["speedup"], ref["speedup"]):
+            out.append({"bar": f"{name} vs hand-made", "verdict": "not judged",
+                        "reason": f"no hand-made {fmt} row or a missing figure in this run"})  # fmt: skip
+            continue
+        acc_ok = r["dev_accuracy"] >= ref["dev_accuracy"]
+        speed_ok = r["speedup"] >= ref["speedup"]
+        overlap = (r["speedup_bounds"][1] or 0) >= (ref["speedup_bounds"][0] or float("inf"))
+        verdict = (
+            "met" if acc_ok and speed_ok else "not met" + (" (within noise)" if acc_ok and overlap else "")
+        )
+        out.append(
+            {
+                "bar": f"{search} winner vs hand-made, {fmt}",
+                "verdict": verdict,
+                "accuracy": [r["dev_accuracy"], ref["dev_accuracy"]],
+                "speedup": [r["speedup"], ref["speedup"]],
+            }
+        )
+    for name, s in searches.items():
+        ratio = (s.get("cost") or {}).get("ratio")
+        out.append(
+            {
+                "bar": f"{name} search CPU <= {MAX_SEARCH_COST:g}x the winner's distillation",
+                "verdict": "not judged"
+                if ratio is None
+                else ("met" if ratio <= MAX_SEARCH_COST else "not met"),
+                "ratio": ratio,
+                "reason": (s.get("cost") or {}).get("not_judged"),
+            }
+        )
+    return out
 
 
 def _f(value: Any, fmt: str = ".4f") -> str:
@@ -99,6 +152,19 @@ def markdown(summary: dict) -> str:
             f"{_f(cost.get('winner_distill_cpu_s'), '.0f')} s: ratio {_f(cost.get('ratio'), '.2f')}"
             + (f" (not judged: {cost['not_judged']})" if cost.get("not_judged") else ""),
         ]
+    if summary.get("bars"):
+        lines += ["", "| bar | verdict | figures (winner / hand-made) |", "|---|---|---|"]
+        for b in summary["bars"]:
+            if "accuracy" in b:
+                figures = (
+                    f"dev {_f(b['accuracy'][0])} / {_f(b['accuracy'][1])}; "
+                    f"speed-up {_f(b['speedup'][0], '.2f')}x / {_f(b['speedup'][1], '.2f')}x"
+                )
+            else:
+                figures = f"ratio {_f(b.get('ratio'), '.2f')}" + (
+                    f" ({b['reason']})" if b.get("reason") else ""
+                )
+            lines.append(f"| {b['bar']} | {b['verdict']} | {figures} |")
     if summary.get("local_vs_ssh"):
         lines += ["", "**local vs loopback ssh** (screening)", "", compare_markdown(summary["local_vs_ssh"])]
     return "\n".join(lines) + "\n"

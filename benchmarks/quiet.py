@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import run_main
+
 WORKER = b"edgedistill.bench._worker"
 
 
@@ -119,4 +121,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -269,3 +269,46 @@ def test_run_main_keeps_the_scripts_lines_on_the_console_and_library_output_in_i
         assert noise not in console, console
         assert noise in log, log
     assert "our own line" not in log and "child error" not in log
+
+
+def test_fit_sst2_bars_compare_each_winner_with_the_hand_made_student_in_its_runtime():
+    """Winner vs hand-made in the same runtime: met only when dev accuracy and speed-up are both at
+    least the hand-made's; a slower winner whose bounds overlap is "not met (within noise)"; a search
+    whose cost ratio is missing is "not judged"."""
+    spec = importlib.util.spec_from_file_location(
+        "fit_sst2_report_under_test", BENCHMARKS / "fit_sst2_report.py"
+    )
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+
+    def row(name, acc, speedup, bounds):
+        return {"artifact": name, "dev_accuracy": acc, "speedup": speedup, "speedup_bounds": bounds}
+
+    table = [
+        row("fit-3x winner L0-2-5 onnx-int8", 0.895, 4.1, [3.9, 4.4]),
+        row("fit-6x winner L0-2-3-5_f384 onnx-int8", 0.884, 5.3, [5.0, 5.6]),
+        row("fit-6x winner L0-2-3-5_f384 openvino-int8", 0.884, 6.0, [5.7, 6.3]),
+        row("headline 3L-f384 onnx-int8 (QAT ranges, hand-made)", 0.8807, 5.0, [4.7, 5.3]),
+    ]
+    searches = {
+        "fit-3x": {"cost": {"ratio": 1.4}},
+        "fit-6x": {"cost": {"ratio": None, "not_judged": "resumed"}},
+    }
+    bars = {b["bar"]: b for b in report.bars(table, searches)}
+    assert bars["fit-3x winner vs hand-made, onnx-int8"]["verdict"] == "not met"  # more accurate, slower
+    assert bars["fit-6x winner vs hand-made, onnx-int8"]["verdict"] == "met"
+    assert bars["fit-6x winner L0-2-3-5_f384 openvino-int8 vs hand-made"]["verdict"] == "not judged"
+    assert bars["fit-3x search CPU <= 2x the winner's distillation"]["verdict"] == "met"
+    assert bars["fit-6x search CPU <= 2x the winner's distillation"]["verdict"] == "not judged"
+    close = report.bars([row("fit-3x winner L0-2-5 onnx-int8", 0.9, 4.8, [4.5, 5.1]), table[-1]], {})
+    assert close[0]["verdict"] == "not met (within noise)"
+    assert "| fit-3x winner vs hand-made, onnx-int8 | not met |" in report.markdown(
+        {
+            "cpu": {},
+            "rows": None,
+            "teacher_dev_accuracy": 0.89,
+            "table": [],
+            "searches": {},
+            "bars": list(bars.values()),
+        }
+    )
