@@ -165,7 +165,8 @@ _EMIT = logging.StreamHandler.emit.__code__
 
 
 class _Console:
-    """``sys.stderr`` during a verb: the terminal, except what a library's own logging handler writes.
+    """``sys.stderr`` during a verb: the terminal, except what a library's own logging handler or a
+    tqdm progress bar writes.
 
     Libraries may build a console handler while the verb runs (torch re-creates its handlers on
     later imports), holding this stream; a record of a logger that is not edgedistill's, written by
@@ -181,6 +182,10 @@ class _Console:
             record = caller.f_locals.get("record")
             if record is not None and record.name.split(".")[0] not in OURS:
                 return self._log.write(text)
+        # a tqdm bar a library draws itself, with no switch to turn it off (transformers' GGUF loader);
+        # edgedistill's own bars are rich's
+        if str(caller.f_globals.get("__name__", "")).split(".")[0] == "tqdm":
+            return self._log.write(text)
         return self._stream.write(text)
 
     def __getattr__(self, name: str) -> Any:

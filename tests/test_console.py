@@ -31,6 +31,10 @@ SCRIPT = textwrap.dedent(
         import torch  # attaches its own console handler while sys.stderr is the console: moved to the log
 
         logging.getLogger("torch.utils._pytree").warning("torch's own handler speaks")
+        from tqdm import tqdm  # a library's own bar (transformers' GGUF loader has no switch for it)
+
+        for _ in tqdm(range(3), desc="a library's tqdm bar"):
+            pass
     os.write(2, b"after the verb, fd 2 is the terminal again\\n")
     """
 )
@@ -53,7 +57,13 @@ def test_third_party_output_goes_to_the_log_and_ours_stays_on_the_console(tmp_pa
     err, log = _run(tmp_path, verbose=False)
     assert "our own progress line" in err and "WARNING edgedistill.demo: our own warning" in err
     assert "after the verb, fd 2 is the terminal again" in err
-    for noise in ("FutureWarning", "somelib complains", "native code prints", "torch's own handler"):
+    for noise in (
+        "FutureWarning",
+        "somelib complains",
+        "native code prints",
+        "torch's own handler",
+        "tqdm bar",
+    ):
         assert noise not in err, err
         assert noise in log, log
     assert "our own progress line" not in log
@@ -61,7 +71,13 @@ def test_third_party_output_goes_to_the_log_and_ours_stays_on_the_console(tmp_pa
 
 def test_verbose_shows_everything_on_the_console(tmp_path):
     err, log = _run(tmp_path, verbose=True)
-    for line in ("FutureWarning", "somelib complains", "native code prints", "torch's own handler"):
+    for line in (
+        "FutureWarning",
+        "somelib complains",
+        "native code prints",
+        "torch's own handler",
+        "tqdm bar",
+    ):
         assert line in err, err
     assert log == ""
 
