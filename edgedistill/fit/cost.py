@@ -171,14 +171,25 @@ def judge(
             continue
         verdict.figures.append({"budget": key, "value": value, "limit": limit, "kind": kind, "unit": unit})
         over = value > limit if kind == "max" else value < limit
-        m = size_margin if key in SIZE_BUDGETS else margin
-        clearly = value > limit * m if kind == "max" else value * m < limit
+        m = margin_of(key, margin, size_margin)
+        clearly = clearly_over(value, limit, kind, m)
         text = f"{key}: {value:.4g}{unit if unit == 'x' else ' ' + unit} {'>' if kind == 'max' else '<'} {limit:.4g}"
         if clearly:
             verdict.over.append(text + (f" (beyond the x{m:g} margin)" if m > 1 else ""))
         elif over:
             verdict.close.append(text + f" (within the x{m:g} screening margin)")
     return verdict
+
+
+def margin_of(budget: str, margin: float, size_margin: float) -> float:
+    """The screening margin of a budget: ``size_margin`` for file sizes (exact), ``margin`` otherwise."""
+    return size_margin if budget in SIZE_BUDGETS else margin
+
+
+def clearly_over(value: float, limit: float, kind: str, margin: float) -> bool:
+    """Beyond ``limit`` by more than ``margin``: a ``max`` budget above limit x margin, a ``min`` one
+    below limit / margin."""
+    return value > limit * margin if kind == "max" else value * margin < limit
 
 
 def _timing(key: str) -> bool:

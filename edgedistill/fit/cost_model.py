@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from edgedistill.fit.cost import clearly_over, margin_of
 from edgedistill.fit.space import Shape
 
 # (budget, figure, feature, kind): what the model may judge
@@ -35,7 +36,6 @@ MODELLED = (
     ("artifact_size_mb", "size_mb", "params", "max"),
     ("size_vs_teacher", "size_mb", "params", "max"),
 )
-SIZE_BUDGETS = ("artifact_size_mb", "size_vs_teacher")
 
 
 def features(shape: Shape, teacher_config: dict[str, Any], seq_len: int, decoder: bool) -> dict[str, float]:
@@ -142,9 +142,8 @@ class CostModel:
             value = _as_budget(budget, low, teacher)
             if value is None:
                 continue
-            m = self.size_margin if budget in SIZE_BUDGETS else self.margin
-            clearly = value > float(limit) * m if kind == "max" else value * m < float(limit)
-            if clearly:
+            m = margin_of(budget, self.margin, self.size_margin)
+            if clearly_over(value, float(limit), kind, m):
                 sign = ">" if kind == "max" else "<"
                 return {
                     "budget": budget,

@@ -178,12 +178,13 @@ class Screening:
             for choice in self.cfg.space.exports:
                 done += 1
                 pair = (choice.format, choice.precision)
+                key = self._key(shape, choice)
                 skip = None
-                if model is not None and self._cached(self._key(shape, choice)) is None:
+                if model is not None and self._cached(key) is None:
                     skip = model.hopeless(pair, feats[shape.key], teacher["figures"], self.budgets)
                 if skip is not None:
                     self.progress(f"[{done}/{total}] {shape.key} {choice.format}-{choice.precision}: skipped")
-                    exports.append(_skipped(choice, self._key(shape, choice), skip))
+                    exports.append(_skipped(choice, key, skip))
                     continue
                 self.progress(f"[{done}/{total}] {shape.key} {choice.format}-{choice.precision}")
                 measured = self._measure(shape, choice)
