@@ -66,7 +66,7 @@ def target_file(folder: Path, speedup: float) -> Path:
 
 def fit_recipe(
     teacher: Path, data: Path, rows: int | None, target: Path, device: dict | None = None,
-    teacher_cache: Path | None = None,
+    teacher_cache: Path | None = None, distill_cache: Path | None = None,
 ) -> dict:  # fmt: skip
     quick = rows is not None
     raw = {
@@ -101,6 +101,8 @@ def fit_recipe(
         raw["bench"]["targets"][0]["set"]["device"] = device
     if teacher_cache is not None:  # another search's teacher outputs: same teacher, same training rows
         raw["distill"]["training"]["teacher_cache_dir"] = str(teacher_cache)
+    if distill_cache is not None:  # rungs and finalists another search already trained are reused
+        raw["fit"]["distill_cache"] = str(distill_cache)
     return raw
 
 
@@ -114,7 +116,19 @@ def run_fit(
     recipe = folder / "recipe.yaml"
     # fit-6x reads the teacher outputs fit-3x computed (~23 min on one core, in neither's cost)
     shared = out / "fit-3x" / "run" / "fit" / "teacher_cache" if name == "fit-6x" else None
-    raw = fit_recipe(teacher, data, rows, target_file(folder, speedup or SPEEDUPS[name]), device, shared)
+    # the searches over one teacher and split train the same shapes the same way (bit-identical on one
+    # machine): each reuses the rungs and finalists the others trained, counted at their cost there
+    cache = None
+    if name in SPEEDUPS:
+        from edgedistill.fit.distill_cache import DistillCache, index_fit_dir
+
+        cache = out / "distill_cache"
+        for other in SPEEDUPS:  # searches run before the cache existed
+            if other != name and (out / other / "run" / "fit").is_dir():
+                index_fit_dir(DistillCache(cache), out / other / "run" / "fit")
+    raw = fit_recipe(
+        teacher, data, rows, target_file(folder, speedup or SPEEDUPS[name]), device, shared, cache
+    )
     recipe.write_text(yaml.safe_dump(raw, sort_keys=False))
     report = folder / "run" / "fit" / "fit_report.json"
     status = json.loads(report.read_text()).get("status") if report.is_file() else None
@@ -150,11 +164,18 @@ def search_cost(report: dict) -> dict:
     """CPU seconds of the search (cost + proxy) against the winner's full distillation."""
     # fit's own account: the screening plus the larger of its proxy ledger and its rungs' records
     search = report.get("search_cpu_s")
+    # judged as if nothing were reused: rungs another search trained (fit.distill_cache) count at
+    # what they cost there; the search's own figure is reported beside it
+    fresh = report.get("search_cpu_with_reused_s", search)
     winner = (report.get("winner") or {}).get("distill_cpu_s")
     return {
         "search_cpu_s": search,
+        "search_cpu_with_reused_s": fresh,
+        "reused_cpu_s": (report.get("times") or {}).get("proxy_reused_cpu_s"),
+        "winner_distill_reused_from": (report.get("winner") or {}).get("distill_reused_from"),
         "winner_distill_cpu_s": winner,
-        "ratio": search / winner if search is not None and winner else None,
+        "ratio": fresh / winner if fresh is not None and winner else None,
+        "ratio_own": search / winner if search is not None and winner else None,
         "not_judged": (report.get("winner") or {}).get("distill_cpu_note"),  # why the ratio is None
     }
 

@@ -148,9 +148,21 @@ def markdown(summary: dict) -> str:
         lines += [
             "",
             f"**{name}**: {s['status']}; winner {s['winner'] or '-'}. {s['winner_reason'] or s['message'] or ''}",
-            f"search CPU {_f(cost.get('search_cpu_s'), '.0f')} s vs the winner's full distillation "
-            f"{_f(cost.get('winner_distill_cpu_s'), '.0f')} s: ratio {_f(cost.get('ratio'), '.2f')}"
-            + (f" (not judged: {cost['not_judged']})" if cost.get("not_judged") else ""),
+            f"search CPU {_f(cost.get('search_cpu_with_reused_s', cost.get('search_cpu_s')), '.0f')} s vs the "
+            f"winner's full distillation {_f(cost.get('winner_distill_cpu_s'), '.0f')} s: ratio "
+            f"{_f(cost.get('ratio'), '.2f')}"
+            + (f" (not judged: {cost['not_judged']})" if cost.get("not_judged") else "")
+            + (
+                f"; {_f(cost['reused_cpu_s'], '.0f')} s of it are rungs reused from an earlier search "
+                f"(this search's own CPU: {_f(cost.get('search_cpu_s'), '.0f')} s, ratio {_f(cost.get('ratio_own'), '.2f')})"
+                if cost.get("reused_cpu_s")
+                else ""
+            )
+            + (
+                f"; the winner's distillation was reused from {cost['winner_distill_reused_from']}"
+                if cost.get("winner_distill_reused_from")
+                else ""
+            ),
         ]
     if summary.get("bars"):
         lines += ["", "| bar | verdict | figures (winner / hand-made) |", "|---|---|---|"]

@@ -23,6 +23,7 @@ import pytest
 import yaml
 from bench_helpers import write_target
 
+from conftest import tiny_qat_recipe
 from edgedistill.cli import main as cli_main
 from edgedistill.config import load_config
 from edgedistill.errors import ConfigError
@@ -764,3 +765,84 @@ def test_searches_over_one_teacher_and_data_can_share_the_teacher_output_cache(t
 
     assert teacher_cache(recipe(None), tmp_path)["teacher_cache_dir"] == str(tmp_path / "teacher_cache")
     assert teacher_cache(recipe("/shared/cache"), tmp_path)["teacher_cache_dir"] == "/shared/cache"
+
+
+def test_a_second_search_with_a_distill_cache_trains_nothing_and_counts_what_it_reused(
+    fit_setup, finished_fit, tmp_path
+):
+    """The first search's rungs and finalist, indexed into the cache, serve a second search whole:
+    no distillation runs, the study and the winner come out the same, and the CPU account tells
+    this search's own seconds from the reused rungs' (counted at what they cost where they ran)."""
+    from edgedistill.fit import candidates, fit
+    from edgedistill.fit.distill_cache import DistillCache, index_fit_dir
+
+    first, first_fit = finished_fit["report"], finished_fit["out"] / "fit"
+    cache = tmp_path / "distills"
+    keys = index_fit_dir(DistillCache(cache), first_fit)
+    rungs = sorted(first_fit.glob("trials/*/rung-*/cpu.json"))
+    assert len(keys) == len(set(keys)) == len(rungs) + 1  # every rung and the finalist
+
+    recipe = finished_fit["recipe"]
+    recipe = recipe.model_copy(update={"fit": recipe.fit.model_copy(update={"distill_cache": str(cache)})})
+
+    def train(*args, **kwargs):
+        raise AssertionError(f"a distillation ran although the cache holds it: {args[1]}")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(candidates, "_timed_distill", train)
+        report = fit(recipe, tmp_path / "run", progress=False)
+
+    assert report["winner"]["shape"] == first["winner"]["shape"]
+    assert report["winner"]["val_metric"] == first["winner"]["val_metric"]
+    assert report["winner"]["distill_reused_from"] == str(
+        (first_fit / "final" / first["winner"]["shape"]["key"] / "distill").resolve()
+    )
+    assert report["winner"]["distill_cpu_s"] == first["winner"]["distill_cpu_s"]
+    assert [(c["shape"]["key"], c["proxy_value"]) for c in report["candidates"]] == [
+        (c["shape"]["key"], c["proxy_value"]) for c in first["candidates"]
+    ]
+    times = report["times"]
+    assert times["proxy_trials_cpu_s"] == 0
+    assert times["proxy_reused_cpu_s"] == first["times"]["proxy_trials_cpu_s"] > 0
+    assert report["search_cpu_with_reused_s"] == round(
+        report["search_cpu_s"] + times["proxy_reused_cpu_s"], 2
+    )
+    restored = json.loads(next((tmp_path / "run" / "fit" / "trials").glob("*/rung-0/cpu.json")).read_text())
+    assert restored["reused_from"].startswith(str(first_fit.resolve())) and restored["cpu_s"] > 0
+    # a restored folder names this search's files, not the first one's
+    config = json.loads(
+        next((tmp_path / "run" / "fit" / "trials").glob("*/rung-0/distill_config.json")).read_text()
+    )
+    assert config["data"]["train"].startswith(str(tmp_path / "run"))
+
+
+def test_a_distillation_key_follows_content_not_where_files_lie(tiny_bert_classifier, tiny_data, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from edgedistill.fit.distill_cache import content_digest, distill_key
+
+    base = tiny_qat_recipe(tiny_bert_classifier, tiny_data)
+    moved = {k: shutil.copy(v, tmp_path / f"moved-{k}.tsv") for k, v in tiny_data.items()}
+    same = tiny_qat_recipe(tiny_bert_classifier, moved, training={"teacher_cache_dir": str(tmp_path / "tc")})
+    assert distill_key(same) == distill_key(base)  # moved rows, another teacher-cache folder
+    changed = tmp_path / "changed.tsv"
+    changed.write_text(Path(tiny_data["train"]).read_text() + "one more sentence\t1\n")
+    assert distill_key(tiny_qat_recipe(tiny_bert_classifier, {**tiny_data, "train": changed})) != distill_key(
+        base
+    )
+    assert distill_key(
+        tiny_qat_recipe(tiny_bert_classifier, tiny_data, training={"lr": 2e-3})
+    ) != distill_key(base)
+
+    # safetensors and JSON are compared as content: header and key order do not count, values do
+    t = {"a": torch.arange(4.0), "b": torch.ones(2, 2)}
+    for name, meta in (("x", {"p": "1", "q": "2"}), ("y", {"q": "2", "p": "1"})):
+        (tmp_path / name).mkdir()
+        save_file(t, tmp_path / name / "w.safetensors", metadata=meta)
+        (tmp_path / name / "c.json").write_text(json.dumps(meta))
+    assert content_digest(tmp_path / "x") == content_digest(tmp_path / "y")
+    (tmp_path / "z").mkdir()
+    save_file({**t, "b": torch.zeros(2, 2)}, tmp_path / "z" / "w.safetensors", metadata={"p": "1", "q": "2"})
+    (tmp_path / "z" / "c.json").write_text(json.dumps({"p": "1", "q": "2"}))
+    assert content_digest(tmp_path / "z") != content_digest(tmp_path / "x")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedistill.fit import proxy
+from edgedistill.fit.distill_cache import DistillCache
 from edgedistill.fit.space import Shape
 from edgedistill.io import atomic_write_json
 
@@ -38,6 +39,7 @@ class Proxy:
     def __init__(self, recipe, split: dict[str, Any], fit_dir: Path, lock):
         self.recipe, self.split, self.fit_dir, self.lock = recipe, split, fit_dir, lock
         self.metric = proxy.METRIC[recipe.distill.task]
+        self.cache = distill_cache(recipe)
 
     def __call__(self, shape: Shape, index: int, steps: int) -> float:
         rungs = self.recipe.fit.proxy.rungs()
@@ -60,12 +62,25 @@ class Proxy:
             recipe = recipe.model_copy(update={"student": student})
         report_path = folder / "distill_report.json"
         if not report_path.is_file():
-            _timed_distill(recipe, folder, folder / RUNG_CPU, self.lock)
+            _trained_or_reused(recipe, folder, folder / RUNG_CPU, self.lock, self.cache)
         report = json.loads(report_path.read_text(encoding="utf-8"))
         return float(report["student"]["metrics"][self.metric])
 
 
 RUNG_CPU = "cpu.json"  # in each rung's folder: the CPU seconds its distillation took
+
+
+def distill_cache(recipe) -> DistillCache | None:
+    return DistillCache(recipe.fit.distill_cache) if recipe.fit.distill_cache else None
+
+
+def _trained_or_reused(recipe, dest: Path, cpu_file: Path, lock, cache: DistillCache | None) -> None:
+    """The cached distillation of this recipe where there is one; else distilled here (and cached)."""
+    if cache is not None and cache.restore(recipe, dest, cpu_file):
+        return
+    _timed_distill(recipe, dest, cpu_file, lock)
+    if cache is not None:
+        cache.store(recipe, dest, cpu_file)
 
 
 def _timed_distill(recipe, dest: Path, cpu_file: Path, lock) -> None:
@@ -90,12 +105,14 @@ def _timed_distill(recipe, dest: Path, cpu_file: Path, lock) -> None:
     )
 
 
-def proxy_trials_cpu(fit_dir: Path) -> float:
-    """CPU seconds of every finished proxy rung of OUT, whichever session or worker trained it."""
-    total = 0.0
+def proxy_trials_cpu(fit_dir: Path) -> dict[str, float]:
+    """CPU seconds of every finished proxy rung of OUT, whichever session or worker trained it:
+    ``trained`` here, and ``reused`` (what the rungs taken from the distill cache cost where they ran)."""
+    total = {"trained": 0.0, "reused": 0.0}
     for path in sorted((fit_dir / "trials").glob(f"*/rung-*/{RUNG_CPU}")):
-        total += float(json.loads(path.read_text(encoding="utf-8"))["cpu_s"])
-    return round(total, 2)
+        record = json.loads(path.read_text(encoding="utf-8"))
+        total["reused" if record.get("reused_from") else "trained"] += float(record.get("cpu_s") or 0.0)
+    return {k: round(v, 2) for k, v in total.items()}
 
 
 def teacher_cache(recipe, fit_dir: Path) -> dict[str, Any]:
@@ -126,7 +143,7 @@ def finalist(
     full = distill_recipe(recipe, shape, split["train"], split["val"], **teacher_cache(recipe, fit_dir))
     cpu_file = folder / "distill_cpu.json"  # what the bar compares the search with: one full distillation
     if not (folder / "distill" / "distill_report.json").is_file():
-        _timed_distill(full, folder / "distill", cpu_file, lock)
+        _trained_or_reused(full, folder / "distill", cpu_file, lock, distill_cache(recipe))
     artifacts = []
     for fmt, precision in pairs:
         art = folder / "artifacts" / f"{fmt}-{precision}"
@@ -196,6 +213,7 @@ def _distill_cpu(cpu_file: Path) -> dict[str, Any]:
     return {
         "distill_cpu_s": record.get("cpu_s"),
         "distill_cpu_sessions": record.get("sessions"),
+        "distill_reused_from": record.get("reused_from"),
         "distill_cpu_note": None if record.get("cpu_s") is not None else "not recorded",
     }
 

@@ -159,4 +159,10 @@ class FitConfig(StrictModel):
         "machines work one study.",
     )
     study_name: str = Field("fit", description="Study name inside the storage.")
+    distill_cache: str | None = Field(
+        None,
+        description="A folder where finished proxy rungs and finalist distillations are kept across searches "
+        "(edgedistill.fit.distill_cache): a distillation with the same recipe, the same content of the files it "
+        "reads and the same libraries, CPU and thread count is reused, not trained again. Null: none.",
+    )
     seed: int = 0

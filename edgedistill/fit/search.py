@@ -33,6 +33,7 @@ from edgedistill.errors import EdgeDistillError
 from edgedistill.fit import phases, proxy
 from edgedistill.fit.candidates import Proxy, distill_recipe, finalist, proxy_trials_cpu
 from edgedistill.fit.data import carve
+from edgedistill.fit.distill_cache import DistillCache, index_fit_dir
 from edgedistill.fit.report import write_fit_report
 from edgedistill.fit.space import Shape, plan_shapes, read_teacher_config
 from edgedistill.fit.times import PhaseTimes
@@ -116,6 +117,8 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
     study = proxy.open_study(cfg, proxy.open_storage(url))
     by_key = {Shape.from_dict(r["shape"]).key: Shape.from_dict(r["shape"]) for r in feasible}
     proxy.enqueue(study, proxy.promising_first(feasible))
+    if cfg.distill_cache:  # rungs and finalists this folder trained before it named the cache
+        index_fit_dir(DistillCache(cfg.distill_cache), fit_dir)
 
     def lock(exclusive: bool):
         return phases.device_lock(screening.cache_dir, target, exclusive)
@@ -189,8 +192,12 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
     times = ledger.totals()  # every session's: a --screen-only run's screening counts here too
     # the proxy's rungs as their folders record them: the ledger loses a killed session's phase,
     # not its finished rungs; the larger of the two, so neither account's gap flatters the search
-    times["proxy_trials_cpu_s"] = proxy_trials_cpu(fit_dir)
+    rungs_cpu = proxy_trials_cpu(fit_dir)
+    times["proxy_trials_cpu_s"] = rungs_cpu["trained"]
+    times["proxy_reused_cpu_s"] = rungs_cpu["reused"]  # rungs another search trained (fit.distill_cache)
     search_cpu = times["cost_cpu_s"] + max(times["proxy_cpu_s"], times["proxy_trials_cpu_s"])
+    # what this search would have cost with nothing reused: its rungs' CPU wherever they were trained
+    fresh_cpu = search_cpu + rungs_cpu["reused"]
     report = {
         "status": "done",
         "winner": winner,
@@ -202,6 +209,10 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
         "search_cpu_vs_winner_distill": round(search_cpu / winner["distill_cpu_s"], 3)
         if winner.get("distill_cpu_s")
         else None,  # not judged: winner["distill_cpu_note"] says why
+        "search_cpu_with_reused_s": round(fresh_cpu, 2),
+        "search_cpu_with_reused_vs_winner_distill": round(fresh_cpu / winner["distill_cpu_s"], 3)
+        if winner.get("distill_cpu_s")
+        else None,
         "exit_code": summary["exit_code"],
     }
     return write_fit_report(out, report, rows, trials, finalists, target, d.task)
