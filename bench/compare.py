@@ -46,12 +46,15 @@ def _compare_interleaved(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Measure candidate vs baseline, then decide; an inconclusive first look is extended once.
 
-    First look: ``compare_rounds`` processes a side. If that is inconclusive and
-    ``max_compare_rounds`` is larger, the alternation continues up to ``max_compare_rounds`` a
-    side and the verdict is taken again on all processes (a second look). Only an inconclusive
-    look is extended, so clear answers cost no more time. Every look is kept in the comparison
-    (``looks``) so a reader sees what the first look said.
+    First look: ``compare_rounds`` processes a side. If that is inconclusive (faster or slower
+    undecided, or the target's ``speedup_vs_teacher`` budget straddled by the speed-up's bounds,
+    as the gate would judge it) and ``max_compare_rounds`` is larger, the alternation continues up
+    to ``max_compare_rounds`` a side and the verdict is taken again on all processes (a second
+    look). Only an undecided look is extended, so clear answers cost no more time. Every look is
+    kept in the comparison (``looks``) so a reader sees what the first look said.
     """
+    from edgedistill.bench.gating.relative import speedup_undecided
+
     m = plan.target.measurement
     cand_rounds: list[dict[str, Any]] = []
     base_rounds: list[dict[str, Any]] = []
@@ -61,7 +64,12 @@ def _compare_interleaved(
     comparison = _comparison(plan.target, candidate, baseline, cand_rounds, base_rounds)
     looks = [_look(comparison)]
     extend_to = m.max_compare_rounds or m.compare_rounds
-    if comparison["result"]["verdict"] == "inconclusive" and extend_to > m.compare_rounds:
+    undecided = comparison["result"]["verdict"] == "inconclusive" or speedup_undecided(
+        comparison["candidate_round_medians_ms"],
+        comparison["baseline_round_medians_ms"],
+        plan.target.budgets.speedup_vs_teacher,
+    )
+    if undecided and extend_to > m.compare_rounds:
         bar.grow(2 * (extend_to - m.compare_rounds))
         _interleaved(
             plan,
@@ -81,12 +89,19 @@ def _compare_interleaved(
 
 
 def _look(comparison: dict[str, Any]) -> dict[str, Any]:
+    from edgedistill.bench.gating.relative import speedup_interval
+
     result = comparison["result"]
+    speedup, lower, upper = speedup_interval(
+        comparison["candidate_round_medians_ms"], comparison["baseline_round_medians_ms"]
+    )
     return {
         "rounds_per_side": comparison["candidate_rounds"],
         "verdict": result["verdict"],
         "ratio": result["ratio"],
         "p_slower": result["p_slower"],
+        "speedup": speedup,
+        "speedup_bounds": [lower, upper],
     }
 
 

@@ -198,6 +198,41 @@ def test_an_inconclusive_first_look_is_extended_and_decided_on_all_processes(art
     assert check.status == "failed" and "extended to 4 processes a side" in check.message
 
 
+def test_a_speedup_budget_the_first_look_leaves_undecided_is_extended_like_an_inconclusive_verdict(
+    artifacts, tmp_path
+):
+    # 2 processes a side decide "regressed" for a 3x slowdown at p 1/6 < 0.2, but give no 95 % bound
+    # of the speed-up (the smallest one-sided p is 1/6 > 0.05): the target's speedup_vs_teacher budget
+    # is undecided, so the bench measures on to max_compare_rounds, where a bound exists; the same
+    # target without the budget stops at the first look.
+    def run(budgets):
+        target = load_target(
+            write_target(
+                tmp_path,
+                f"t{len(budgets)}.yaml",
+                measurement={"min_seconds": 0.1, "compare_rounds": 2, "max_compare_rounds": 4},
+                regression={"min_rounds": 2, "p_threshold": 0.2},
+                budgets=budgets,
+            )
+        )
+        art = artifacts["onnx-int8"]
+        report = bench(
+            [art], target, baseline_artifact=art, candidate_overrides={"debug_slowdown_factor": 3.0}
+        )
+        return report["comparisons"][0], target, report
+
+    plain, _, _ = run({})
+    assert plain["looks"][0]["verdict"] == "regressed" and not plain["extended"]
+    assert plain["looks"][0]["speedup_bounds"] == [None, None]
+    budgeted, target, report = run({"speedup_vs_teacher": 0.5})
+    first, second = budgeted["looks"]
+    assert first["verdict"] == "regressed" and first["speedup_bounds"] == [None, None]
+    assert budgeted["extended"] and second["rounds_per_side"] == 4 and None not in second["speedup_bounds"]
+    # the gate judges the budget on all 4 + 4 processes: about 0.33x, clearly under 0.5x
+    [check] = [c for c in gate(report, target, allow_skipped=True).checks if c.budget == "speedup_vs_teacher"]
+    assert check.status == "failed" and "4 + 4 processes" in check.message
+
+
 def test_gpu_target_is_not_judged_here_never_passed_or_failed(artifacts, tmp_path):
     from edgedistill.bench.system import nvidia_gpus
 

@@ -49,8 +49,6 @@ def relative_to_teacher(report: dict[str, Any], *, alpha: float = 0.05) -> dict[
     comparison exists or the processes are too few for a bound). Empty when the report holds no
     teacher (no ``--baseline-artifact``).
     """
-    from edgedistill.bench.stats import hodges_lehmann_ratio, ratio_bounds
-
     teacher = _teacher(report)
     if teacher is None:
         return {}
@@ -74,16 +72,38 @@ def relative_to_teacher(report: dict[str, Any], *, alpha: float = 0.05) -> dict[
         cand = (comp or {}).get("candidate_round_medians_ms") or []
         base = (comp or {}).get("baseline_round_medians_ms") or []
         if cand and base:
-            ratio = hodges_lehmann_ratio(cand, base)
-            lower, upper = ratio_bounds(cand, base, alpha)
+            speedup, lower, upper = speedup_interval(cand, base, alpha)
             fig.update(
-                speedup=1.0 / ratio,
-                speedup_lower=1.0 / upper if upper else None,
-                speedup_upper=1.0 / lower if lower else None,
-                processes=[len(cand), len(base)],
+                speedup=speedup, speedup_lower=lower, speedup_upper=upper, processes=[len(cand), len(base)]
             )
         figures[entry["name"]] = fig
     return figures
+
+
+def speedup_interval(
+    candidate_medians: list[float], teacher_medians: list[float], alpha: float = 0.05
+) -> tuple[float, float | None, float | None]:
+    """Speed-up over the teacher (teacher / candidate latency, Hodges-Lehmann over process medians)
+    and its one-sided ``1 - alpha`` bounds (None where the processes are too few for one)."""
+    from edgedistill.bench.stats import hodges_lehmann_ratio, ratio_bounds
+
+    lower, upper = ratio_bounds(candidate_medians, teacher_medians, alpha)
+    return (
+        1.0 / hodges_lehmann_ratio(candidate_medians, teacher_medians),
+        1.0 / upper if upper else None,
+        1.0 / lower if lower else None,
+    )
+
+
+def speedup_undecided(
+    candidate_medians: list[float], teacher_medians: list[float], limit: float | None
+) -> bool:
+    """Whether these processes leave ``speedup_vs_teacher: limit`` undecided (the gate's "inconclusive"):
+    the bench measures more processes before it gives up."""
+    if limit is None:
+        return False
+    _, lower, upper = speedup_interval(candidate_medians, teacher_medians)
+    return lower is None or upper is None or (lower < limit <= upper)
 
 
 def _x(value: float | None) -> str:
