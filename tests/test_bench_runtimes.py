@@ -233,6 +233,25 @@ def test_a_speedup_budget_the_first_look_leaves_undecided_is_extended_like_an_in
     assert check.status == "failed" and "4 + 4 processes" in check.message
 
 
+def test_the_baseline_artifact_gets_its_own_accuracy_on_the_same_data(artifacts, tiny_data, tmp_path):
+    """A report quoting "x % of the teacher" needs the teacher's accuracy through its runtime, on the
+    same rows as the candidates'."""
+    target = load_target(
+        write_target(
+            tmp_path, measurement={"min_seconds": 0.05, "compare_rounds": 2, "max_compare_rounds": 2}
+        )
+    )
+    report = bench(
+        [artifacts["onnx-int8"]], target, baseline_artifact=artifacts["onnx-fp32"], data=tiny_data["eval"]
+    )
+    cand, base = report["artifacts"]
+    assert base["role"] == "baseline" and base["accuracy"]["n"] == cand["accuracy"]["n"] == 64
+    assert (
+        0.0 <= base["accuracy"]["accuracy"] <= 1.0
+        and base["accuracy"]["metric"] == cand["accuracy"]["metric"]
+    )
+
+
 def test_gpu_target_is_not_judged_here_never_passed_or_failed(artifacts, tmp_path):
     from edgedistill.bench.system import nvidia_gpus
 

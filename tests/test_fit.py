@@ -846,3 +846,57 @@ def test_a_distillation_key_follows_content_not_where_files_lie(tiny_bert_classi
     save_file({**t, "b": torch.zeros(2, 2)}, tmp_path / "z" / "w.safetensors", metadata={"p": "1", "q": "2"})
     (tmp_path / "z" / "c.json").write_text(json.dumps({"p": "1", "q": "2"}))
     assert content_digest(tmp_path / "z") != content_digest(tmp_path / "x")
+
+
+def test_when_no_finalist_passes_the_next_shapes_are_tried_skipping_those_that_would_miss_the_same_way():
+    """fit_sst2's 6x search: both finalists left speedup_vs_teacher undecided in full; the next shape in
+    the ranking screened slower in the same export is passed over, a faster one is distilled as a
+    fallback, and the fallbacks stop at the first that passes or at fit.fallback_finalists."""
+    from types import SimpleNamespace
+
+    from edgedistill.fit.candidates import choose_finalists
+
+    def costs_row(key, p50):
+        return {
+            "exports": [
+                {"format": "openvino", "precision": "int8", "feasible": True, "figures": {"p50_ms": p50}}
+            ]
+        }
+
+    costs = {"big": costs_row("big", 3.0), "mid": costs_row("mid", 3.5), "small": costs_row("small", 1.5),
+             "tiny": costs_row("tiny", 1.2)}  # fmt: skip
+    ranked = [{"shape": {"key": k}} for k in ("big", "mid", "small", "tiny")]
+    passes = {"big": False, "mid": False, "small": True, "tiny": True}
+    tried = []
+
+    def distill_one(row, fallback):
+        key = row["shape"]["key"]
+        tried.append((key, fallback))
+        failed = [] if passes[key] else ["speedup_vs_teacher: 5.46x ... straddle 6x: too noisy to decide"]
+        return {"shape": {"key": key}, "passes": passes[key],
+                "artifacts": [{"artifact": "openvino-int8", "failed": failed}]}  # fmt: skip
+
+    cfg = SimpleNamespace(finalists=1, fallback_finalists=2)
+    finalists, passed_over = choose_finalists(ranked, cfg, costs, distill_one)
+    assert tried == [("big", False), ("small", True)]  # mid (3.5 ms) no faster than big (3.0 ms): passed over
+    assert "no faster than big's 3.000 ms" in passed_over["mid"] and finalists[-1]["fallback"]
+    passes["small"] = False
+    tried.clear()
+    finalists, _ = choose_finalists(
+        ranked, SimpleNamespace(finalists=1, fallback_finalists=1), costs, distill_one
+    )
+    assert tried == [("big", False), ("small", True)] and not any(f["passes"] for f in finalists)
+    tried.clear()
+    choose_finalists(ranked, SimpleNamespace(finalists=1, fallback_finalists=0), costs, distill_one)
+    assert tried == [("big", False)]
+    # a finalist that failed only a size budget says nothing about a faster shape's latency
+    passes["big"] = False
+    tried.clear()
+
+    def size_miss(row, fallback):
+        out = distill_one(row, fallback)
+        out["artifacts"][0]["failed"] = [] if out["passes"] else ["size_vs_teacher: 0.21 > 0.2"]
+        return out
+
+    choose_finalists(ranked, SimpleNamespace(finalists=1, fallback_finalists=1), costs, size_miss)
+    assert tried == [("big", False), ("mid", True)]

@@ -13,6 +13,7 @@ the bar "search CPU against one full distillation of the winner" are built from 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,66 @@ def _distill_cpu(cpu_file: Path) -> dict[str, Any]:
         "distill_reused_from": record.get("reused_from"),
         "distill_cpu_note": None if record.get("cpu_s") is not None else "not recorded",
     }
+
+
+def choose_finalists(
+    ranked: list[dict[str, Any]],
+    cfg,
+    costs: dict[str, Any],
+    distill_one: Callable[[dict[str, Any], bool], dict],
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The first ``cfg.finalists`` of the ranking distilled and measured in full (``distill_one``); when
+    none passes, up to ``cfg.fallback_finalists`` more, next in the ranking, passing over a shape that
+    would miss a latency budget the same way (`no_faster_than_a_miss`). Returns the finalists (a
+    fallback one marked) and why each passed-over shape was."""
+    finalists = [distill_one(row, False) for row in ranked[: cfg.finalists]]
+    passed_over: dict[str, str] = {}
+    for row in ranked[cfg.finalists :]:
+        if any(f["passes"] for f in finalists) or len(finalists) - cfg.finalists >= cfg.fallback_finalists:
+            break
+        if (why := no_faster_than_a_miss(row, finalists, costs)) is not None:
+            passed_over[row["shape"]["key"]] = why
+            continue
+        finalists.append({**distill_one(row, True), "fallback": True})
+    return finalists, passed_over
+
+
+LATENCY_BUDGETS = {
+    "speedup_vs_teacher", "p50_latency_ms", "p95_latency_ms", "p99_latency_ms", "min_throughput_per_s",
+    "ttft_ms", "min_decode_tokens_per_s",
+}  # fmt: skip
+
+
+def no_faster_than_a_miss(
+    row: dict[str, Any], finalists: list[dict[str, Any]], costs: dict[str, Any]
+) -> str | None:
+    """Why a fallback finalist would miss too, or None: every feasible export of ``row`` screened no
+    faster (p50) than the same export of a finalist that failed, or left undecided, a latency budget
+    at full measurement."""
+    missed: dict[str, tuple[float, str]] = {}  # export -> the fastest screened p50 that missed, and whose
+    for f in finalists:
+        screened = {f"{e['format']}-{e['precision']}": e["figures"].get("p50_ms")
+                    for e in costs[f["shape"]["key"]]["exports"]}  # fmt: skip
+        for a in f["artifacts"]:
+            p50 = screened.get(a["artifact"])
+            if p50 is not None and any(x.split(":")[0] in LATENCY_BUDGETS for x in a["failed"]):
+                if a["artifact"] not in missed or p50 < missed[a["artifact"]][0]:
+                    missed[a["artifact"]] = (p50, f["shape"]["key"])
+    reasons = []
+    for e in costs[row["shape"]["key"]]["exports"]:
+        if not e["feasible"]:
+            continue
+        name, p50 = f"{e['format']}-{e['precision']}", e["figures"].get("p50_ms")
+        if name not in missed or p50 is None or p50 < missed[name][0]:
+            return None
+        reasons.append(
+            f"{name} screened p50 {p50:.3f} ms, no faster than {missed[name][1]}'s {missed[name][0]:.3f} ms"
+        )
+    return (
+        "passed over as a fallback finalist: "
+        + "; ".join(reasons)
+        + ", which missed a latency budget in full"
+    )
 
 
 def _accuracy_budget(budget: str) -> bool:

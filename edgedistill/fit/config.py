@@ -153,6 +153,14 @@ class FitConfig(StrictModel):
     cost: CostConfig = Field(default_factory=CostConfig)
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
     finalists: int = Field(2, ge=1, le=16, description="Best proxies distilled in full, measured and gated.")
+    fallback_finalists: int = Field(
+        2,
+        ge=0,
+        le=16,
+        description="When no finalist passes at full measurement, up to this many more are distilled and "
+        "measured, next in the proxy's ranking; a shape no faster at screening than a finalist that missed a "
+        "latency budget in the same export is passed over (it would miss it too).",
+    )
     storage: str | None = Field(
         None,
         description="Optuna storage URL (default sqlite:///OUT/fit/study.db); postgresql://... lets several "

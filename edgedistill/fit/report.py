@@ -23,6 +23,7 @@ def candidate_rows(
     trials: list[dict[str, Any]],
     finalists: list[dict[str, Any]],
     screen_only: bool = False,
+    passed_over: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """One record per shape: cost, proxy, final, and the reason it stopped where it did."""
     by_trial = {t["shape"]["key"]: t for t in trials}
@@ -49,14 +50,14 @@ def candidate_rows(
                 f"pruned by successive halving at {trial['pruned_at'] or 'a rung'}"
                 if trial["state"] == "pruned"
                 else "completed the proxy, not among the finalists"
-            )
+            ) + (f"; {passed_over[key]}" if key in (passed_over or {}) else "")
         else:
             # a pruned trial fills a finalist's place when too few ran every rung (proxy.finalist_order)
             was = (
                 f" (a runner-up pruned at {trial['pruned_at'] or 'a rung'})"
                 if trial["state"] == "pruned"
                 else ""
-            )
+            ) + (" (fallback: no finalist before it passed)" if final.get("fallback") else "")
             why = (
                 f"finalist{was}; passed every cost budget at full measurement"
                 if final["passes"]
@@ -188,7 +189,13 @@ def write_fit_report(
     metric = METRIC[task]
     teacher = costs.get("teacher") or {}
     teacher["val_metric"] = _teacher_val_metric(fit_dir, metric)
-    candidates = candidate_rows(rows, trials, finalists, screen_only=report.get("status") == "screened")
+    candidates = candidate_rows(
+        rows,
+        trials,
+        finalists,
+        screen_only=report.get("status") == "screened",
+        passed_over=report.get("passed_over"),
+    )
     budgets = target.budgets.model_dump(exclude_none=True)
     full = {
         **report,

@@ -31,7 +31,13 @@ from typing import Any
 
 from edgedistill.errors import EdgeDistillError
 from edgedistill.fit import phases, proxy
-from edgedistill.fit.candidates import Proxy, distill_recipe, finalist, proxy_trials_cpu
+from edgedistill.fit.candidates import (
+    Proxy,
+    choose_finalists,
+    distill_recipe,
+    finalist,
+    proxy_trials_cpu,
+)
 from edgedistill.fit.data import carve
 from edgedistill.fit.distill_cache import DistillCache, index_fit_dir
 from edgedistill.fit.report import write_fit_report
@@ -156,10 +162,13 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
     ranked = proxy.finalist_order([t for t in trials if t["shape"]["key"] in by_key])
     costs = {Shape.from_dict(r["shape"]).key: r for r in rows}
     teacher_art = _teacher_artifact(recipe, fit_dir, screening)
-    finalists = []
-    for row in ranked[: cfg.finalists]:
-        tell("finalists", f"distilling {row['shape']['key']} in full")
-        finalists.append(finalist(recipe, row, costs, teacher_art, split, fit_dir, lock, target))
+
+    def distill_one(row: dict[str, Any], fallback: bool) -> dict[str, Any]:
+        more = " (fallback: no finalist passed)" if fallback else ""
+        tell("finalists", f"distilling {row['shape']['key']} in full{more}")
+        return finalist(recipe, row, costs, teacher_art, split, fit_dir, lock, target)
+
+    finalists, passed_over = choose_finalists(ranked, cfg, costs, distill_one)
     lap("finalists")
 
     # 5. winner ------------------------------------------------------------------------------------
@@ -169,7 +178,8 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
             f"{f['shape']['key']}: " + ", ".join(x for a in f["artifacts"] for x in a["failed"][:2])
             for f in finalists
         )
-        report = {"status": "no finalist passes", "message": message, "times": ledger.totals()}
+        report = {"status": "no finalist passes", "message": message, "times": ledger.totals(),
+                  "passed_over": passed_over}  # fmt: skip
         write_fit_report(out, report, rows, trials, finalists, target, d.task)
         raise NoCandidateError(f"fit: no finalist passes the target's budgets at full measurement: {message}")
     winner = max(passing, key=lambda f: f["val_metric"])
@@ -180,7 +190,7 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
     # the run report of the winner shows the search: its report is written before the final run
     write_fit_report(
         out,
-        {"status": "final run", "winner": winner, "times": ledger.totals()},
+        {"status": "final run", "winner": winner, "times": ledger.totals(), "passed_over": passed_over},
         rows,
         trials,
         finalists,
@@ -214,6 +224,7 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
         if winner.get("distill_cpu_s")
         else None,
         "exit_code": summary["exit_code"],
+        "passed_over": passed_over,
     }
     return write_fit_report(out, report, rows, trials, finalists, target, d.task)
 
