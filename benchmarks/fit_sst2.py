@@ -200,11 +200,55 @@ def bench_winners(out: Path, data: Path, fits: dict[str, dict], quick: bool) -> 
             folders[f"headline 3L-f384 {fmt}-int8 (QAT ranges, hand-made)"] = str(hl / f"{fmt}-int8")
     teacher = out.parent / hl.parent.parent.name / "artifacts" / "teacher" / "onnx-fp32"
     target = load_target("cpu", headline.QUICK_MEASUREMENT if quick else None)
-    path = out / "bench_cpu.json"
+    path, listed = out / "bench_cpu.json", out / "bench_cpu.folders.json"
+    if path.is_file() and (not listed.is_file() or json.loads(listed.read_text()) != folders):
+        # another set of winners (a search finished since): the earlier run is kept beside, not reused
+        path.rename(
+            out / f"bench_cpu.{time.strftime('%Y%m%dT%H%M%S', time.gmtime(path.stat().st_mtime))}.json"
+        )
     if not path.is_file():
         bench(list(folders.values()), target, data=data / "dev.tsv", baseline_artifact=str(teacher), out=path,
               progress=True)  # fmt: skip
-    return {"folders": folders, "report": json.loads(path.read_text())}
+        atomic_write_json(listed, folders)
+    return {
+        "folders": folders,
+        "report": json.loads(path.read_text()),
+        "versus": head_to_head(out, folders, target),
+    }
+
+
+def head_to_head(out: Path, folders: dict[str, str], target) -> dict[str, dict]:
+    """Each winner's artifact measured directly against the hand-made student, interleaved (fresh
+    processes, A B, B A, ...): "no less speed-up" is "not slower than it", decided without the
+    teacher's drift between two separate comparisons. Against the hand-made headline (ONNX Runtime
+    int8, the issue's bar) and against the hand-made student in the winner's runtime."""
+    from edgedistill.bench import bench
+    from edgedistill.bench.gating.relative import speedup_interval
+
+    hand = {name.split()[2]: path for name, path in folders.items() if name.startswith("headline ")}
+    results = {}
+    for name, path in folders.items():
+        if " winner " not in name:
+            continue
+        fmt = name.split()[-1]
+        for ref_fmt in dict.fromkeys(["onnx-int8", fmt]):
+            if ref_fmt not in hand:
+                continue
+            file = out / "versus" / f"{name.replace(' ', '_')}__vs__hand-made_{ref_fmt}.json"
+            if not file.is_file():
+                bench([path], target, baseline_artifact=hand[ref_fmt], out=file, progress=True)
+            comp = json.loads(file.read_text())["comparisons"][0]
+            speedup, lower, upper = speedup_interval(
+                comp["candidate_round_medians_ms"], comp["baseline_round_medians_ms"]
+            )
+            results[f"{name} vs {ref_fmt}"] = {
+                "verdict": comp["result"]["verdict"],  # regressed = the winner is slower than the hand-made
+                "speedup_over_hand_made": speedup,
+                "bounds": [lower, upper],
+                "processes": [comp["candidate_rounds"], comp["baseline_rounds"]],
+                "report": str(file),
+            }
+    return results
 
 
 def main() -> int:

@@ -310,6 +310,27 @@ def test_fit_sst2_bars_compare_each_winner_with_the_hand_made_headline_and_in_it
     assert strict["fit-6x winner vs hand-made, openvino-int8"]["verdict"] == "not met"
     assert bars["fit-3x search CPU <= 2x the winner's distillation"]["verdict"] == "met"
     assert bars["fit-6x search CPU <= 2x the winner's distillation"]["verdict"] == "not judged"
+    # the head-to-head run (winner interleaved with the hand-made artifact) decides speed when present
+    key = "fit-3x winner L0-2-5 onnx-int8 vs onnx-int8"
+    bar = "fit-3x winner onnx-int8 vs the hand-made headline (onnx-int8)"
+    for verdict, expected in (("unchanged", "met"), ("improved", "met"), ("regressed", "not met"),
+                              ("inconclusive", "not judged")):  # fmt: skip
+        direct = {
+            "verdict": verdict,
+            "speedup_over_hand_made": 1.0,
+            "bounds": [0.9, 1.1],
+            "processes": [10, 10],
+        }
+        judged = {b["bar"]: b for b in report.bars(table, searches, {key: direct})}[bar]
+        assert judged["verdict"] == expected, verdict
+    less_accurate = [row("fit-3x winner L0-2-5 onnx-int8", 0.87, 4.1, [3.9, 4.4]), table[-1]]
+    direct = {
+        "verdict": "improved",
+        "speedup_over_hand_made": 1.2,
+        "bounds": [1.1, 1.3],
+        "processes": [10, 10],
+    }
+    assert report.bars(less_accurate, {}, {key: direct})[0]["verdict"] == "not met"
     close = report.bars([row("fit-3x winner L0-2-5 onnx-int8", 0.9, 4.8, [4.5, 5.1]), table[-1]], {})
     assert close[0]["verdict"] == "not met (within noise)"
     assert "| fit-3x winner onnx-int8 vs the hand-made headline (onnx-int8) | not met |" in report.markdown(
