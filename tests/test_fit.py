@@ -900,3 +900,34 @@ def test_when_no_finalist_passes_the_next_shapes_are_tried_skipping_those_that_w
 
     choose_finalists(ranked, SimpleNamespace(finalists=1, fallback_finalists=1), costs, size_miss)
     assert tried == [("big", False), ("mid", True)]
+
+
+def test_a_shape_whose_trial_failed_is_enqueued_again_and_a_finished_one_is_not():
+    """SIGTERM or Ctrl-C leaves the running trial FAIL (neither heartbeats nor the dead-worker check
+    retry it): the next run's enqueue puts that shape back, and never a shape already trained."""
+    import optuna
+
+    from edgedistill.fit import proxy
+    from edgedistill.fit.space import Shape
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    shapes = [Shape(layers=(0, 5)), Shape(layers=(0, 2, 5))]
+    proxy.enqueue(study, shapes)
+
+    def objective(trial):
+        key = trial.suggest_categorical("shape", [s.key for s in shapes])
+        if key == shapes[1].key:
+            raise KeyboardInterrupt  # what a polite stop looks like inside the trial
+        return 0.5
+
+    study.optimize(objective, n_trials=1)
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(objective, n_trials=1)
+    states = {t.params["shape"]: t.state.name for t in study.trials}
+    assert states == {shapes[0].key: "COMPLETE", shapes[1].key: "FAIL"} and proxy.waiting(study) == 0
+    proxy.enqueue(study, shapes)
+    proxy.enqueue(study, shapes)  # idempotent: the waiting retry is live
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"]["shape"] for t in waiting] == [shapes[1].key]
+    assert waiting[0].user_attrs["retry_of_failed"] is True

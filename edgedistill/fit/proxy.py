@@ -126,12 +126,25 @@ def promising_first(rows: list[dict[str, Any]]) -> list[Shape]:
 
 
 def enqueue(study, shapes: list[Shape]) -> None:
-    """Every shape once; a shape already in the study (any state) is not enqueued again."""
+    """Every shape once: a shape with a trial waiting, running or finished is not enqueued again.
+
+    A shape whose trials all failed is: a worker stopped by SIGTERM or Ctrl-C (or an error) leaves its
+    running trial FAIL, which neither the heartbeat nor `fail_dead_local_trials` retries, so without
+    this a polite stop would drop that shape from the search for good. Its finished rungs stay on
+    disk, so the retry resumes them."""
+    import optuna
+
+    S = optuna.trial.TrialState
+    live, failed = set(), set()
+    for t in study.get_trials(deepcopy=False):
+        key = t.params.get("shape") or t.system_attrs.get("fixed_params", {}).get("shape")
+        (failed if t.state == S.FAIL else live).add(key)
     for shape in shapes:
+        if shape.key in live:
+            continue
+        attrs = {"shape": shape.to_dict(), **({"retry_of_failed": True} if shape.key in failed else {})}
         _retry_race(
-            lambda shape=shape: study.enqueue_trial(
-                {"shape": shape.key}, user_attrs={"shape": shape.to_dict()}, skip_if_exists=True
-            )
+            lambda shape=shape, attrs=attrs: study.enqueue_trial({"shape": shape.key}, user_attrs=attrs)
         )
 
 

@@ -45,6 +45,10 @@ def candidate_rows(
             )
         elif trial is None:
             why = "not trained (the study did not reach it)"
+        elif trial["state"] == "fail":
+            why = (
+                "its trial failed (a worker stopped or an error) and has not been retried yet: run fit again"
+            )
         elif final is None:
             why = (
                 f"pruned by successive halving at {trial['pruned_at'] or 'a rung'}"
