@@ -258,8 +258,13 @@ def test_finalist_cpu_file_reads_the_ledger_and_refuses_a_pre_ledger_resumed_one
     assert _distill_cpu(cpu_file) == {
         "distill_cpu_s": 812.5,
         "distill_cpu_sessions": 3,
+        "distill_reused_from": None,
         "distill_cpu_note": None,
     }
+    # a distillation restored from fit.distill_cache keeps what it cost where it ran, and says where
+    atomic_write_json(cpu_file, {"cpu_s": 812.5, "sessions": 1, "complete": True, "reused_from": "/a/final"})
+    assert _distill_cpu(cpu_file)["distill_cpu_s"] == 812.5
+    assert _distill_cpu(cpu_file)["distill_reused_from"] == "/a/final"
     atomic_write_json(cpu_file, {"cpu_s": 312.0, "resumed": True})
     record = _distill_cpu(cpu_file)
     assert record["distill_cpu_s"] is None
