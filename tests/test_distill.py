@@ -249,3 +249,54 @@ def test_cli_distill_and_finetune(tmp_path, tiny_bert_classifier, tiny_data):
         text=True,
     )
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
+
+
+def test_an_interrupted_teacher_cache_fill_resumes_from_its_last_finished_shard(
+    tmp_path, tiny_bert_classifier, monkeypatch
+):
+    """A big teacher's cache takes longer than a session: a kill keeps the finished shards, the next
+    fill runs the teacher on the rest only, and the joined cache equals an uninterrupted one."""
+    from edgedistill.compress import teacher_cache
+    from edgedistill.compress.teacher_cache import TeacherOutputCache
+
+    monkeypatch.setattr(teacher_cache, "SHARD_BATCHES", 2)
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_bert_classifier)
+    gen = torch.Generator().manual_seed(0)
+    dataset = []
+    for i in range(38):  # 10 batches of 4 (the last one short), 5 shards of 2 batches
+        n = 5 + i % 7
+        dataset.append(
+            {"input_ids": torch.randint(5, 100, (n,), generator=gen).tolist(), "attention_mask": [1] * n}
+        )
+
+    def collate(rows):
+        width = max(len(r["input_ids"]) for r in rows)
+        pad = [[0] * (width - len(r["input_ids"])) for r in rows]
+        return {
+            "input_ids": torch.tensor([r["input_ids"] + p for r, p in zip(rows, pad, strict=True)]),
+            "attention_mask": torch.tensor([r["attention_mask"] + p for r, p in zip(rows, pad, strict=True)]),
+        }
+
+    calls = {"n": 0, "stop_at": 5}
+    forward = teacher.forward
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == calls["stop_at"]:
+            raise KeyboardInterrupt  # the kill, in the third shard
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(teacher, "forward", counted)
+    with pytest.raises(KeyboardInterrupt):
+        TeacherOutputCache.build(teacher, dataset, collate, {"logits"}, tmp_path / "cache", batch_size=4)
+    [folder] = list((tmp_path / "cache").iterdir())
+    assert not (folder / "meta.json").exists() and len(list((folder / "parts").glob("logits.*.npy"))) == 2
+    calls.update(n=0, stop_at=-1)
+    resumed = TeacherOutputCache.build(
+        teacher, dataset, collate, {"logits"}, tmp_path / "cache", batch_size=4
+    )
+    assert calls["n"] == 6  # 10 batches, 4 of them in the two finished shards
+    assert not (folder / "parts").exists()
+    fresh = TeacherOutputCache.build(teacher, dataset, collate, {"logits"}, tmp_path / "fresh", batch_size=4)
+    assert resumed.arrays["logits"].shape == (38, 2)
+    assert (resumed.arrays["logits"] == fresh.arrays["logits"]).all()
