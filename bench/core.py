@@ -151,10 +151,7 @@ def bench(
         raise EdgeDistillError("name at least one artifact folder to benchmark")
     opened = [open_artifact(p) for p in artifacts]  # hashes first: a mismatch stops before measuring
     baseline = open_artifact(baseline_artifact) if baseline_artifact is not None else None
-    names = [a.name for a in opened]
-    for a in opened:  # the same folder name from two export runs: tell them apart
-        if names.count(a.name) > 1:
-            a.name = f"{a.path.parent.name}/{a.name}"
+    _unique_names(opened)
 
     work_dir = Path(tempfile.mkdtemp(prefix=f"edgedistill-bench-{os.getpid()}-"))
     device, device_reason = open_target_device(target, work_dir)
@@ -326,6 +323,25 @@ def _reference_for(artifact: Artifact, ref_path: Path, info: dict, predictions, 
         return {**info, "compared": compared}, None, {SENTENCE_EMBEDDING: predictions}
     reason = f"reference {ref_path} is a {task} model, not {artifact.task}"
     return {**info, "status": "error", "reason": reason}, None, {}
+
+
+def _unique_names(opened: list[Artifact]) -> None:
+    """The same folder name from two export runs: each takes the shortest tail of its path that no
+    other artifact of the report shares (comparisons and relative figures are looked up by name)."""
+    names = [a.name for a in opened]
+    renamed = []
+    for i, a in enumerate(opened):
+        if names.count(names[i]) < 2:
+            renamed.append(a.name)
+            continue
+        others = [b.path.resolve().parts for j, b in enumerate(opened) if j != i and names[j] == names[i]]
+        parts = a.path.resolve().parts
+        depth = 2
+        while depth < len(parts) and any(o[-depth:] == parts[-depth:] for o in others):
+            depth += 1
+        renamed.append("/".join(parts[-depth:]))
+    for a, name in zip(opened, renamed, strict=True):
+        a.name = name
 
 
 def _accuracy(

@@ -388,3 +388,26 @@ def test_a_damaged_tokenizer_config_is_an_artifact_error_not_pad_id_0(tmp_path, 
     (folder / "tokenizer_config.json").write_bytes(text.encode("latin-1"))
     with pytest.raises(ArtifactError, match="tokenizer_config.json"):
         ArtifactTokenizer(folder)
+
+
+def test_artifacts_with_the_same_folder_name_get_the_shortest_path_tails_that_tell_them_apart(tmp_path):
+    """fit_sst2 benched two winners at .../final/<shape>/artifacts/openvino-int8: one parent folder
+    was not enough, and the report's comparisons (looked up by name) mixed them up."""
+    from types import SimpleNamespace
+
+    from edgedistill.bench.core import _unique_names
+
+    paths = [
+        tmp_path / "fit-3x" / "final" / "L0-2-3-5_f768" / "artifacts" / "openvino-int8",
+        tmp_path / "fit-6x" / "final" / "L0-2-3-5_f384" / "artifacts" / "openvino-int8",
+        tmp_path / "ours" / "onnx-int8",
+        tmp_path / "x" / "y" / "artifacts" / "onnx-fp32",
+    ]
+    opened = [SimpleNamespace(name=p.name, path=p) for p in paths]
+    _unique_names(opened)
+    assert [a.name for a in opened] == [
+        "L0-2-3-5_f768/artifacts/openvino-int8",
+        "L0-2-3-5_f384/artifacts/openvino-int8",
+        "onnx-int8",
+        "onnx-fp32",
+    ]
