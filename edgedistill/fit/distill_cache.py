@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edgedistill.io import atomic_dir, atomic_write_json
+from edgedistill.io import atomic_dir, atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +74,15 @@ def _file_digest(file: Path) -> str:
     stat = file.stat()
     memo = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
     if memo not in _digests:
-        h = hashlib.sha256()
         if file.suffix == ".json":
-            h.update(json.dumps(json.loads(file.read_text(encoding="utf-8")), sort_keys=True).encode())
+            text = json.dumps(json.loads(file.read_text(encoding="utf-8")), sort_keys=True)
+            _digests[memo] = hashlib.sha256(text.encode()).hexdigest()
         elif file.suffix == ".safetensors":
+            h = hashlib.sha256()
             _hash_safetensors(file, h)
+            _digests[memo] = h.hexdigest()
         else:
-            with open(file, "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    h.update(chunk)
-        _digests[memo] = h.hexdigest()
+            _digests[memo] = sha256_file(file)
     return _digests[memo]
 
 
@@ -161,10 +160,10 @@ class DistillCache:
 
         origin = json.loads((entry / "origin.json").read_text(encoding="utf-8"))
         cpu = {**origin.get("cpu", {}), "reused_from": origin.get("folder"), "key": key}
+        # the CPU record first: a kill before the folder lands leaves nothing that reads as done
+        # (a record inside the folder is written with it)
         inside = cpu_file.parent.resolve() == dest.resolve()
-        if (
-            not inside
-        ):  # the CPU record first: a kill before the folder lands leaves nothing that reads as done
+        if not inside:
             atomic_write_json(cpu_file, cpu)
         with atomic_dir(dest) as tmp:
             for name in ENTRY_FILES:
