@@ -67,8 +67,8 @@ class BenchStage(StrictModel):
     )
     teacher: bool = Field(
         True,
-        description="also export the teacher at fp32 (first format) and measure it on every target: the "
-        "reports' reference point and speed-up baseline (never gated)",
+        description="also export the teacher at fp32 (first format; with `fit:` the first searched export) "
+        "and measure it on every target: the reports' reference point and speed-up baseline (never gated)",
     )
 
     def target_refs(self) -> list[TargetRef]:

@@ -2,7 +2,8 @@
 
 A student's figures mean little alone: the run report shows each artifact's speed-up over the
 teacher and its task metric as a share of the teacher's. So the pipeline exports the teacher at
-fp32 in the recipe's first format (``OUT/reference/teacher/<format>-fp32``) and benches it on
+fp32 in one format (`reference_format`: the recipe's first; a `fit` recipe's first searched export,
+also in the winner's final run) (``OUT/reference/teacher/<format>-fp32``) and benches it on
 every target like the artifacts (``OUT/reference/<target>.json``; a target that accepts only
 quantized artifacts measures it anyway, since it is the yardstick, not a candidate). The gate
 never sees it.
@@ -35,11 +36,21 @@ _EXPORT_TASKS = {"causal-lm": "text-generation"}
 _ACCURACY_ONLY = {"warmup_iterations": 0, "min_iterations": 1, "min_seconds": 0.0, "rounds": 1}
 
 
+def reference_format(recipe: Any) -> str:
+    """The format of the teacher's fp32 reference: every artifact's relative budgets are judged
+    against the teacher in this one runtime. A `fit` recipe's is its first searched export, in the
+    search and in the winner's final run alike (whose export keeps only the winner's formats): one
+    yardstick, so a finalist that passed ``speedup_vs_teacher`` is judged against the same teacher
+    at the gate."""
+    fit = getattr(recipe, "fit", None)
+    return fit.space.exports[0].format if fit is not None else recipe.export.formats[0]
+
+
 def export_config(recipe: Any) -> Any:
-    """The recipe's export settings for one fp32 artifact in its first format."""
+    """The recipe's export settings for one fp32 artifact in its reference format."""
     task = recipe.distill.task
     return recipe.export.just(
-        recipe.export.formats[0], "fp32", task=_EXPORT_TASKS.get(task, task), int8_method="auto"
+        reference_format(recipe), "fp32", task=_EXPORT_TASKS.get(task, task), int8_method="auto"
     )
 
 

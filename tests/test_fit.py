@@ -936,3 +936,36 @@ def test_a_shape_whose_trial_failed_is_enqueued_again_and_a_finished_one_is_not(
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [t.system_attrs["fixed_params"]["shape"] for t in waiting] == [shapes[1].key]
     assert waiting[0].user_attrs["retry_of_failed"] is True
+
+
+def test_the_winners_final_run_judges_relative_budgets_against_the_searchs_teacher(fit_setup):
+    """fit_sst2's 6x search: its finalists were measured against the teacher ONNX fp32 (the first
+    searched export) and the OpenVINO winner passed at 7.39x; the final run, whose export keeps only
+    the winner's OpenVINO pair, then measured the teacher through OpenVINO (5.65x, inconclusive).
+    The final run's reference is the search's: one yardstick from the screening to the gate."""
+    from edgedistill.fit.search import final_recipe
+    from edgedistill.teacher_reference import export_config, reference_format
+
+    s = fit_setup
+    raw = _recipe(s["teacher"], s["data"], s["target"], s["cache"])
+    raw["export"]["formats"] = ["onnx", "openvino"]
+    raw["fit"]["space"]["exports"] = [
+        {"format": "onnx", "precision": "int8"},
+        {"format": "openvino", "precision": "int8"},
+    ]
+    recipe = RunRecipe.model_validate(raw)
+    winner = {
+        "shape": {"layers": [0]},
+        "artifacts": [
+            {"path": "final/L0/artifacts/onnx-int8", "passes_cost": False},
+            {"path": "final/L0/artifacts/openvino-int8", "passes_cost": True},
+        ],
+    }
+    final = final_recipe(recipe, winner, {"train": str(s["data"]["train"]), "val": str(s["data"]["eval"])})
+    assert final.export.formats == ["openvino"] and final.export.precisions == ["int8"]
+    assert reference_format(recipe) == reference_format(final) == "onnx"
+    assert export_config(final).formats == ["onnx"] and export_config(final).precisions == ["fp32"]
+    # without `fit:` the reference stays the recipe's first export format
+    plain = RunRecipe.model_validate({k: v for k, v in raw.items() if k != "fit"} | {
+        "distill": {**raw["distill"], "student": {"layers": [0]}}, "export": {**raw["export"], "formats": ["openvino", "onnx"]}})  # fmt: skip
+    assert reference_format(plain) == "openvino"

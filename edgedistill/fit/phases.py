@@ -145,8 +145,10 @@ class Screening:
         return None
 
     def teacher(self) -> dict[str, Any]:
-        """The teacher fp32 in the first export format, screened the same way (relative budgets' yardstick)."""
-        choice = ExportChoice(format=self.cfg.space.exports[0].format, precision="fp32")
+        """The teacher fp32 in its reference format, screened the same way (relative budgets' yardstick)."""
+        from edgedistill.teacher_reference import reference_format
+
+        choice = ExportChoice(format=reference_format(self.recipe), precision="fp32")
         yardstick = self.short.model_copy(update={"precisions": None, "formats": None})
         saved, self.short = self.short, yardstick
         try:

@@ -237,10 +237,11 @@ def _teacher_source(teacher) -> dict[str, Any]:
 
 
 def _teacher_artifact(recipe, fit_dir: Path, screening: phases.Screening) -> str | None:
-    """The teacher fp32 in the first export format: the interleaved baseline of relative budgets."""
+    """The teacher fp32 in its reference format: the interleaved baseline of relative budgets."""
     from edgedistill.export import export
+    from edgedistill.teacher_reference import reference_format
 
-    fmt = recipe.fit.space.exports[0].format
+    fmt = reference_format(recipe)
     art = fit_dir / "teacher" / f"{fmt}-fp32"
     if not (art / "manifest.json").is_file():
         export(screening.teacher_folder(), fit_dir / "teacher", recipe.export.just(fmt, "fp32"))
@@ -253,12 +254,25 @@ def _final_run(
     """OUT becomes an ordinary run folder of the winner: exported, benched on the eval split, gated."""
     from edgedistill.pipeline import run
 
+    distill_dir = out / "distill"
+    if not (distill_dir / "distill_report.json").is_file():
+        with atomic_dir(distill_dir) as tmp:
+            shutil.copytree(
+                winner["distill"], tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoints")
+            )
+    atomic_write_json(out / "fit" / "winner.json", winner)
+    return run(final_recipe(recipe, winner, split), out, progress=progress, trained=distill_dir)
+
+
+def final_recipe(recipe, winner: dict[str, Any], split: dict[str, Any]):
+    """The run recipe of the winner's final run: its shape, the pairs that passed the full measurement
+    (not the cross product of their formats and precisions), graded on the eval split. The `fit`
+    section stays, so the teacher's reference is the search's (`teacher_reference.reference_format`)."""
     shape = Shape.from_dict(winner["shape"])
-    # the pairs that passed the full measurement, not the cross product of their formats and precisions
     pairs = [Path(a["path"]).name.split("-", 1) for a in winner["artifacts"] if a["passes_cost"]]
     formats, precisions = sorted({f for f, _ in pairs}), sorted({p for _, p in pairs})
     only = [{"format": f, "precision": p} for f, p in pairs]
-    final = recipe.model_copy(
+    return recipe.model_copy(
         update={
             "distill": distill_recipe(
                 recipe, shape, split["train"], recipe.distill.data.eval or split["val"]
@@ -268,11 +282,3 @@ def _final_run(
             ),
         }
     )
-    distill_dir = out / "distill"
-    if not (distill_dir / "distill_report.json").is_file():
-        with atomic_dir(distill_dir) as tmp:
-            shutil.copytree(
-                winner["distill"], tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoints")
-            )
-    atomic_write_json(out / "fit" / "winner.json", winner)
-    return run(final, out, progress=progress, trained=distill_dir)
