@@ -48,6 +48,19 @@ def build_summary(
             "message": rep.get("message"),
             "winner": (rep.get("winner") or {}).get("shape", {}).get("key"),
             "winner_reason": (rep.get("winner") or {}).get("reason"),
+            "final_gates": [
+                {
+                    "target": g.get("target"),
+                    "verdict": g.get("verdict"),
+                    "exit_code": g.get("exit_code"),
+                    "not_passed": [
+                        f"{c['budget']}: {c['message']}"
+                        for c in g.get("checks", [])
+                        if c.get("status") != "passed"
+                    ],
+                }
+                for g in rep.get("final_gates") or []
+            ],  # fmt: skip
             "times": rep.get("times"),
             "cost": costs.get(name),
             "candidates": [
@@ -179,6 +192,11 @@ def markdown(summary: dict) -> str:
         lines += [
             "",
             f"**{name}**: {s['status']}; winner {s['winner'] or '-'}. {s['winner_reason'] or s['message'] or ''}",
+            *[
+                f"final run on the eval split, gate `{g['target']}`: **{g['verdict']}** (exit {g['exit_code']})"
+                + "".join(f"; {x}" for x in g["not_passed"])
+                for g in s.get("final_gates") or []
+            ],
             f"search CPU {_f(cost.get('search_cpu_with_reused_s', cost.get('search_cpu_s')), '.0f')} s vs the "
             f"winner's full distillation {_f(cost.get('winner_distill_cpu_s'), '.0f')} s: ratio "
             f"{_f(cost.get('ratio'), '.2f')}"
@@ -210,6 +228,12 @@ def markdown(summary: dict) -> str:
                         f"(95% bounds {_f(h['bounds'][0], '.2f')}-{_f(h['bounds'][1], '.2f')}, "
                         f"{h['processes'][0]} + {h['processes'][1]} processes): {h['verdict']}"
                     )
+                    if first := h.get("first_run"):  # undecided, then measured again with more processes
+                        figures += (
+                            f" (a first run, {first['processes'][0]} + {first['processes'][1]} processes: "
+                            f"{_f(first['speedup_over_hand_made'], '.2f')}x, {_f(first['bounds'][0], '.2f')}-"
+                            f"{_f(first['bounds'][1], '.2f')}, {first['verdict']})"
+                        )
             else:
                 figures = f"ratio {_f(b.get('ratio'), '.2f')}" + (
                     f" ({b['reason']})" if b.get("reason") else ""

@@ -331,6 +331,25 @@ def test_fit_sst2_bars_compare_each_winner_with_the_hand_made_headline_and_in_it
         "processes": [10, 10],
     }
     assert report.bars(less_accurate, {}, {key: direct})[0]["verdict"] == "not met"
+    # an inconclusive head-to-head measured again with more processes: the second run decides, the
+    # first is shown beside it
+    again = {**direct, "verdict": "regressed", "speedup_over_hand_made": 0.91, "bounds": [0.84, 0.99],
+             "processes": [40, 40], "first_run": {**direct, "verdict": "inconclusive", "bounds": [0.86, 1.39],
+                                                  "processes": [20, 20]}}  # fmt: skip
+    judged = report.bars(table, searches, {key: again})
+    line = report.markdown({"cpu": {}, "rows": None, "teacher_dev_accuracy": 0.89, "table": [], "searches": {},
+                            "bars": judged})  # fmt: skip
+    assert (
+        judged[0]["verdict"] == "not met"
+        and "(a first run, 20 + 20 processes: 1.20x, 0.86-1.39, inconclusive)" in line
+    )
+    # the winner's final gate is shown with the search, never only "done"
+    gated = report.markdown({"cpu": {}, "rows": None, "teacher_dev_accuracy": 0.89, "table": [], "bars": [],
+                             "searches": {"fit-6x": {"status": "done", "winner": "L0-2-3-5_f384", "winner_reason": "best",
+                                                     "message": None, "cost": {}, "final_gates": [
+                                                         {"target": "cpu", "verdict": "INCONCLUSIVE", "exit_code": 3,
+                                                          "not_passed": ["speedup_vs_teacher: straddles 6x"]}]}}})  # fmt: skip
+    assert "gate `cpu`: **INCONCLUSIVE** (exit 3); speedup_vs_teacher: straddles 6x" in gated
     close = report.bars([row("fit-3x winner L0-2-5 onnx-int8", 0.9, 4.8, [4.5, 5.1]), table[-1]], {})
     assert close[0]["verdict"] == "not met (within noise)"
     assert "| fit-3x winner onnx-int8 vs the hand-made headline (onnx-int8) | not met |" in report.markdown(

@@ -71,7 +71,7 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
         raise EdgeDistillError(
             "the recipe has no `fit:` section; `edgedistill run` distills its fixed student"
         )
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()  # the report's paths hold from any working directory
     fit_dir = out / "fit"
     fit_dir.mkdir(parents=True, exist_ok=True)
     tell = on_phase or (lambda phase, text: None)
