@@ -879,7 +879,8 @@ def test_when_no_finalist_passes_the_next_shapes_are_tried_skipping_those_that_w
         tried.append((key, fallback))
         failed = [] if passes[key] else ["speedup_vs_teacher: 5.46x ... straddle 6x: too noisy to decide"]
         return {"shape": {"key": key}, "passes": passes[key],
-                "artifacts": [{"artifact": "openvino-int8", "failed": failed}]}  # fmt: skip
+                "artifacts": [{"artifact": "openvino-int8", "failed": failed,
+                               "failed_budgets": [x.split(":")[0] for x in failed]}]}  # fmt: skip
 
     cfg = SimpleNamespace(finalists=1, fallback_finalists=2)
     finalists, passed_over = choose_finalists(ranked, cfg, costs, distill_one)
@@ -901,6 +902,7 @@ def test_when_no_finalist_passes_the_next_shapes_are_tried_skipping_those_that_w
     def size_miss(row, fallback):
         out = distill_one(row, fallback)
         out["artifacts"][0]["failed"] = [] if out["passes"] else ["size_vs_teacher: 0.21 > 0.2"]
+        out["artifacts"][0]["failed_budgets"] = [] if out["passes"] else ["size_vs_teacher"]
         return out
 
     choose_finalists(ranked, SimpleNamespace(finalists=1, fallback_finalists=1), costs, size_miss)
