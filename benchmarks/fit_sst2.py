@@ -273,6 +273,24 @@ def head_to_head(out: Path, folders: dict[str, str], target, longer=None) -> dic
     return results
 
 
+def drift_reports(out: Path) -> list[tuple[str, dict]]:
+    """Every bench report of this benchmark that ran a candidate interleaved with the teacher fp32: the
+    finalists' full measurements (and fit-6x's first look, kept aside), the final runs, the comparison
+    benches (the current one and those set aside)."""
+    found = []
+    for name in SPEEDUPS:
+        for path in sorted((out / name / "run" / "fit" / "final").glob("*/bench/*.json")):
+            found.append((f"{name} finalist {path.parent.parent.name}", path))
+        for path in sorted((out / name / "run" / "bench").glob("*.json")):
+            found.append((f"{name} final run", path))
+    for path in sorted((out / "fit-6x-first-look").glob("*/bench/*.json")):
+        found.append((f"fit-6x first look {path.parent.parent.name}", path))
+    for path in sorted(out.glob("bench_cpu*.json")):
+        if path.name != "bench_cpu.folders.json":
+            found.append((f"comparison bench {path.name}", path))
+    return [(label, json.loads(path.read_text())) for label, path in found]
+
+
 def main() -> int:
     ap = parser(__doc__, sst2=True)
     ap.add_argument("--rows", type=int, default=None, help="quick mode: the first N training rows only")
@@ -320,6 +338,9 @@ def main() -> int:
             summary = build_summary(measured, fits, {k: search_cost(v) for k, v in fits.items()}, args.rows,
                                     time.time() - started,
                                     json.loads(compare.read_text()) if compare.is_file() else None)  # fmt: skip
+            from fit_sst2_report import teacher_drift
+
+            summary["teacher_drift"] = teacher_drift(drift_reports(out))
             write_summary(out, summary, markdown(summary), quick=args.rows is not None)
     return 0
 

@@ -3,6 +3,8 @@ and the screening on this host against the same screening through the loopback s
 
 from __future__ import annotations
 
+import statistics
+from pathlib import Path
 from typing import Any
 
 from edgedistill.bench.gating.relative import relative_to_teacher
@@ -241,7 +243,56 @@ def markdown(summary: dict) -> str:
             lines.append(f"| {b['bar']} | {b['verdict']} | {figures} |")
     if summary.get("local_vs_ssh"):
         lines += ["", "**local vs loopback ssh** (screening)", "", compare_markdown(summary["local_vs_ssh"])]
+    if summary.get("teacher_drift"):
+        lines += ["", drift_markdown(summary["teacher_drift"])]
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# the teacher's latency across the comparisons: why two speed-ups from separate runs do not compare
+# ------------------------------------------------------------------------------------------------
+
+
+def teacher_drift(reports: list[tuple[str, dict]]) -> list[dict]:
+    """Every interleaved comparison with the teacher fp32 in these (label, bench report) pairs: the
+    medians of both sides' process medians and their ratio, in the order they were measured."""
+    rows = []
+    for label, report in reports:
+        for comp in report.get("comparisons") or []:
+            if "teacher" not in Path(comp.get("baseline_path") or "").parts:
+                continue
+            cand = statistics.median(comp["candidate_round_medians_ms"])
+            base = statistics.median(comp["baseline_round_medians_ms"])
+            rows.append(
+                {
+                    "measured_utc": report.get("created_utc"),
+                    "report": label,
+                    "candidate": comp["candidate"],
+                    "processes": comp["candidate_rounds"],
+                    "teacher_ms": base,
+                    "candidate_ms": cand,
+                    "speedup_of_medians": base / cand,
+                }
+            )
+    return sorted(rows, key=lambda r: r["measured_utc"] or "")
+
+
+def drift_markdown(rows: list[dict]) -> str:
+    teacher = [r["teacher_ms"] for r in rows]
+    lines = [
+        f"**The teacher fp32 across {len(rows)} interleaved comparisons** (median of its process medians): "
+        f"{min(teacher):.1f}-{max(teacher):.1f} ms. Interleaving cancels drift within one comparison, not "
+        "between them.",
+        "",
+        "| measured (UTC) | report | candidate | processes a side | teacher ms | candidate ms | ratio of medians |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['measured_utc']} | {r['report']} | {r['candidate']} | {r['processes']} | {r['teacher_ms']:.2f} | "
+            f"{r['candidate_ms']:.2f} | {r['speedup_of_medians']:.2f}x |"
+        )
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -362,3 +362,29 @@ def test_fit_sst2_bars_compare_each_winner_with_the_hand_made_headline_and_in_it
             "bars": list(bars.values()),
         }
     )
+
+
+def test_fit_sst2_lists_the_teacher_of_every_interleaved_comparison_in_the_order_measured():
+    """The speed-up over the teacher moves between runs because the teacher's own latency does: the
+    summary lists every comparison with the teacher fp32 (and only those), oldest first."""
+    spec = importlib.util.spec_from_file_location(
+        "fit_sst2_report_drift_under_test", BENCHMARKS / "fit_sst2_report.py"
+    )
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+
+    def comp(candidate, baseline_path, cand, base):
+        return {"candidate": candidate, "baseline_path": baseline_path, "candidate_rounds": len(cand),
+                "candidate_round_medians_ms": cand, "baseline_round_medians_ms": base}  # fmt: skip
+
+    late = {"created_utc": "2026-12-07T22:00:00Z", "comparisons": [
+        comp("openvino-int8", "/r/fit-6x/run/reference/teacher/onnx-fp32", [3.0, 3.2, 2.8], [18.0, 19.0, 17.0]),
+        comp("openvino-int8", "/r/headline_sst2/artifacts/ours/onnx-int8", [3.0], [3.1]),  # a head-to-head
+    ]}  # fmt: skip
+    early = {"created_utc": "2026-12-07T17:00:00Z", "comparisons": [
+        comp("onnx-int8", "/r/fit-3x/run/fit/teacher/onnx-fp32", [4.0, 5.0], [25.0, 27.0])]}  # fmt: skip
+    rows = report.teacher_drift([("final run", late), ("finalist", early)])
+    assert [r["report"] for r in rows] == ["finalist", "final run"]
+    assert rows[0]["teacher_ms"] == 26.0 and rows[1]["speedup_of_medians"] == 6.0
+    text = report.drift_markdown(rows)
+    assert "across 2 interleaved comparisons" in text and "18.0-26.0 ms" in text
