@@ -65,9 +65,7 @@ def _compare_interleaved(
     looks = [_look(comparison)]
     extend_to = m.max_compare_rounds or m.compare_rounds
     undecided = comparison["result"]["verdict"] == "inconclusive" or speedup_undecided(
-        comparison["candidate_round_medians_ms"],
-        comparison["baseline_round_medians_ms"],
-        plan.target.budgets.speedup_vs_teacher,
+        looks[-1]["speedup_bounds"], plan.target.budgets.speedup_vs_teacher
     )
     if undecided and extend_to > m.compare_rounds:
         bar.grow(2 * (extend_to - m.compare_rounds))

@@ -95,14 +95,12 @@ def speedup_interval(
     )
 
 
-def speedup_undecided(
-    candidate_medians: list[float], teacher_medians: list[float], limit: float | None
-) -> bool:
-    """Whether these processes leave ``speedup_vs_teacher: limit`` undecided (the gate's "inconclusive"):
-    the bench measures more processes before it gives up."""
+def speedup_undecided(bounds: tuple[float | None, float | None], limit: float | None) -> bool:
+    """Whether a speed-up's 95 % ``bounds`` (`speedup_interval`) leave ``speedup_vs_teacher: limit``
+    undecided (the gate's "inconclusive"): the bench measures more processes before it gives up."""
     if limit is None:
         return False
-    _, lower, upper = speedup_interval(candidate_medians, teacher_medians)
+    lower, upper = bounds
     return lower is None or upper is None or (lower < limit <= upper)
 
 
