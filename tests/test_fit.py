@@ -144,6 +144,9 @@ def test_a_budget_only_some_shapes_meet_is_met_by_the_winner_and_the_gate_passes
     assert candidates[winner]["feasible"]
     gate = json.loads((out / "gate" / "test-fast.json").read_text())
     assert gate["exit_code"] == 0 and gate["verdict"].startswith("PASSED"), gate
+    # the search's report and candidates.md carry the final gate, not only "done"
+    assert report["final_gates"] == [{"target": "test-fast", "verdict": gate["verdict"], "exit_code": 0}]
+    assert f"gate `test-fast`: **{gate['verdict']}** (exit 0" in (out / "fit" / "candidates.md").read_text()
     size = next(c for c in gate["checks"] if c["budget"] == "size_vs_teacher")
     assert size["status"] == "passed" and size["value"] <= 0.75
     # the final run exports exactly the winner's pairs that passed at full measurement

@@ -101,6 +101,12 @@ def markdown(report: dict[str, Any], candidates: list[dict[str, Any]], metric: s
         "",
         report.get("message") or (report.get("winner") or {}).get("reason", ""),
         "",
+        *[
+            f"The winner's final run on the eval split, gate `{g['target']}`: **{g['verdict']}** "
+            f"(exit {g['exit_code']}; `gate/{g['target']}.md` says why)."
+            for g in report.get("final_gates") or []
+        ],
+        *([""] if report.get("final_gates") else []),
         f"| shape | screened p95 ms (best export) | proxy {metric} | steps | state | why |",
         "|---|---|---|---|---|---|",
     ]

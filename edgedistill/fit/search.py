@@ -224,6 +224,7 @@ def fit(recipe, out_dir: str | Path, *, storage: str | None = None, worker: bool
         if winner.get("distill_cpu_s")
         else None,
         "exit_code": summary["exit_code"],
+        "final_gates": summary.get("verdicts") or [],  # the winner's gate on the eval split, per target
         "passed_over": passed_over,
     }
     return write_fit_report(out, report, rows, trials, finalists, target, d.task)
