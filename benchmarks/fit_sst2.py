@@ -228,16 +228,12 @@ LONGER = {"measurement.compare_rounds": 20, "measurement.max_compare_rounds": 40
 
 
 def _versus(file: Path) -> dict:
-    from edgedistill.bench.gating.relative import speedup_interval
-
     comp = json.loads(file.read_text())["comparisons"][0]
-    speedup, lower, upper = speedup_interval(
-        comp["candidate_round_medians_ms"], comp["baseline_round_medians_ms"]
-    )
+    final = comp["looks"][-1]  # the bench's own speed-up and bounds on all processes (`speedup_interval`)
     return {
         "verdict": comp["result"]["verdict"],  # regressed = the winner is slower than the hand-made
-        "speedup_over_hand_made": speedup,
-        "bounds": [lower, upper],
+        "speedup_over_hand_made": final["speedup"],
+        "bounds": final["speedup_bounds"],
         "processes": [comp["candidate_rounds"], comp["baseline_rounds"]],
         "report": str(file),
     }
